@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests talk to: DCMTK (second, independent DICOM implementation)
+# and Prometheus (promtool and the server). Idempotent: does nothing when they are present.
+set -euo pipefail
+need=()
+command -v dcmqrscp >/dev/null 2>&1 || need+=(dcmtk)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
