@@ -1,0 +1,255 @@
+"""Command line: `agent run`, `agent probe --once`, `agent check-config` (DESIGN §3 CLI).
+
+Exit codes of `probe --once` follow the Nagios plugin convention: 0 HEALTHY, 1 DEGRADED,
+2 UNHEALTHY, 3 UNKNOWN (bad config, cannot run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import yaml
+
+from agent import __version__
+from agent.config import ConfigError, LoadedConfig, load_config, load_config_text
+from agent.evaluator import HealthEvaluator, HealthState
+from agent.health_json import health_document
+from agent.recorder import LatencyRecorder
+from agent.redaction import Redactor, install_log_redaction
+from agent.runner import run_probe
+from agent.shard import resolve_shard
+from agent.targets import TargetPlan, build_plan
+
+EXIT = {HealthState.HEALTHY: 0, HealthState.DEGRADED: 1, HealthState.UNHEALTHY: 2,
+        HealthState.UNKNOWN: 3}
+UNKNOWN = 3
+
+log = logging.getLogger("agent")
+
+
+def setup_logging(level: str, redactor: Redactor) -> None:
+    level = "WARNING" if level == "WARN" else level
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
+    )
+    # third-party chatter (pynetdicom logs every association at INFO)
+    for noisy in ("pynetdicom", "apscheduler", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_log_redaction(redactor)
+
+
+def _log_level(loaded: LoadedConfig | None, verbose: bool) -> str:
+    if verbose:
+        return "DEBUG"
+    if loaded is None:
+        return "INFO"
+    if loaded.model.agent.logLevel:
+        return loaded.model.agent.logLevel
+    levels = [t.monitoring.logLevel for t in loaded.model.targets] or ["INFO"]
+    order = ["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
+    return min(levels, key=order.index)
+
+
+def _demo_config(sim: Any, listen: str | None) -> LoadedConfig:
+    doc = {"targets": [sim.endpoint_config()], "agent": {"selfProbe": {"interval": 5000}}}
+    if listen:
+        doc["agent"]["listen"] = listen
+    return load_config_text(json.dumps(doc), "<built-in demo>")
+
+
+def _load(path: str | None) -> tuple[LoadedConfig, Any]:
+    """The config, or (no path) the demo config with a started simulator."""
+    if path:
+        return load_config(path), None
+    from agent.simulator import SimulatedPACS
+
+    sim = SimulatedPACS().start()
+    return _demo_config(sim, None), sim
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.service import AgentService
+
+    redactor = Redactor()
+    try:
+        loaded, sim = _load(args.config)
+        shard = resolve_shard(args.shard, loaded.model.agent.shard)
+    except (ConfigError, ValueError) as e:
+        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
+        return UNKNOWN
+    redactor.update(loaded.secrets)
+    setup_logging(_log_level(loaded, args.verbose), redactor)
+    try:
+        service = AgentService(
+            loaded, shard=shard, redactor=redactor, listen=args.listen, config_path=args.config
+        )
+    except OSError as e:
+        print(f"agent: cannot listen on {args.listen or loaded.model.agent.listen}: {e.strerror}",
+              file=sys.stderr)
+        if sim:
+            sim.stop()
+        return UNKNOWN
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=service.reload).start())
+    service.start()
+    host, port = service.address
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if sim is not None:
+        print(
+            f"No --config given: probing the built-in simulated Sectra PACS "
+            f"(DICOM {sim.host}:{sim.dicom_port}, API {sim.api_url}).", file=sys.stderr)
+    print(f"Metrics: http://{shown}:{port}/metrics   Health: http://{shown}:{port}/health",
+          file=sys.stderr, flush=True)
+    stop.wait()
+    service.stop()
+    if sim is not None:
+        sim.stop()
+    return 0
+
+
+# -- probe --once --------------------------------------------------------------------------------
+
+
+def run_once(
+    plans: list[TargetPlan], redactor: Redactor, probe_filter: str | None = None
+) -> dict[str, Any]:
+    """Every enabled probe once, concurrently; one failed run is FAIL (no history to wait for)."""
+    evaluator = HealthEvaluator()
+    recorder = LatencyRecorder()
+    jobs = []
+    for plan in plans:
+        names = [n for n in plan.probes if probe_filter in (None, n)]
+        th = replace(plan.thresholds, failure=1, success=1)
+        evaluator.add_target(plan.id, plan.name, th, names)
+        jobs += [(plan, n) for n in names]
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(jobs)))) as pool:
+        results = list(pool.map(lambda j: run_probe(j[0], j[1], redactor=redactor), jobs))
+    for r in results:
+        q = recorder.record(r.target, r.probe, r.duration) if r.ok else {}
+        evaluator.update(r, q.get(0.95))
+    return health_document(evaluator.snapshot())
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['timestamp']}  agent: {doc['status']}"]
+    for t in doc["targets"]:
+        lines.append(f"\n{t['id']} ({t['name']}): {t['status']}")
+        lines.append(f"  {'CHECK':<11} {'STATUS':<6} {'TIME ms':>9}  {'REASON':<17} MESSAGE")
+        for c in t["checks"]:
+            rt = "" if c["responseTime"] is None else f"{c['responseTime']:.1f}"
+            lines.append(
+                f"  {c['name']:<11} {c['status']:<6} {rt:>9}  {c['reason'] or '-':<17} {c['message']}"
+            )
+            if c.get("phases"):
+                ph = "  ".join(f"{k}={v:.2f}" for k, v in c["phases"].items())
+                lines.append(f"  {'':<11} phases ms: {ph}")
+    return "\n".join(lines)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    if not args.once:
+        print("agent probe: only --once is supported (use `agent run` for the daemon)",
+              file=sys.stderr)
+        return UNKNOWN
+    redactor = Redactor()
+    sim = None
+    try:
+        loaded, sim = _load(args.config)
+        redactor.update(loaded.secrets)
+        setup_logging("DEBUG" if args.verbose else "WARNING", redactor)
+        targets = [t for t in loaded.model.targets if t.enabled]
+        if args.target:
+            targets = [t for t in targets if t.id == args.target]
+            if not targets:
+                print(f"agent probe: no enabled target with id {args.target!r}", file=sys.stderr)
+                return UNKNOWN
+        plans = [build_plan(t) for t in targets]
+        if args.probe and not any(args.probe in p.probes for p in plans):
+            print(f"agent probe: no target runs probe {args.probe!r}", file=sys.stderr)
+            return UNKNOWN
+        doc = run_once(plans, redactor, args.probe)
+    except ConfigError as e:
+        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
+        return UNKNOWN
+    finally:
+        if sim is not None:
+            sim.stop()
+    out = json.dumps(doc, indent=2) if args.output == "json" else render_table(doc)
+    print(redactor.scrub(out))
+    return EXIT[HealthState(doc["status"])]
+
+
+# -- check-config --------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as e:
+        print(f"{args.config}: invalid\n{e}", file=sys.stderr)
+        return UNKNOWN
+    redactor = Redactor(loaded.secrets)
+    plans = [build_plan(t) for t in loaded.model.targets if t.enabled]
+    print(f"# {args.config}: valid; {len(loaded.model.targets)} target(s), "
+          f"{sum(len(p.probes) for p in plans)} probe(s) enabled; durations in ms, secrets redacted")
+    for p in plans:
+        print(f"# {p.id}: {', '.join(p.probes) or 'no probes'}")
+    print(redactor.scrub(yaml.safe_dump(loaded.effective(), sort_keys=False)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="agent", description="PACS health-monitoring agent")
+    ap.add_argument("--version", action="version", version=f"pacs-health-agent {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the monitoring daemon")
+    run.add_argument("--config", help="config file (YAML or JSON); omit to probe the built-in "
+                     "simulated PACS")
+    run.add_argument("--listen", help="HOST:PORT for /metrics and /health (default :9887)")
+    run.add_argument("--shard", help="i/n: probe only this shard of the targets (or AGENT_SHARD)")
+    run.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(fn=cmd_run)
+
+    probe = sub.add_parser("probe", help="run every enabled probe once and report")
+    probe.add_argument("--once", action="store_true", required=True)
+    probe.add_argument("--config")
+    probe.add_argument("--target", help="only this target id")
+    probe.add_argument("--probe", help="only this probe (dicom_echo, dicom_find, api_ping, ...)")
+    probe.add_argument("--output", choices=["table", "json"], default="table")
+    probe.add_argument("-v", "--verbose", action="store_true")
+    probe.set_defaults(fn=cmd_probe)
+
+    check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
+    check.add_argument("--config", required=True)
+    check.set_defaults(fn=cmd_check_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os._exit(main())

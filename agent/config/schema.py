@@ -1,0 +1,320 @@
+"""The config schema as pydantic models (unknown keys rejected, types and ranges checked).
+
+Field names are the integration guide's camelCase keys. Every key of the guide's sample is either
+honoured or listed as accepted-and-ignored in docs/configuration.md with the reason.
+Durations are milliseconds like the guide (`timeout: 30000`) or strings like "30s", "500ms".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(value: Any) -> Any:
+    """Milliseconds (number) or "<n>ms|s|m|h" → seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of milliseconds or a string like '30s'")
+    if isinstance(value, int | float):
+        return float(value) / 1000.0
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError("a duration is a number of milliseconds or a string like '30s'")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError("a duration is a number of milliseconds or a string like '30s'")
+
+
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("must be greater than zero")
+    return v
+
+
+# Seconds inside the agent, > 0; shown back as milliseconds, the guide's unit.
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    AfterValidator(_positive),
+    PlainSerializer(lambda s: round(s * 1000, 3), return_type=float),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# DICOM AE titles: 1-16 characters of the default character repertoire, no backslash.
+AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$")]
+# Target ids become Prometheus label values and file names: keep them tame.
+TargetId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+class Credentials(Strict):
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+
+
+class TLSConfig(Strict):
+    """Not in the guide (it only has `enableTLS`): how to verify and present certificates."""
+
+    caFile: str | None = None
+    certFile: str | None = None
+    keyFile: str | None = None
+    keyPassword: str | None = Field(default=None, repr=False)
+    verify: bool = True
+    verifyHostname: bool = True
+    serverName: str | None = None
+    minVersion: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> TLSConfig:
+        if self.keyFile and not self.certFile:
+            raise ValueError("keyFile needs certFile")
+        return self
+
+
+class DicomHost(Strict):
+    host: str = Field(min_length=1)
+    port: Port = 11112
+    calledAET: AETitle | None = None
+
+
+class ConnectionConfig(Strict):
+    """The guide's `config` block: the DICOM endpoint."""
+
+    host: str = Field(min_length=1)
+    port: Port = 11112
+    callingAET: AETitle = "PACS_HEALTH"
+    calledAET: AETitle = "ANY-SCP"
+    timeout: Duration = 30.0
+    maxConnections: int = Field(default=10, ge=1, le=1000)
+    enableTLS: bool = False
+    tls: TLSConfig = TLSConfig()
+    credentials: Credentials | None = None
+    # Not in the guide: further DICOM nodes of the same PACS, tried in order by `failover`.
+    secondaryHosts: list[DicomHost] = Field(default_factory=list)
+
+
+class SectraConfig(Strict):
+    apiEndpoint: HttpUrl | None = None
+    apiVersion: str | None = None
+    worklistEndpoint: HttpUrl | None = None
+    viewerEndpoint: HttpUrl | None = None
+    enableWebViewer: bool = False
+    thumbnailSupport: bool | None = None
+    compressionLevel: int | None = Field(default=None, ge=0, le=9)
+    preferredTransferSyntax: list[str] = Field(default_factory=list)
+    securityLevel: str | None = None
+    customHeaders: dict[str, str] = Field(default_factory=dict)
+    primaryEndpoint: HttpUrl | None = None
+    secondaryEndpoint: HttpUrl | None = None
+    failoverTimeout: Duration | None = None
+    healthCheckEndpoint: str = "/health"
+    loadBalancing: Literal["ROUND_ROBIN", "ACTIVE_PASSIVE", "NONE"] | None = None
+
+
+class ConnectionPooling(Strict):
+    minConnections: int | None = Field(default=None, ge=0)
+    maxConnections: int | None = Field(default=None, ge=1)
+    idleTimeout: Duration | None = None
+    validationInterval: Duration | None = None
+
+
+class CompressionSettings(Strict):
+    enableJPEG2000: bool | None = None
+    enableJPEGLS: bool | None = None
+    qualityLevel: int | None = Field(default=None, ge=0, le=100)
+
+
+class TransferSettings(Strict):
+    chunkSize: int | None = Field(default=None, ge=1)
+    maxRetries: int | None = Field(default=None, ge=0)
+    timeoutPerChunk: Duration | None = None
+
+
+class DicomConfig(Strict):
+    supportedSOPClasses: list[str] = Field(default_factory=list)
+    maxPDUSize: int = Field(default=16384, ge=4096, le=4 * 1024 * 1024)
+    enableCompression: bool | None = None
+    asyncOperations: int | None = Field(default=None, ge=0)
+    networkTimeout: Duration | None = None
+    connectionPooling: ConnectionPooling | None = None
+    compressionSettings: CompressionSettings | None = None
+    transferSettings: TransferSettings | None = None
+
+
+class RetryPolicy(Strict):
+    maxAttempts: int = Field(default=1, ge=1, le=10)
+    backoffMultiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    initialDelay: Duration = 0.1
+    maxDelay: Duration = 30.0
+
+
+class HealthCheck(Strict):
+    interval: Duration = 30.0
+    timeout: Duration = 5.0
+    failureThreshold: int = Field(default=3, ge=1, le=100)
+    successThreshold: int = Field(default=2, ge=1, le=100)
+    degradedLatency: Duration = 2.0
+    certExpiryWarningDays: float = Field(default=14, ge=0)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthCheck:
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval (runs would overlap)")
+        return self
+
+
+class Monitoring(Strict):
+    enableMetrics: bool = True
+    enableLogging: bool = True
+    logLevel: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+class ProbeToggle(Strict):
+    enabled: bool = True
+
+
+class DicomFindSettings(Strict):
+    enabled: bool = True
+    patientID: str | None = None
+    accessionNumber: str | None = None
+    studyInstanceUID: str | None = None
+    studyDate: str | None = Field(default=None, pattern=r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$")
+    expectedCount: int | None = Field(default=None, ge=0)
+    minCount: int | None = Field(default=None, ge=0)
+    maxResults: int = Field(default=100, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _one_count(self) -> DicomFindSettings:
+        if self.expectedCount is not None and self.minCount is not None:
+            raise ValueError("give expectedCount or minCount, not both")
+        return self
+
+
+class BodyCondition(Strict):
+    jsonField: str | None = None
+    equals: Any = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BodyCondition:
+        if (self.jsonField is None) == (self.regex is None):
+            raise ValueError("give either jsonField (with equals) or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e.msg}") from None
+        return self
+
+
+class ApiPingSettings(Strict):
+    enabled: bool = True
+    path: str | None = None
+    expectedStatus: list[int] = Field(default_factory=list)
+    body: BodyCondition | None = None
+
+
+class ViewerSettings(Strict):
+    enabled: bool = True
+    studyInstanceUID: str | None = None
+    urlTemplate: str = "?studyUID={studyInstanceUID}"
+    expectedStatus: list[int] = Field(default_factory=list)
+    marker: str | None = None
+    maxRedirects: int = Field(default=5, ge=0, le=20)
+
+
+class FailoverSettings(Strict):
+    enabled: bool = True
+
+
+class ProbesConfig(Strict):
+    dicom_echo: ProbeToggle = ProbeToggle()
+    dicom_find: DicomFindSettings = DicomFindSettings()
+    api_ping: ApiPingSettings = ApiPingSettings()
+    viewer: ViewerSettings = ViewerSettings()
+    failover: FailoverSettings = FailoverSettings()
+
+
+class Endpoint(Strict):
+    """One PACS target in the integration guide's format."""
+
+    id: TargetId
+    name: str | None = None
+    type: str = "PACS"
+    vendor: str | None = None
+    enabled: bool = True
+    config: ConnectionConfig
+    sectraConfig: SectraConfig = Field(default_factory=SectraConfig)
+    dicomConfig: DicomConfig = Field(default_factory=DicomConfig)
+    retryPolicy: RetryPolicy = Field(default_factory=RetryPolicy)
+    healthCheck: HealthCheck = Field(default_factory=HealthCheck)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias_secttra(cls, data: Any) -> Any:
+        # The guide spells it `secttraConfig`; users paste that. Accept both, not both at once.
+        if isinstance(data, dict) and "secttraConfig" in data:
+            if "sectraConfig" in data:
+                raise ValueError("give sectraConfig or its alias secttraConfig, not both")
+            data = dict(data)
+            data["sectraConfig"] = data.pop("secttraConfig")
+        return data
+
+
+class OTLPConfig(Strict):
+    enabled: bool | None = None
+    endpoint: str | None = None
+    protocol: Literal["grpc", "http/protobuf"] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    insecure: bool | None = None
+    certificate: str | None = None
+
+
+class SelfProbeConfig(Strict):
+    enabled: bool = True
+    interval: Duration = 10.0
+
+
+class AgentSettings(Strict):
+    listen: str = ":9887"
+    latencyWindow: Duration = 300.0
+    latencyWindowBuckets: int = Field(default=5, ge=1, le=60)
+    maxWorkers: int | None = Field(default=None, ge=1, le=1024)
+    logLevel: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"] | None = None
+    shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
+    selfProbe: SelfProbeConfig = SelfProbeConfig()
+    otlp: OTLPConfig = OTLPConfig()
+
+
+class AgentConfig(Strict):
+    targets: list[Endpoint] = Field(min_length=1)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AgentConfig:
+        seen: set[str] = set()
+        for t in self.targets:
+            if t.id in seen:
+                raise ValueError(f"duplicate target id {t.id!r}")
+            seen.add(t.id)
+        return self

@@ -1,0 +1,118 @@
+"""The agent's HTTP endpoints on one port: /metrics, /health, /-/healthy, /-/ready, /-/reload.
+
+stdlib ThreadingHTTPServer, as prometheus_client's own start_http_server uses; each connection
+gets a socket timeout so idle or slow clients cannot pin threads forever.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("agent.http")
+
+CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Endpoints:
+    metrics: Callable[[], bytes]
+    health: Callable[[], tuple[int, dict[str, Any]]]
+    ready: Callable[[], bool]
+    reload: Callable[[], tuple[bool, str]]
+
+
+INDEX = b"""<!doctype html><html><head><title>pacs-health-agent</title></head><body>
+<h1>pacs-health-agent</h1><ul>
+<li><a href="/metrics">/metrics</a> Prometheus metrics</li>
+<li><a href="/health">/health</a> health JSON</li>
+<li><a href="/-/ready">/-/ready</a> readiness</li></ul></body></html>
+"""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "pacs-health-agent"
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # per-connection socket timeout (slow-loris guard)
+    endpoints: Endpoints
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        if "gzip" in (self.headers.get("Accept-Encoding") or "") and len(body) > 1024:
+            body = gzip.compress(body, compresslevel=1)
+            self.send_response(code)
+            self.send_header("Content-Encoding", "gzip")
+        else:
+            self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, code: int, doc: Any) -> None:
+        self._send(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        path = self.path.split("?", 1)[0]
+        ep = self.endpoints
+        if path == "/metrics":
+            self._send(200, ep.metrics(), CONTENT_TYPE_LATEST)
+        elif path == "/health":
+            code, doc = ep.health()
+            self._json(code, doc)
+        elif path == "/-/healthy":
+            self._send(200, b"OK\n", "text/plain")
+        elif path == "/-/ready":
+            ok = ep.ready()
+            self._send(200 if ok else 503, b"Ready\n" if ok else b"Not ready\n", "text/plain")
+        elif path == "/":
+            self._send(200, INDEX, "text/html; charset=utf-8")
+        else:
+            self._send(404, b"Not found\n", "text/plain")
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] == "/-/reload":
+            ok, msg = self.endpoints.reload()
+            self._send(200 if ok else 400, (msg + "\n").encode(), "text/plain")
+        else:
+            self._send(405, b"Method not allowed\n", "text/plain")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def make_server(listen: str, endpoints: Endpoints) -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"endpoints": endpoints})
+    host, port = parse_listen(listen)
+    server_cls = _Server
+    if ":" in host:
+        import socket
+
+        server_cls = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
+    return server_cls((host, port), handler)
+
+
+def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    t.start()
+    return t

@@ -1,0 +1,130 @@
+"""Latency recorder: HDR histograms per (target, probe) over a sliding window.
+
+The window is split into `buckets` sub-windows that rotate; quantiles cover the live sub-windows.
+Bucketing (value → index → value, 2 significant figures, i.e. within 1 %) is hdrhistogram's own.
+Counts are kept sparse ({index: count}) rather than in the library's dense array: a dense 2-figure
+histogram over 1 µs..120 s is 2,688 counters (11.7 KB) and its percentile query is a Python loop
+over all of them; with 1,000 targets × 3 probes × 5 sub-windows that is 176 MB and ~1 ms a query.
+A probe running every 30 s puts ~10 values in a 5-minute window, so sparse counts cost bytes.
+Quantiles are computed when a value is recorded (once per run) and cached, so a scrape reads them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 120_000_000  # 120 s: longer than any sane probe deadline
+SIGNIFICANT_FIGURES = 2
+QUANTILES = (0.5, 0.95, 0.99)
+
+# One histogram is used only for its bucket arithmetic (pure functions of the fixed parameters).
+_TEMPLATE = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES, word_size=4)
+
+
+def bucket_index(value_us: int) -> int:
+    return _TEMPLATE.get_counts_array_index(value_us)
+
+
+def bucket_value(index: int) -> int:
+    """The highest value equivalent to the bucket (hdrhistogram's percentile convention)."""
+    return _TEMPLATE.get_highest_equivalent_value(_TEMPLATE.get_value_from_index(index))
+
+
+def quantiles_of(counts: dict[int, int], qs: tuple[float, ...] = QUANTILES) -> dict[float, float]:
+    """Quantiles in seconds with hdrhistogram's semantics (target count rounds half up, ≥ 1)."""
+    if not counts:
+        return {}
+    idx = sorted(counts)
+    cum = list(accumulate(counts[i] for i in idx))
+    total = cum[-1]
+    out: dict[float, float] = {}
+    j = 0
+    for q in sorted(qs):
+        target = max(int(q * 100 * total / 100 + 0.5), 1)
+        while cum[j] < target:
+            j += 1
+        out[q] = bucket_value(idx[j]) / 1e6
+    return out
+
+
+@dataclass
+class _Window:
+    """Sub-windows of sparse counts, newest last."""
+
+    slots: deque[tuple[int, dict[int, int]]] = field(default_factory=deque)  # (slot number, counts)
+    quantiles: dict[float, float] = field(default_factory=dict)
+    count: int = 0
+
+
+class LatencyRecorder:
+    """Thread-safe. `record()` is called once per successful run; `quantiles()` is cheap."""
+
+    def __init__(
+        self, window: float = 300.0, buckets: int = 5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.slot_seconds = window / buckets
+        self.buckets = buckets
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self.out_of_range: dict[tuple[str, str], int] = {}
+
+    def _slot(self) -> int:
+        return int(self._clock() // self.slot_seconds)
+
+    def _expire(self, w: _Window, slot: int) -> None:
+        while w.slots and w.slots[0][0] <= slot - self.buckets:
+            w.slots.popleft()
+
+    def record(self, target: str, probe: str, seconds: float) -> dict[float, float]:
+        """Add one latency; returns the window's quantiles after it. Out-of-range is clamped."""
+        us = int(round(seconds * 1e6))
+        key = (target, probe)
+        with self._lock:
+            if us < LOWEST_US or us > HIGHEST_US:
+                self.out_of_range[key] = self.out_of_range.get(key, 0) + 1
+                us = min(max(us, LOWEST_US), HIGHEST_US)
+            w = self._windows.setdefault(key, _Window())
+            slot = self._slot()
+            self._expire(w, slot)
+            if not w.slots or w.slots[-1][0] != slot:
+                w.slots.append((slot, {}))
+            counts = w.slots[-1][1]
+            i = bucket_index(us)
+            counts[i] = counts.get(i, 0) + 1
+            w.quantiles = self._compute(w)
+            return w.quantiles
+
+    @staticmethod
+    def _compute(w: _Window) -> dict[float, float]:
+        merged: dict[int, int] = {}
+        for _, counts in w.slots:
+            for i, c in counts.items():
+                merged[i] = merged.get(i, 0) + c
+        w.count = sum(merged.values())
+        return quantiles_of(merged)
+
+    def quantiles(self, target: str, probe: str) -> dict[float, float]:
+        """The window's quantiles (empty when nothing was recorded within the window)."""
+        with self._lock:
+            w = self._windows.get((target, probe))
+            if w is None:
+                return {}
+            before = len(w.slots)
+            self._expire(w, self._slot())
+            if len(w.slots) != before:
+                w.quantiles = self._compute(w)
+            return dict(w.quantiles)
+
+    def forget(self, target: str) -> None:
+        with self._lock:
+            for key in [k for k in self._windows if k[0] == target]:
+                del self._windows[key]

@@ -1,0 +1,171 @@
+"""The daemon: config → plans → scheduler → probes → pipeline → exporters, plus reload and stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+from agent.config import ConfigError, LoadedConfig, load_config
+from agent.evaluator import HealthEvaluator
+from agent.health_json import health_document, http_status_for
+from agent.http_server import Endpoints, make_server, serve_in_thread
+from agent.pipeline import Pipeline
+from agent.prometheus_exporter import PrometheusExporter
+from agent.recorder import LatencyRecorder
+from agent.redaction import Redactor
+from agent.runner import run_probe
+from agent.scheduler import ProbeScheduler, pool_size
+from agent.selfprobe import SelfProbe
+from agent.shard import Shard
+from agent.targets import TargetPlan, build_plan
+
+log = logging.getLogger("agent")
+
+
+def plans_for(loaded: LoadedConfig, shard: Shard) -> list[TargetPlan]:
+    return [
+        build_plan(ep)
+        for ep in loaded.model.targets
+        if ep.enabled and shard.owns(ep.id)
+    ]
+
+
+class AgentService:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        shard: Shard,
+        redactor: Redactor,
+        listen: str | None = None,
+        config_path: str | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.shard = shard
+        self.redactor = redactor
+        self.config_path = config_path
+        settings = loaded.model.agent
+        self.listen = listen or settings.listen
+        self.stop_event = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.recorder = LatencyRecorder(settings.latencyWindow, settings.latencyWindowBuckets)
+        self.evaluator = HealthEvaluator()
+        self.prometheus = PrometheusExporter(shard=str(shard))
+        self.exporters: list = [self.prometheus]
+        self.pipeline = Pipeline(self.recorder, self.evaluator, self.exporters)
+        self.plans = plans_for(loaded, shard)
+        self.scheduler = ProbeScheduler(
+            self._run_job,
+            on_missed=lambda t, p: self.prometheus.missed.labels(t, p).inc(),
+            on_lateness=self.prometheus.lateness.observe,
+            max_workers=pool_size(self.plans, settings.maxWorkers),
+        )
+        self.self_probe: SelfProbe | None = None
+        self.ready = False
+        self.server = make_server(
+            self.listen,
+            Endpoints(
+                metrics=self.prometheus.render,
+                health=self._health,
+                ready=lambda: self.ready,
+                reload=self.reload,
+            ),
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def _run_job(self, plan: TargetPlan, probe: str) -> None:
+        if self.stop_event.is_set():
+            return
+        result = run_probe(plan, probe, stop=self.stop_event, redactor=self.redactor)
+        if self.stop_event.is_set():
+            return
+        self.pipeline.handle(plan, result)
+        if not result.ok:
+            plan.logger.info(
+                "probe %s/%s failed: %s (%s)", plan.id, probe, result.reason, result.message
+            )
+
+    def _self_probe_job(self) -> None:
+        if self.self_probe is None:
+            return
+        v = self.self_probe.measure()
+        if v is not None:
+            self.prometheus.self_probe.set(v)
+
+    def _health(self) -> tuple[int, dict]:
+        targets = self.evaluator.snapshot()
+        doc = health_document(targets, shard=str(self.shard) if self.shard.count > 1 else None)
+        from agent.evaluator import HealthState
+
+        return http_status_for(HealthState(doc["status"])), doc
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _install(self, plans: list[TargetPlan]) -> None:
+        new_ids = {p.id for p in plans}
+        for old in self.plans:
+            if old.id not in new_ids:
+                self.pipeline.remove_target(old.id)
+        for p in plans:
+            self.pipeline.add_target(p)
+        self.plans = plans
+        self.prometheus.targets_gauge.set(len(plans))
+        self.scheduler.set_plans(plans)
+
+    def start(self) -> None:
+        settings = self.loaded.model.agent
+        self._install(self.plans)
+        if settings.selfProbe.enabled:
+            self.self_probe = SelfProbe()
+            self.scheduler.add_extra_job("selfprobe", self._self_probe_job, settings.selfProbe.interval)
+        self.prometheus.reload_ok.set(1)
+        self.prometheus.reload_ts.set(time.time())
+        self.scheduler.start()
+        serve_in_thread(self.server)
+        self.ready = True
+        log.info(
+            "agent started: %d target(s), %d probe job(s), %d workers, shard %s, listening on %s",
+            len(self.plans), sum(len(p.probes) for p in self.plans), self.scheduler.max_workers,
+            self.shard, "%s:%d" % self.address,
+        )
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; an invalid one is rejected and the old one keeps running."""
+        if not self.config_path:
+            return False, "no config file to reload (running the built-in demo)"
+        with self._reload_lock:
+            try:
+                loaded = load_config(self.config_path)
+                plans = plans_for(loaded, self.shard)
+            except ConfigError as e:
+                self.prometheus.reload_ok.set(0)
+                log.error("config reload rejected, keeping the running config:\n%s", e)
+                return False, "config reload rejected:\n" + str(e)
+            self.redactor.update(set(loaded.secrets) | set(self.loaded.secrets))
+            self.loaded = loaded
+            self._install(plans)
+            self.prometheus.reload_ok.set(1)
+            self.prometheus.reload_ts.set(time.time())
+            log.info("config reloaded: %d target(s)", len(plans))
+            return True, f"config reloaded: {len(plans)} target(s)"
+
+    def stop(self) -> None:
+        self.ready = False
+        self.stop_event.set()
+        self.scheduler.shutdown()
+        self.server.shutdown()
+        self.server.server_close()
+        if self.self_probe is not None:
+            self.self_probe.close()
+        log.info("agent stopped")
+
+
+__all__ = ["AgentService", "plans_for", "replace"]

@@ -1,0 +1,161 @@
+"""Turn validated endpoint configs into runnable plans: which probes, with what settings.
+
+Which probes run follows from what the endpoint configures (DESIGN §3): dicom_echo and dicom_find
+from config.host/port, api_ping from apiEndpoint, viewer from viewerEndpoint + enableWebViewer,
+failover from primaryEndpoint + secondaryEndpoint (or config.secondaryHosts). `probes:` tunes them
+and `probes.NAME.enabled: false` switches one off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from agent.config.schema import Endpoint, TLSConfig
+from agent.evaluator import Thresholds
+from probes.api_ping import ApiPingProbe
+from probes.base import Probe
+from probes.dicom_echo import DicomEchoProbe
+from probes.dicom_find import DicomFindProbe, FindQuery
+from probes.failover import FailoverProbe
+from probes.specs import DicomEndpoint, HttpEndpoint, TLSOptions
+from probes.viewer import ViewerProbe
+
+log = logging.getLogger("agent.targets")
+
+PROBE_ORDER = ("dicom_echo", "dicom_find", "api_ping", "viewer", "failover")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 1
+    multiplier: float = 2.0
+    initial_delay: float = 0.1
+    max_delay: float = 30.0
+
+
+@dataclass
+class TargetPlan:
+    id: str
+    name: str
+    interval: float
+    timeout: float
+    retry: RetrySettings
+    thresholds: Thresholds
+    probes: dict[str, Probe]
+    metrics_enabled: bool = True
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("agent.target"))
+    # config.maxConnections: concurrent associations/requests this agent opens to the PACS.
+    limiter: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(10)
+    )
+
+
+def tls_options(cfg: TLSConfig) -> TLSOptions:
+    return TLSOptions(
+        ca_file=cfg.caFile,
+        cert_file=cfg.certFile,
+        key_file=cfg.keyFile,
+        key_password=cfg.keyPassword,
+        verify=cfg.verify,
+        verify_hostname=cfg.verifyHostname,
+        server_name=cfg.serverName,
+        min_version=cfg.minVersion,
+    )
+
+
+def _join(base: str, path: str) -> str:
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def build_plan(ep: Endpoint) -> TargetPlan:
+    c, s, p = ep.config, ep.sectraConfig, ep.probes
+    tls = tls_options(c.tls)
+    if c.enableTLS and not c.tls.verify:
+        log.warning("target %s: TLS certificate verification is OFF (config.tls.verify=false)", ep.id)
+    dicom = DicomEndpoint(
+        host=c.host,
+        port=c.port,
+        calling_aet=c.callingAET,
+        called_aet=c.calledAET,
+        tls=tls if c.enableTLS else None,
+        max_pdu=ep.dicomConfig.maxPDUSize,
+    )
+    headers = tuple(s.customHeaders.items())
+    user = c.credentials.username if c.credentials else None
+    password = c.credentials.password if c.credentials else None
+
+    def http(url: str) -> HttpEndpoint:
+        return HttpEndpoint(url=url, headers=headers, username=user, password=password, tls=tls)
+
+    probes: dict[str, Probe] = {}
+    if p.dicom_echo.enabled:
+        probes["dicom_echo"] = DicomEchoProbe(dicom)
+    if p.dicom_find.enabled:
+        f = p.dicom_find
+        probes["dicom_find"] = DicomFindProbe(
+            dicom,
+            FindQuery(
+                patient_id=f.patientID,
+                accession_number=f.accessionNumber,
+                study_instance_uid=f.studyInstanceUID,
+                study_date=f.studyDate,
+                expected_count=f.expectedCount,
+                min_count=f.minCount,
+                max_results=f.maxResults,
+            ),
+        )
+    if s.apiEndpoint and p.api_ping.enabled:
+        a = p.api_ping
+        path = a.path if a.path is not None else s.healthCheckEndpoint
+        probes["api_ping"] = ApiPingProbe(
+            http(_join(s.apiEndpoint, path)), expected_status=tuple(a.expectedStatus), body=a.body
+        )
+    if s.viewerEndpoint and s.enableWebViewer and p.viewer.enabled:
+        v = p.viewer
+        probes["viewer"] = ViewerProbe(
+            http(s.viewerEndpoint),
+            study_uid=v.studyInstanceUID,
+            url_template=v.urlTemplate,
+            expected_status=tuple(v.expectedStatus),
+            marker=v.marker,
+            max_redirects=v.maxRedirects,
+            worklist=http(s.worklistEndpoint) if s.worklistEndpoint else None,
+        )
+    if p.failover.enabled and s.primaryEndpoint and s.secondaryEndpoint:
+        probes["failover"] = FailoverProbe.for_http(
+            http(_join(s.primaryEndpoint, s.healthCheckEndpoint)),
+            http(_join(s.secondaryEndpoint, s.healthCheckEndpoint)),
+            failover_timeout=s.failoverTimeout,
+        )
+    elif p.failover.enabled and c.secondaryHosts:
+        nodes = [dicom] + [
+            DicomEndpoint(
+                host=h.host, port=h.port, calling_aet=c.callingAET,
+                called_aet=h.calledAET or c.calledAET, tls=dicom.tls, max_pdu=dicom.max_pdu,
+            )
+            for h in c.secondaryHosts
+        ]
+        probes["failover"] = FailoverProbe.for_dicom(nodes, failover_timeout=s.failoverTimeout)
+
+    hc, r = ep.healthCheck, ep.retryPolicy
+    logger = logging.getLogger(f"agent.target.{ep.id}")
+    level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel
+    logger.setLevel(level if ep.monitoring.enableLogging else logging.CRITICAL + 1)
+    return TargetPlan(
+        id=ep.id,
+        name=ep.name or ep.id,
+        interval=hc.interval,
+        timeout=hc.timeout,
+        retry=RetrySettings(r.maxAttempts, r.backoffMultiplier, r.initialDelay, r.maxDelay),
+        thresholds=Thresholds(
+            hc.failureThreshold, hc.successThreshold, hc.degradedLatency, hc.certExpiryWarningDays
+        ),
+        probes={n: probes[n] for n in PROBE_ORDER if n in probes},
+        metrics_enabled=ep.monitoring.enableMetrics,
+        logger=logger,
+        limiter=threading.BoundedSemaphore(c.maxConnections),
+    )

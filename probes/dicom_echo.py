@@ -1,0 +1,39 @@
+"""dicom_echo: C-ECHO (Verification SOP Class) to the PACS; success only on status 0x0000."""
+
+from __future__ import annotations
+
+from pynetdicom.dimse_messages import C_ECHO_RQ
+from pynetdicom.dimse_primitives import C_ECHO
+
+from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_session import dicom_session
+from probes.dicom_wire import command_field, dimse_status
+from probes.specs import DicomEndpoint
+
+VERIFICATION = "1.2.840.10008.1.1"
+C_ECHO_RSP_FIELD = 0x8030
+
+
+class DicomEchoProbe:
+    name = "dicom_echo"
+
+    def __init__(self, endpoint: DicomEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
+        tls: list[TLSInfo] = []
+        with dicom_session(self.endpoint, [VERIFICATION], deadline, phases, tls.append) as s:
+            req = C_ECHO()
+            req.MessageID = s.assoc.next_message_id()
+            req.AffectedSOPClassUID = VERIFICATION
+            msg = C_ECHO_RQ()
+            msg.primitive_to_message(req)
+            for rsp, elapsed in s.assoc.exchange(msg, VERIFICATION):
+                if command_field(rsp) != C_ECHO_RSP_FIELD:
+                    raise ProbeError(Reason.INVALID_RESPONSE, "expected a C-ECHO-RSP")
+                phases.add("dimse", elapsed)
+                status = dimse_status(rsp)
+                if status != 0x0000:
+                    raise ProbeError(Reason.DIMSE_STATUS, f"C-ECHO status 0x{status:04X}")
+                break
+        return ProbeOutcome("Echo successful", tls=tls[0] if tls else None)

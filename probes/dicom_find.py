@@ -1,0 +1,131 @@
+"""dicom_find: a synthetic Study Root C-FIND at STUDY level for a canary, counting matches.
+
+With no canary configured it asks for a PatientID that matches nobody and expects 0 matches, so
+by default no patient data is read at all (DESIGN §3). Returned identifiers are checked against
+the query and counted, then dropped: never logged, exported or kept (they are PHI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_messages import C_FIND_RQ
+from pynetdicom.dimse_primitives import C_FIND
+
+from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_session import dicom_session
+from probes.dicom_wire import command_field, dimse_status
+from probes.specs import DicomEndpoint
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+C_FIND_RSP_FIELD = 0x8020
+NO_MATCH_PATIENT_ID = "PACS-HEALTH-NO-MATCH-0000"
+PENDING = (0xFF00, 0xFF01)
+
+
+@dataclass(frozen=True)
+class FindQuery:
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_instance_uid: str | None = None
+    study_date: str | None = None  # YYYYMMDD or a DICOM range
+    expected_count: int | None = None
+    min_count: int | None = None
+    max_results: int = 100
+
+    @property
+    def is_canary(self) -> bool:
+        return bool(self.patient_id or self.accession_number or self.study_instance_uid)
+
+    def effective(self) -> FindQuery:
+        if self.is_canary:
+            if self.expected_count is None and self.min_count is None:
+                return FindQuery(**{**self.__dict__, "min_count": 1})
+            return self
+        return FindQuery(patient_id=NO_MATCH_PATIENT_ID, expected_count=0, study_date=self.study_date)
+
+    def identifier(self) -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientID = self.patient_id or ""
+        ds.StudyInstanceUID = self.study_instance_uid or ""
+        ds.AccessionNumber = self.accession_number or ""
+        if self.study_date:
+            ds.StudyDate = self.study_date
+        return ds
+
+    def matches(self, ds: Dataset) -> bool:
+        """Does a returned identifier satisfy the query's single-value keys and date range?"""
+        for key, want in (
+            ("PatientID", self.patient_id),
+            ("StudyInstanceUID", self.study_instance_uid),
+            ("AccessionNumber", self.accession_number),
+        ):
+            if want and "*" not in want and "?" not in want and str(ds.get(key, "")) != want:
+                return False
+        if self.study_date:
+            got = str(ds.get("StudyDate", ""))
+            lo, _, hi = self.study_date.partition("-")
+            if "-" not in self.study_date:
+                hi = lo
+            if got and ((lo and got < lo) or (hi and got > hi)):
+                return False
+        return True
+
+
+class DicomFindProbe:
+    name = "dicom_find"
+
+    def __init__(self, endpoint: DicomEndpoint, query: FindQuery) -> None:
+        self.endpoint = endpoint
+        self.query = query.effective()
+
+    def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
+        q = self.query
+        tls: list[TLSInfo] = []
+        count = 0
+        with dicom_session(self.endpoint, [STUDY_ROOT_FIND], deadline, phases, tls.append) as s:
+            req = C_FIND()
+            req.MessageID = s.assoc.next_message_id()
+            req.AffectedSOPClassUID = STUDY_ROOT_FIND
+            req.Priority = 2  # LOW: a health check must not compete with radiologists' queries
+            ts = s.assoc.contexts[STUDY_ROOT_FIND].transfer_syntax
+            req.Identifier = s.assoc.encode_identifier(q.identifier(), ts)
+            msg = C_FIND_RQ()
+            msg.primitive_to_message(req)
+            for rsp, elapsed in s.assoc.exchange(msg, STUDY_ROOT_FIND):
+                if command_field(rsp) != C_FIND_RSP_FIELD:
+                    raise ProbeError(Reason.INVALID_RESPONSE, "expected a C-FIND-RSP")
+                status = dimse_status(rsp)
+                if status in PENDING:
+                    if count == 0:
+                        phases.add("first_match", elapsed)
+                    count += 1
+                    ident = s.assoc.decode_identifier(rsp, STUDY_ROOT_FIND)
+                    ok = q.matches(ident)
+                    del ident  # PHI: checked, never kept
+                    if not ok:
+                        raise ProbeError(
+                            Reason.UNEXPECTED_RESULT, "a returned match does not satisfy the query"
+                        )
+                    if count > q.max_results:
+                        raise ProbeError(
+                            Reason.UNEXPECTED_RESULT, f"more than {q.max_results} matches"
+                        )
+                    continue
+                phases.add("dimse", elapsed)
+                if status != 0x0000:
+                    raise ProbeError(Reason.DIMSE_STATUS, f"C-FIND status 0x{status:04X}")
+                break
+        if q.expected_count is not None and count != q.expected_count:
+            raise ProbeError(
+                Reason.UNEXPECTED_RESULT, f"{count} matches, expected {q.expected_count}"
+            )
+        if q.min_count is not None and count < q.min_count:
+            raise ProbeError(Reason.UNEXPECTED_RESULT, f"{count} matches, expected ≥ {q.min_count}")
+        return ProbeOutcome(
+            f"C-FIND successful: {count} match{'es' if count != 1 else ''}",
+            tls=tls[0] if tls else None,
+            detail={"matches": count},
+        )

@@ -1,0 +1,56 @@
+"""Open, use and always close one timed DICOM association (shared by the DICOM probes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
+from probes.dicom_wire import DicomAssociation, open_socket, tls_handshake
+from probes.specs import DicomEndpoint, tls_context
+
+
+class Session:
+    def __init__(self, assoc: DicomAssociation, tls: TLSInfo | None) -> None:
+        self.assoc = assoc
+        self.tls = tls
+
+
+@contextmanager
+def dicom_session(
+    endpoint: DicomEndpoint,
+    abstract_syntaxes: list[str],
+    deadline: Deadline,
+    phases: Phases,
+    on_tls: Callable[[TLSInfo], None] | None = None,
+) -> Iterator[Session]:
+    """Connect (+TLS), associate, yield, release; abort and close on any failure."""
+    sock = open_socket(endpoint.host, endpoint.port, deadline, phases)
+    tls_info: TLSInfo | None = None
+    try:
+        if endpoint.tls is not None:
+            try:
+                ctx = tls_context(endpoint.tls)
+            except (OSError, ValueError) as e:
+                raise ProbeError(Reason.TLS, f"TLS settings unusable: {type(e).__name__}") from None
+            sock, tls_info = tls_handshake(
+                sock, ctx, endpoint.tls.server_name or endpoint.host, deadline, phases
+            )
+            if tls_info is not None and on_tls is not None:
+                on_tls(tls_info)
+        assoc = DicomAssociation(sock, deadline, phases, max_pdu=endpoint.max_pdu)
+        try:
+            assoc.associate(endpoint.calling_aet, endpoint.called_aet, abstract_syntaxes)
+            yield Session(assoc, tls_info)
+            assoc.release()
+        except ProbeError:
+            assoc.abort()
+            raise
+        except BaseException:
+            assoc.abort()
+            raise
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass

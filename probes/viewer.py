@@ -1,0 +1,59 @@
+"""viewer: open the web viewer URL for a canary study and check it serves an HTML page.
+
+The URL is viewerEndpoint + urlTemplate (default `?studyUID={studyInstanceUID}`); redirects are
+followed within the deadline. When worklistEndpoint is configured it is fetched too, as the
+`worklist` phase of this check (a viewer that loads but cannot list work is not usable).
+"""
+
+from __future__ import annotations
+
+from probes.api_ping import check_status
+from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.http_timing import timed_get
+from probes.specs import HttpEndpoint
+
+DEFAULT_STUDY = "1.2.826.0.1.3680043.10.1082.0.0"  # a syntactically valid UID that names no study
+
+
+class ViewerProbe:
+    name = "viewer"
+
+    def __init__(
+        self,
+        endpoint: HttpEndpoint,
+        *,
+        study_uid: str | None = None,
+        url_template: str = "?studyUID={studyInstanceUID}",
+        expected_status: tuple[int, ...] = (),
+        marker: str | None = None,
+        max_redirects: int = 5,
+        worklist: HttpEndpoint | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.url = endpoint.url.rstrip("/") + "/" + url_template.format(
+            studyInstanceUID=study_uid or DEFAULT_STUDY
+        ).lstrip("/")
+        if url_template.startswith("?"):
+            self.url = endpoint.url + url_template.format(studyInstanceUID=study_uid or DEFAULT_STUDY)
+        self.expected_status = expected_status
+        self.marker = marker
+        self.max_redirects = max_redirects
+        self.worklist = worklist
+
+    def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
+        rsp = timed_get(
+            self.endpoint, self.url, deadline, phases, max_redirects=self.max_redirects
+        )
+        check_status(rsp, self.expected_status)
+        ctype = rsp.headers.get("content-type", "")
+        if "html" not in ctype.lower():
+            raise ProbeError(Reason.UNEXPECTED_RESULT, "viewer did not return an HTML page")
+        if self.marker and self.marker not in rsp.body.decode("utf-8", "replace"):
+            raise ProbeError(Reason.UNEXPECTED_RESULT, "viewer page lacks the expected marker")
+        if self.worklist is not None:
+            sub = Phases()
+            wl = timed_get(self.worklist, self.worklist.url, deadline, sub)
+            phases.add("worklist", sub.total())
+            if not 200 <= wl.status < 300:
+                raise ProbeError(Reason.HTTP_STATUS, f"worklist HTTP {wl.status}")
+        return ProbeOutcome("Viewer page loaded", tls=rsp.tls, detail={"status": rsp.status})
