@@ -88,7 +88,7 @@ class ProbeScheduler:
         """A job outside the target set (the self-probe)."""
         self.scheduler.add_job(
             fn, IntervalTrigger(seconds=interval), id=job_id, max_instances=1, coalesce=True,
-            misfire_grace_time=max(1, int(interval / 2)), replace_existing=True,
+            misfire_grace_time=max(1, round(interval / 2)), replace_existing=True,
             next_run_time=datetime.now(UTC) + timedelta(seconds=0.5),
         )
 
@@ -124,7 +124,7 @@ class ProbeScheduler:
                 name=job_id,
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=max(1, int(plan.interval / 2)),
+                misfire_grace_time=max(1, round(plan.interval / 2)),  # whole seconds (APScheduler)
                 replace_existing=True,
             )
 

@@ -1,0 +1,86 @@
+"""Real peers on loopback for the spine's tests: pynetdicom SCPs, silent listeners, polling."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+LOOPBACK = "127.0.0.1"
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll `pred` until it returns something truthy; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def echo_scp(mode: str = "accept", ae_title: str = "SECTRA_PACS", status: int = 0) -> Iterator[int]:
+    """A pynetdicom Verification SCP. mode: accept | reject | abort (A-ABORT on C-ECHO)."""
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(Verification)
+    ae.require_called_aet = False
+    if mode == "reject":
+        ae.require_calling_aet = ["ONLY_THIS_ONE"]
+
+    def on_echo(event: Any) -> int:
+        if mode == "abort":
+            event.assoc.abort()
+        return status
+
+    server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, on_echo)])
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
+@contextmanager
+def silent_listener(read: bool = False) -> Iterator[int]:
+    """Accepts TCP connections and never answers (optionally reads and discards)."""
+    sock = socket.socket()
+    sock.bind((LOOPBACK, 0))
+    sock.listen(64)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def loop() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                c, _ = sock.accept()
+                conns.append(c)
+            except OSError:
+                continue
+            if read:
+                c.settimeout(0.1)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(2)
+        for c in conns:
+            c.close()
+        sock.close()
