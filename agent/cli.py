@@ -92,9 +92,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         return UNKNOWN
     redactor.update(loaded.secrets)
     setup_logging(_log_level(loaded, args.verbose), redactor)
+    web = None
+    if args.web_config:
+        from agent.web_config import WebConfigError, load_web_config
+
+        try:
+            web = load_web_config(args.web_config)
+        except WebConfigError as e:
+            print(f"agent: invalid --web.config.file: {e}", file=sys.stderr)
+            return UNKNOWN
     try:
         service = AgentService(
-            loaded, shard=shard, redactor=redactor, listen=args.listen, config_path=args.config
+            loaded, shard=shard, redactor=redactor, listen=args.listen, config_path=args.config,
+            web=web,
         )
     except OSError as e:
         print(f"agent: cannot listen on {args.listen or loaded.model.agent.listen}: {e.strerror}",
@@ -110,11 +120,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     service.start()
     host, port = service.address
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    scheme = "https" if web is not None and web.ssl_context is not None else "http"
     if sim is not None:
         print(
             f"No --config given: probing the built-in simulated Sectra PACS "
             f"(DICOM {sim.host}:{sim.dicom_port}, API {sim.api_url}).", file=sys.stderr)
-    print(f"Metrics: http://{shown}:{port}/metrics   Health: http://{shown}:{port}/health",
+    print(f"Metrics: {scheme}://{shown}:{port}/metrics   Health: {scheme}://{shown}:{port}/health",
           file=sys.stderr, flush=True)
     stop.wait()
     service.stop()

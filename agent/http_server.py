@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.web_config import WebConfig
+
 log = logging.getLogger("agent.http")
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,6 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10  # per-connection socket timeout (slow-loris guard)
     endpoints: Endpoints
+    web: WebConfig
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -52,6 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
         else:
             self.send_response(code)
+        for k, v in self.web.headers.items():
+            self.send_header(k, v)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -61,7 +66,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, doc: Any) -> None:
         self._send(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
 
+    def _authorized(self) -> bool:
+        if self.web.authorized(self.path.split("?", 1)[0], self.headers.get("Authorization")):
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="pacs-health-agent"')
+        self.send_header("Content-Length", "13")
+        self.end_headers()
+        self.wfile.write(b"Unauthorized\n")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._authorized():
+            return
         path = self.path.split("?", 1)[0]
         ep = self.endpoints
         if path == "/metrics":
@@ -82,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # noqa: N815
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
         if self.path.split("?", 1)[0] == "/-/reload":
             ok, msg = self.endpoints.reload()
             self._send(200 if ok else 400, (msg + "\n").encode(), "text/plain")
@@ -93,6 +112,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    ssl_context: Any = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS handshakes happen here, in the connection's own thread, so a slow or hostile
+        # client cannot stall the accept loop.
+        if self.ssl_context is not None:
+            request.settimeout(10)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ValueError) as e:
+                log.debug("TLS handshake from %s failed: %s", client_address[0], type(e).__name__)
+                return
+        super().finish_request(request, client_address)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -101,14 +133,18 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def make_server(listen: str, endpoints: Endpoints) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"endpoints": endpoints})
+def make_server(
+    listen: str, endpoints: Endpoints, web: WebConfig | None = None
+) -> ThreadingHTTPServer:
+    web = web or WebConfig()
+    handler = type("Handler", (_Handler,), {"endpoints": endpoints, "web": web})
     host, port = parse_listen(listen)
-    server_cls = _Server
+    attrs: dict[str, Any] = {"ssl_context": web.ssl_context}
     if ":" in host:
         import socket
 
-        server_cls = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
+        attrs["address_family"] = socket.AF_INET6
+    server_cls = type("Server", (_Server,), attrs)
     return server_cls((host, port), handler)
 
 

@@ -6,11 +6,13 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
 from agent.health_json import health_document, http_status_for
 from agent.http_server import Endpoints, make_server, serve_in_thread
+from agent.web_config import WebConfig
 from agent.pipeline import Pipeline
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
@@ -20,6 +22,10 @@ from agent.scheduler import ProbeScheduler, pool_size
 from agent.selfprobe import SelfProbe
 from agent.shard import Shard
 from agent.targets import TargetPlan, build_plan
+
+if TYPE_CHECKING:
+    from agent.config.schema import AgentSettings
+    from agent.otlp_exporter import OTLPExporter
 
 log = logging.getLogger("agent")
 
@@ -41,6 +47,7 @@ class AgentService:
         redactor: Redactor,
         listen: str | None = None,
         config_path: str | None = None,
+        web: WebConfig | None = None,
     ) -> None:
         self.loaded = loaded
         self.shard = shard
@@ -72,7 +79,23 @@ class AgentService:
                 ready=lambda: self.ready,
                 reload=self.reload,
             ),
+            web,
         )
+        # Last, so a failed bind leaves no export thread behind.
+        self.otlp = self._make_otlp(settings, str(shard))
+        if self.otlp is not None:
+            self.exporters.append(self.otlp)
+
+    def _make_otlp(self, settings: AgentSettings, shard: str) -> OTLPExporter | None:
+        from agent.otlp_exporter import OTLPSetupError, otlp_from_config
+
+        try:
+            return otlp_from_config(
+                settings.otlp, on_failure=self.prometheus.otlp_failures.inc, shard=shard
+            )
+        except OTLPSetupError as e:  # probing and /metrics go on without OTLP
+            log.error("OTLP export disabled: %s", e)
+            return None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -99,6 +122,8 @@ class AgentService:
         v = self.self_probe.measure()
         if v is not None:
             self.prometheus.self_probe.set(v)
+            if self.otlp is not None:
+                self.otlp.set_self_probe_overhead(v)
 
     def _health(self) -> tuple[int, dict]:
         targets = self.evaluator.snapshot()
@@ -161,6 +186,8 @@ class AgentService:
         self.ready = False
         self.stop_event.set()
         self.scheduler.shutdown()
+        if self.otlp is not None:
+            self.otlp.shutdown()  # final flush, bounded by the export timeout
         self.server.shutdown()
         self.server.server_close()
         if self.self_probe is not None:

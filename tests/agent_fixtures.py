@@ -19,12 +19,12 @@ from agent.shard import Shard
 @contextmanager
 def running_agent(
     targets: list[dict[str, Any]], agent: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None, config_path: str | None = None,
+    env: dict[str, str] | None = None, config_path: str | None = None, web: Any = None,
 ) -> Iterator[AgentService]:
     doc = {"targets": targets, "agent": {"listen": "127.0.0.1:0", **(agent or {})}}
     loaded = load_config_text(json.dumps(doc), "<test>", env or {})
     svc = AgentService(loaded, shard=Shard(0, 1), redactor=Redactor(loaded.secrets),
-                       config_path=config_path)
+                       config_path=config_path, web=web)
     svc.start()
     try:
         yield svc

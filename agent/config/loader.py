@@ -22,8 +22,12 @@ _VAR = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Keys whose values are secrets wherever they appear, literal or substituted.
 SECRET_KEYS = frozenset({"password", "keyPassword"})
-# Maps whose every value is a secret (header values carry API keys and tokens).
+# Maps whose values may be secrets (header values carry API keys and tokens): always shown as
+# <redacted> in check-config; scrubbed from free text when they came from ${VAR} or the header's
+# name says it carries a credential (a literal `X-Client-ID: portal` must not mask the word
+# "portal" in every log line).
 SECRET_MAPS = frozenset({"customHeaders", "headers"})
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|passw|cookie|session", re.I)
 REDACTED = "<redacted>"
 
 Path_ = tuple[str | int, ...]
@@ -108,7 +112,7 @@ def _parse(text: str, source: str) -> Any:
 
 def _substitute(
     node: Any, env: Mapping[str, str], path: Path_, errors: list[tuple[Path_, str]],
-    secrets: set[str], secret_ctx: bool,
+    secrets: set[str], secret_ctx: bool, header: bool = False,
 ) -> Any:
     if isinstance(node, dict):
         out = {}
@@ -118,7 +122,10 @@ def _substitute(
             )
             if k in SECRET_MAPS and isinstance(v, dict):
                 out[k] = {
-                    hk: _substitute(hv, env, (*path, k, hk), errors, secrets, True)
+                    hk: _substitute(
+                        hv, env, (*path, k, hk), errors, secrets,
+                        secret_ctx or bool(_CREDENTIAL_HEADER.search(str(hk))), header=True,
+                    )
                     for hk, hv in v.items()
                 }
             else:
@@ -141,7 +148,8 @@ def _substitute(
         return ""
 
     value = _VAR.sub(repl, node)
-    if secret_ctx and value:
+    from_env = value != node
+    if value and (secret_ctx or (header and from_env)):
         secrets.add(value)
     return value
 
