@@ -80,7 +80,7 @@ FULL_CONFIG: dict[str, Any] = {
                 "enableWebViewer": True,
                 "customHeaders": {
                     "X-API-Key": "${SECTRA_API_KEY}",
-                    "X-Client-ID": "pacs-health-agent",
+                    "X-Client-ID": "monitoring-portal",
                 },
             },
             "healthCheck": {"interval": 30000, "timeout": 5000, "failureThreshold": 3},
@@ -373,6 +373,19 @@ def test_helm_lint_is_clean(values_name: str) -> None:
     assert problems == []
 
 
+def test_packaged_chart_renders_the_same(
+    rendered: dict[str, list[dict]], tmp_path: Path
+) -> None:
+    """`helm package` keeps everything the templates read (files/ is not .helmignore'd)."""
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    with helm.Chart.load(archive) as chart:
+        assert chart.metadata["name"] == "pacs-health-agent"
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    helm.expand(str(extracted), archive)
+    assert render_chart(FULL, extracted / "pacs-health-agent") == rendered["full"]
+
+
 # --------------------------------------------------------------------------------------- schemas
 
 
@@ -408,7 +421,8 @@ def test_every_manifest_is_valid(rendered: dict[str, list[dict]], values_name: s
 
 
 def test_values_schema_rejects_unknown_keys() -> None:
-    for typo in ({"replicaCont": 3}, {"image": {"tagg": "1"}}, {"serviceMonitor": {"enable": True}}):
+    typos = ({"replicaCont": 3}, {"image": {"tagg": "1"}}, {"serviceMonitor": {"enable": True}})
+    for typo in typos:
         with pytest.raises(helm.HelmValuesError):
             render_chart(typo)
     with pytest.raises(helm.HelmValuesError):
@@ -425,9 +439,10 @@ def test_readme_lists_every_value() -> None:
     def paths(node: dict[str, Any], prefix: str = "") -> list[str]:
         out = []
         for key, sub in node.get("properties", {}).items():
-            out.append(prefix + key)
-            if sub.get("additionalProperties") is False:
+            if sub.get("additionalProperties") is False and "properties" in sub:
                 out.extend(paths(sub, f"{prefix}{key}."))
+            else:
+                out.append(prefix + key)
         return out
 
     missing = [p for p in paths(schema) if p != "global" and f"`{p}`" not in readme]
