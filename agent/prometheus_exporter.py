@@ -9,9 +9,12 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.recorder import QUANTILES
 from probes.base import NON_ADDITIVE_PHASES, ProbeResult, Reason
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -19,6 +22,45 @@ LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
 FAILOVER_ENDPOINTS = ("primary", "secondary")
+
+
+class _LatencySummary(Collector):
+    """pacs_probe_latency_seconds: values kept at record time, rendered as they are."""
+
+    NAME = "pacs_probe_latency_seconds"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], tuple[dict[float, float], int, float]] = {}
+
+    def update(self, t: str, p: str, q: dict[float, float], duration: float | None) -> None:
+        with self._lock:
+            _, count, total = self._state.get((t, p), ({}, 0, 0.0))
+            if duration is not None:
+                count, total = count + 1, total + duration
+            self._state[(t, p)] = (dict(q), count, total)
+
+    def remove_target(self, target: str) -> None:
+        with self._lock:
+            for key in [k for k in self._state if k[0] == target]:
+                del self._state[key]
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.NAME, "HDR quantiles of successful runs over the sliding window",
+                       "summary")]
+
+    def collect(self) -> list[Metric]:
+        m = Metric(self.NAME, "HDR quantiles of successful runs over the sliding window", "summary")
+        with self._lock:
+            items = list(self._state.items())
+        for (t, p), (q, count, total) in items:
+            for quantile in QUANTILES:
+                if quantile in q:
+                    m.add_sample(self.NAME, {"target": t, "probe": p, "quantile": str(quantile)},
+                                 q[quantile])
+            m.add_sample(self.NAME + "_count", {"target": t, "probe": p}, count)
+            m.add_sample(self.NAME + "_sum", {"target": t, "probe": p}, total)
+        return [m]
 
 
 class PrometheusExporter:
@@ -34,10 +76,10 @@ class PrometheusExporter:
             "pacs_probe_duration_seconds", "Successful runs' durations", tp,
             buckets=DURATION_BUCKETS, registry=r,
         )
-        self.latency = Gauge(
-            "pacs_probe_latency_seconds", "HDR quantiles over the sliding window",
-            [*tp, "quantile"], registry=r,
-        )
+        # A summary: windowed HDR quantiles plus cumulative _sum/_count of successful runs, so
+        # the `quantile` label is typed the way Prometheus tooling expects (promtool checks it).
+        self.latency = _LatencySummary()
+        r.register(self.latency)
         self.phase = Gauge(
             "pacs_probe_phase_duration_seconds", "Last run, per phase", [*tp, "phase"], registry=r
         )
@@ -115,7 +157,8 @@ class PrometheusExporter:
 
     def remove_target(self, target: str) -> None:
         with self._lock:
-            for metric in (self.success, self.duration, self.hist, self.latency, self.phase,
+            self.latency.remove_target(target)
+            for metric in (self.success, self.duration, self.hist, self.phase,
                            self.runs, self.failures, self.attempts, self.check, self.target,
                            self.failover, self.ssl_earliest, self.ssl_leaf, self.out_of_range,
                            self.missed):
@@ -142,8 +185,7 @@ class PrometheusExporter:
                 self.hist.labels(t, p).observe(r.duration)
             else:
                 self.failures.labels(t, p, (r.reason or Reason.ERROR).value).inc()
-            for q, v in quantiles.items():
-                self.latency.labels(t, p, str(q)).set(v)
+            self.latency.update(t, p, quantiles, r.duration if r.ok else None)
             seen = self._phases_seen.setdefault((t, p), set())
             for name in seen - set(r.phases):
                 self.phase.remove(t, p, name)  # a phase this run did not reach is not stale data
