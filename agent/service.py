@@ -65,7 +65,7 @@ class AgentService:
         self.plans = plans_for(loaded, shard)
         self.scheduler = ProbeScheduler(
             self._run_job,
-            on_missed=lambda t, p: self.prometheus.missed.labels(t, p).inc(),
+            on_missed=self.prometheus.missed_run,
             on_lateness=self.prometheus.lateness.observe,
             max_workers=pool_size(self.plans, settings.maxWorkers),
         )

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.simulator import SimulatedPACS
 from tests.peers import free_port, wait_until
@@ -37,6 +38,13 @@ def daemon(*args: str, env: dict | None = None) -> Iterator[tuple[subprocess.Pop
         p.wait(10)
 
 
+def parse(text: str) -> dict:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text) for s in fam.samples
+    }
+
+
 def get(url: str) -> httpx.Response | None:
     try:
         return httpx.get(url, timeout=2)
@@ -48,16 +56,18 @@ def test_no_config_demo_shows_metrics_and_health_within_10_s() -> None:
     with daemon() as (p, url):
         t0 = time.monotonic()
 
-        def ready() -> str | None:
+        def ready() -> dict | None:
             r = get(url + "/metrics")
             if r is None or r.status_code != 200:
                 return None
-            ok = 'probe_success{probe="dicom_echo",target="simulated-sectra"} 1.0' in r.text
-            return r.text if ok and 'pacs_target_health{state="HEALTHY"' in r.text else None
+            s = parse(r.text)
+            ok = s.get(("probe_success", (("probe", "dicom_echo"), ("target", "simulated-sectra"))))
+            health = s.get(("pacs_target_health", (("state", "HEALTHY"),
+                                                    ("target", "simulated-sectra"))))
+            return s if ok == 1 and health == 1 else None
 
-        text = wait_until(ready, 10)
+        wait_until(ready, 10)
         assert time.monotonic() - t0 < 10
-        assert 'pacs_target_health{state="HEALTHY",target="simulated-sectra"} 1.0' in text
         r = httpx.get(url + "/health", timeout=2)
         assert r.headers["content-type"] == "application/json"
         doc = r.json()
