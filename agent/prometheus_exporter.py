@@ -28,7 +28,8 @@ from probes.base import ProbeResult, Reason
 # `_created` series double every counter and histogram for no use here.
 disable_created_metrics()
 
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# 2 s is the guide's degradedLatency default: alerts can count runs on each side of it.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60)
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
@@ -38,6 +39,7 @@ FAILOVER_ENDPOINTS = ("primary", "secondary")
 FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("probe_success", "gauge", "1 if the last run succeeded"),
     ("probe_duration_seconds", "gauge", "Wall time of the last run on the wire"),
+    ("pacs_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run started"),
     ("pacs_probe_duration_seconds", "histogram", "Successful runs' durations"),
     ("pacs_probe_latency_seconds", "summary",
      "HDR quantiles of successful runs over the sliding window"),
@@ -139,9 +141,9 @@ class PrometheusExporter:
                   (f"pacs_probe_attempts_total{{{tp}}} {_v(st.attempts)}\n",))
         self._set("pacs_scheduler_missed_runs_total", (t, p),
                   (f"pacs_scheduler_missed_runs_total{{{tp}}} {_v(st.missed)}\n",))
-        if st.oor:
-            self._set("pacs_latency_out_of_range_total", (t, p),
-                      (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",))
+        # from the start, like the counters above: an alert on increase() needs the 0 before the 1
+        self._set("pacs_latency_out_of_range_total", (t, p),
+                  (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",))
 
     # -- per target ------------------------------------------------------------------------------
 
@@ -202,6 +204,9 @@ class PrometheusExporter:
             self._set("probe_success", key, (f"probe_success{{{tp}}} {1.0 if r.ok else 0.0}\n",))
             self._set("probe_duration_seconds", key,
                       (f"probe_duration_seconds{{{tp}}} {_v(r.duration)}\n",))
+            self._set("pacs_probe_last_run_timestamp_seconds", key, (
+                f"pacs_probe_last_run_timestamp_seconds{{{tp}}} {_v(r.started_at.timestamp())}\n",
+            ))
             if st.count:
                 hist = [
                     f'pacs_probe_duration_seconds_bucket{{{tp},le="{_v(float(le))}"}} {_v(n)}\n'
