@@ -2,11 +2,12 @@
 
 * DICOM: a pynetdicom SCP (Verification, Study Root C-FIND over a few synthetic studies, one of
   them the canary patient `CANARY001`), any called AE title accepted unless `reject` is set.
-* HTTP: the Sectra API (`/health`, `/worklist`), the web viewer (`/viewer`), and a secondary
-  API endpoint (`/secondary/health`) for failover.
+* HTTP: the Sectra API (`/health`, `/worklist`), the web viewer (`/viewer`), and the two nodes
+  behind the API for failover (`/primary/health`, `/secondary/health`).
 * Faults, switchable at run time: `delay` (seconds added to every answer), `dicom_status`
   (non-success status), `reject` (A-ASSOCIATE-RJ), `dicom_down` / `http_down`, `http_status`,
-  `primary_down` (the primary API's /health fails, the secondary keeps answering).
+  `primary_down` (the primary node's /primary/health fails; the secondary keeps answering and
+  the API itself, `/health`, stays up because the secondary serves it).
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 CANARY_PATIENT_ID = "CANARY001"
-CANARY_STUDY_UID = "1.2.826.0.1.3680043.10.1082.1.1"
+UID_ROOT = "1.2.826.0.1.3680043.10.1082.1"
+CANARY_STUDY_UID = f"{UID_ROOT}.1"
 
 
 def synthetic_studies() -> list[Dataset]:
     """Synthetic studies: fake names and ids, no real person."""
     rows = [
         ("CANARY001", "PACS^CANARY", CANARY_STUDY_UID, "ACC0001", "20260101", "CT"),
-        ("SIM0002", "SIMULATED^ALPHA", "1.2.826.0.1.3680043.10.1082.1.2", "ACC0002", "20260102", "MR"),
-        ("SIM0002", "SIMULATED^ALPHA", "1.2.826.0.1.3680043.10.1082.1.3", "ACC0003", "20260103", "CT"),
-        ("SIM0004", "SIMULATED^BETA", "1.2.826.0.1.3680043.10.1082.1.4", "ACC0004", "20260104", "US"),
+        ("SIM0002", "SIMULATED^ALPHA", f"{UID_ROOT}.2", "ACC0002", "20260102", "MR"),
+        ("SIM0002", "SIMULATED^ALPHA", f"{UID_ROOT}.3", "ACC0003", "20260103", "CT"),
+        ("SIM0004", "SIMULATED^BETA", f"{UID_ROOT}.4", "ACC0004", "20260104", "US"),
     ]
     out = []
     for pid, name, uid, acc, date, mod in rows:
@@ -69,8 +71,10 @@ def _matches(study: Dataset, query: Dataset) -> bool:
 
 class SimulatedPACS:
     def __init__(self, host: str = "127.0.0.1", dicom_port: int = 0, http_port: int = 0,
-                 ae_title: str = "SECTRA_PACS") -> None:
+                 ae_title: str = "SECTRA_PACS", http_ssl_context: Any = None) -> None:
         self.host = host
+        # an ssl.SSLContext (server side) makes the HTTP side HTTPS
+        self.http_ssl_context = http_ssl_context
         self.ae_title = ae_title
         self.faults = Faults()
         self.studies = synthetic_studies()
@@ -173,11 +177,14 @@ class SimulatedPACS:
                     self._reply(200, b'{"status":"UP","role":"secondary"}', "application/json")
                 elif forced is not None:
                     self._reply(forced, b'{"status":"DOWN"}', "application/json")
-                elif path == "/health":
+                elif path == "/primary/health":
                     if sim.faults.primary_down:
                         self._reply(503, b'{"status":"DOWN"}', "application/json")
                     else:
                         self._reply(200, b'{"status":"UP","role":"primary"}', "application/json")
+                elif path == "/health":
+                    role = b"secondary" if sim.faults.primary_down else b"primary"
+                    self._reply(200, b'{"status":"UP","role":"' + role + b'"}', "application/json")
                 elif path == "/worklist":
                     body = json.dumps({"items": 3}).encode()
                     self._reply(200, body, "application/json")
@@ -192,6 +199,10 @@ class SimulatedPACS:
     def start_http(self) -> None:
         port = self.http_port or self._http_port_wanted
         self._http = ThreadingHTTPServer((self.host, port), self._handler())
+        if self.http_ssl_context is not None:
+            self._http.socket = self.http_ssl_context.wrap_socket(
+                self._http.socket, server_side=True
+            )
         self._http.daemon_threads = True
         self.http_port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, name="sim-http", daemon=True).start()
@@ -221,7 +232,8 @@ class SimulatedPACS:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        scheme = "https" if self.http_ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.http_port}"
 
     def endpoint_config(self, target_id: str = "simulated-sectra", interval_ms: int = 5000,
                         **health: Any) -> dict[str, Any]:
@@ -242,7 +254,7 @@ class SimulatedPACS:
                 "worklistEndpoint": f"{self.api_url}/worklist",
                 "viewerEndpoint": f"{self.api_url}/viewer",
                 "enableWebViewer": True,
-                "primaryEndpoint": self.api_url,
+                "primaryEndpoint": f"{self.api_url}/primary",
                 "secondaryEndpoint": f"{self.api_url}/secondary",
                 "failoverTimeout": 2000,
                 "healthCheckEndpoint": "/health",
