@@ -12,7 +12,6 @@ from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
 from agent.health_json import health_document, http_status_for
 from agent.http_server import Endpoints, make_server, serve_in_thread
-from agent.web_config import WebConfig
 from agent.pipeline import Pipeline
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
@@ -22,6 +21,7 @@ from agent.scheduler import ProbeScheduler, pool_size
 from agent.selfprobe import SelfProbe
 from agent.shard import Shard
 from agent.targets import TargetPlan, build_plan
+from agent.web_config import WebConfig
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentSettings
@@ -36,6 +36,11 @@ def plans_for(loaded: LoadedConfig, shard: Shard) -> list[TargetPlan]:
         for ep in loaded.model.targets
         if ep.enabled and shard.owns(ep.id)
     ]
+
+
+def _checks_shape(p: TargetPlan) -> tuple:
+    """What the evaluator and exporters were set up with for a target."""
+    return (p.name, p.thresholds, tuple(p.probes), p.metrics_enabled)
 
 
 class AgentService:
@@ -57,6 +62,9 @@ class AgentService:
         self.listen = listen or settings.listen
         self.stop_event = threading.Event()
         self._reload_lock = threading.Lock()
+        # Guards the installed target set against results arriving while it is swapped.
+        self._plans_lock = threading.Lock()
+        self._installed: dict[str, TargetPlan] = {}
         self.recorder = LatencyRecorder(settings.latencyWindow, settings.latencyWindowBuckets)
         self.evaluator = HealthEvaluator()
         self.prometheus = PrometheusExporter(shard=str(shard))
@@ -108,9 +116,13 @@ class AgentService:
         if self.stop_event.is_set():
             return
         result = run_probe(plan, probe, stop=self.stop_event, redactor=self.redactor)
-        if self.stop_event.is_set():
-            return
-        self.pipeline.handle(plan, result)
+        with self._plans_lock:
+            # A run that was in flight across a reload that removed its target (or probe), or
+            # across stop(), is dropped: recording it would bring the removed series back.
+            current = self._installed.get(plan.id)
+            if self.stop_event.is_set() or current is None or probe not in current.probes:
+                return
+            self.pipeline.handle(current, result)
         if not result.ok:
             plan.logger.info(
                 "probe %s/%s failed: %s (%s)", plan.id, probe, result.reason, result.message
@@ -135,14 +147,22 @@ class AgentService:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _install(self, plans: list[TargetPlan]) -> None:
-        new_ids = {p.id for p in plans}
-        for old in self.plans:
-            if old.id not in new_ids:
-                self.pipeline.remove_target(old.id)
-        for p in plans:
-            self.pipeline.add_target(p)
-        self.plans = plans
-        self.prometheus.targets_gauge.set(len(plans))
+        """Swap in a target set. Targets whose checks are unchanged keep their state and series
+        (a reload must not flash them UNKNOWN); removed ones disappear at once."""
+        with self._plans_lock:
+            new = {p.id: p for p in plans}
+            for tid in self._installed.keys() - new.keys():
+                self.pipeline.remove_target(tid)
+            for tid, p in new.items():
+                prev = self._installed.get(tid)
+                if prev is not None and _checks_shape(prev) == _checks_shape(p):
+                    continue
+                if prev is not None:
+                    self.pipeline.remove_target(tid)
+                self.pipeline.add_target(p)
+            self._installed = new
+            self.plans = plans
+            self.prometheus.targets_gauge.set(len(plans))
         self.scheduler.set_plans(plans)
 
     def start(self) -> None:
@@ -150,7 +170,9 @@ class AgentService:
         self._install(self.plans)
         if settings.selfProbe.enabled:
             self.self_probe = SelfProbe()
-            self.scheduler.add_extra_job("selfprobe", self._self_probe_job, settings.selfProbe.interval)
+            self.scheduler.add_extra_job(
+                "selfprobe", self._self_probe_job, settings.selfProbe.interval
+            )
         self.prometheus.reload_ok.set(1)
         self.prometheus.reload_ts.set(time.time())
         self.scheduler.start()
@@ -159,7 +181,7 @@ class AgentService:
         log.info(
             "agent started: %d target(s), %d probe job(s), %d workers, shard %s, listening on %s",
             len(self.plans), sum(len(p.probes) for p in self.plans), self.scheduler.max_workers,
-            self.shard, "%s:%d" % self.address,
+            self.shard, "{}:{}".format(*self.address),
         )
 
     def reload(self) -> tuple[bool, str]:
