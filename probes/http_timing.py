@@ -3,12 +3,18 @@
 Phases: `dns` (our bounded resolver), `connect`, `tls`, `first_byte` (request sent → response
 headers), `transfer` (body). TCP_NODELAY is set on the socket. The body is read in chunks with the
 deadline checked between them and a size cap, so an endless or dripping body cannot hang a probe.
+
+httpx's timeout bounds each socket operation, not the whole exchange: every redirect hop and every
+read gets it afresh. The run's deadline is therefore enforced on top: no new operation starts
+after it, and a watchdog shuts the connection's socket down when it passes, which wakes a read
+that is still blocked.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +42,21 @@ class HttpResponse:
 class _Tracer:
     """Collects httpx/httpcore trace events into phases, across redirects."""
 
-    def __init__(self, phases: Phases) -> None:
+    def __init__(self, phases: Phases, deadline: Deadline) -> None:
         self.phases = phases
+        self.deadline = deadline
         self.started: dict[str, float] = {}
         self.tls: TLSInfo | None = None
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
 
     def __call__(self, name: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
         kind, _, edge = name.rpartition(".")
         if edge == "started":
+            # e.g. the next redirect hop: nothing new starts after the deadline
+            self.deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
             self.started[kind] = now
             return
         if edge not in ("complete", "failed"):
@@ -54,36 +66,71 @@ class _Tracer:
             return
         if kind == "connection.connect_tcp":
             self.phases.add("connect", now - t0)
+            if edge == "complete":
+                self._watch(info.get("return_value"))
         elif kind == "connection.start_tls":
             self.phases.add("tls", now - t0)
             if edge == "complete":
+                self._watch(info.get("return_value"))
                 self._capture_tls(info.get("return_value"))
         elif kind.endswith("send_request_headers"):
             self.started["first_byte"] = t0
         elif kind.endswith("receive_response_headers") and "first_byte" in self.started:
             self.phases.add("first_byte", now - self.started.pop("first_byte"))
 
+    def _watch(self, stream: Any) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def expire(self) -> None:
+        """The deadline passed (watchdog thread): wake any blocked read by shutting down."""
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
     def _capture_tls(self, stream: Any) -> None:
         from cryptography import x509
 
         obj = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        # httpcore hands out the low-level _ssl._SSLSocket here: positional argument only
+        der = obj.getpeercert(True) if obj is not None else None
         if der:
             exp = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-            self.tls = TLSInfo(exp, exp if self.tls is None else min(exp, self.tls.earliest_not_after))
+            earliest = exp if self.tls is None else min(exp, self.tls.earliest_not_after)
+            self.tls = TLSInfo(exp, earliest)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown even on an SSLSocket: only the OS socket is shut down, the TLS
+    # object stays as it is for the thread that is reading it (which then sees EOF).
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def _verify(ep: HttpEndpoint) -> ssl.SSLContext | bool:
     if ep.tls is None:
         return True
-    return tls_context(ep.tls)
+    try:
+        return tls_context(ep.tls)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; same reason as DICOM TLS
+        raise ProbeError(Reason.TLS, f"TLS settings unusable: {type(e).__name__}") from None
 
 
 def _map_error(e: Exception) -> ProbeError:
     cause: BaseException | None = e
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return ProbeError(Reason.TLS, f"certificate verification failed: {cause.verify_message}")
+            return ProbeError(
+                Reason.TLS, f"certificate verification failed: {cause.verify_message}"
+            )
         if isinstance(cause, ssl.SSLError):
             return ProbeError(Reason.TLS, "TLS handshake failed")
         if isinstance(cause, ConnectionRefusedError):
@@ -118,9 +165,13 @@ def timed_get(
     host = urlsplit(url).hostname or ""
     port = urlsplit(url).port or (443 if url.startswith("https") else 80)
     resolve(host, port, deadline, phases)  # bounded, and reason `dns` for names that don't resolve
-    tracer = _Tracer(phases)
+    verify = _verify(ep)
+    tracer = _Tracer(phases, deadline)
     left = deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
-    transport = httpx.HTTPTransport(verify=_verify(ep), socket_options=_SOCKET_OPTIONS, retries=0)
+    watchdog = threading.Timer(left, tracer.expire)
+    watchdog.daemon = True
+    watchdog.start()
+    transport = httpx.HTTPTransport(verify=verify, socket_options=_SOCKET_OPTIONS, retries=0)
     auth = (ep.username, ep.password or "") if ep.username else None
     try:
         with httpx.Client(
@@ -143,8 +194,14 @@ def timed_get(
                         )
                     deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
                 phases.add("transfer", time.perf_counter() - t0)
-                return HttpResponse(rsp.status_code, rsp.headers, bytes(body), str(rsp.url), tracer.tls)
+                return HttpResponse(
+                    rsp.status_code, rsp.headers, bytes(body), str(rsp.url), tracer.tls
+                )
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as e:
+        if tracer.expired and not isinstance(e, httpx.ConnectTimeout):
+            raise ProbeError(Reason.TIMEOUT, "no answer within the deadline") from None
         raise _map_error(e) from None
+    finally:
+        watchdog.cancel()

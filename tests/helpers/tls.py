@@ -1,0 +1,76 @@
+"""Certificates for the TLS tests, made with trustme: a CA and leaves that are good, EXPIRED,
+expiring in 5 days, or issued for another host name.
+
+trustme's `issue_cert` takes `not_before`/`not_after`, so no hand-built certificates are needed.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+@dataclass
+class Leaf:
+    """A server certificate with its key, usable by an ssl server context."""
+
+    cert: trustme.LeafCert
+    not_after: float  # unix time, from the certificate itself
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.cert.configure_cert(ctx)
+        return ctx
+
+
+def not_after_of(pem: bytes) -> float:
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
+class TLSMaterial:
+    """One CA (its PEM written to `ca_file`) and the leaves the tests need."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        self.ca_file = directory / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        # A second, unrelated CA: "the wrong CA" for verification failures.
+        self.other_ca = trustme.CA()
+        self.other_ca_file = directory / "other-ca.pem"
+        self.other_ca.cert_pem.write_to_path(str(self.other_ca_file))
+
+    def leaf(
+        self,
+        *names: str,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> Leaf:
+        cert = self.ca.issue_cert(
+            *(names or LOOPBACK_NAMES), not_before=not_before, not_after=not_after
+        )
+        return Leaf(cert, not_after_of(cert.cert_chain_pems[0].bytes()))
+
+    def good(self) -> Leaf:
+        now = datetime.now(UTC)
+        return self.leaf(not_before=now - timedelta(days=1), not_after=now + timedelta(days=365))
+
+    def expired(self) -> Leaf:
+        now = datetime.now(UTC)
+        return self.leaf(not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
+
+    def expiring_in(self, days: float) -> Leaf:
+        now = datetime.now(UTC)
+        return self.leaf(not_before=now - timedelta(days=1), not_after=now + timedelta(days=days))
+
+    def for_other_host(self) -> Leaf:
+        """Valid, from the right CA, but for a name that is not the one we connect to."""
+        return self.leaf("pacs.other.example")

@@ -1,0 +1,131 @@
+"""failover: a primary/secondary pair of real servers on loopback, stopped and started again on
+the same port, through the daemon's result path (run_probe → Pipeline → evaluator + metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from agent.evaluator import CheckStatus, HealthState
+from probes.base import Reason
+from tests.helpers.config import plan, target
+from tests.helpers.dicom_scp import DicomSCP
+from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.pipeline import Harness
+
+TID = "pacs-pair"
+
+
+@contextmanager
+def http_pair() -> Iterator[tuple[HTTPPeer, HTTPPeer, dict[str, Any]]]:
+    with HTTPPeer({"/health": Route(body=b'{"role":"primary"}')}) as primary, \
+            HTTPPeer({"/health": Route(body=b'{"role":"secondary"}')}) as secondary:
+        t = target(TID, only=("failover",), timeout_ms=3000, sectra={
+            "primaryEndpoint": primary.base_url, "secondaryEndpoint": secondary.base_url,
+            "healthCheckEndpoint": "/health", "failoverTimeout": 1000,
+        })
+        yield primary, secondary, t
+        primary.stop()
+        secondary.stop()
+
+
+@contextmanager
+def dicom_pair() -> Iterator[tuple[DicomSCP, DicomSCP, dict[str, Any]]]:
+    with DicomSCP(ae_title="PACS_A") as primary, DicomSCP(ae_title="PACS_B") as secondary:
+        t = target(TID, port=primary.port, called_aet="PACS_A", only=("failover",),
+                   timeout_ms=3000,
+                   config={"secondaryHosts": [{"host": "127.0.0.1", "port": secondary.port,
+                                               "calledAET": "PACS_B"}]})
+        yield primary, secondary, t
+        primary.stop()
+        secondary.stop()
+
+
+PAIRS = {"http": http_pair, "dicom": dicom_pair}
+
+
+def active(h: Harness) -> dict[str, float | None]:
+    return {ep: h.value("pacs_failover_active", target=TID, endpoint=ep)
+            for ep in ("primary", "secondary")}
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_failover_cycle(kind: str) -> None:
+    with PAIRS[kind]() as (primary, secondary, t):
+        p = plan(t)
+        assert list(p.probes) == ["failover"]
+        h = Harness(p)
+
+        # 1. primary up: PASS, serving from the primary
+        r, check = h.run(TID, "failover")
+        assert r.ok and r.warning is None, r.message
+        assert r.detail == {"active": "primary", "up": {"primary": True, "secondary": True}}
+        assert {"primary", "secondary"} <= set(r.phases)
+        assert check.status == CheckStatus.PASS
+        assert h.target_state(TID) == HealthState.HEALTHY
+        assert active(h) == {"primary": 1.0, "secondary": 0.0}
+
+        # 2. primary stopped: still served, by the secondary → WARN, target DEGRADED
+        port = primary.port
+        primary.stop()
+        r, check = h.run(TID, "failover")
+        assert r.ok, r.message
+        assert r.detail["active"] == "secondary"
+        assert check.status == CheckStatus.WARN
+        assert "running on secondary" in check.message
+        assert h.target_state(TID) == HealthState.DEGRADED
+        assert active(h) == {"primary": 0.0, "secondary": 1.0}
+        assert h.value("pacs_check_status", target=TID, probe="failover", status="WARN") == 1.0
+        assert h.value("pacs_target_health", target=TID, state="DEGRADED") == 1.0
+
+        # 3. primary back on the same port: back to primary, PASS, HEALTHY
+        primary.start()
+        assert primary.port == port
+        r, check = h.run(TID, "failover")
+        assert r.ok and r.detail["active"] == "primary", r.message
+        assert check.status == CheckStatus.PASS
+        assert h.target_state(TID) == HealthState.HEALTHY
+        assert active(h) == {"primary": 1.0, "secondary": 0.0}
+
+        # 4. both down: a failure; FAIL once failureThreshold (3) runs in a row failed
+        primary.stop()
+        secondary.stop()
+        statuses = []
+        for _ in range(3):
+            r, check = h.run(TID, "failover")
+            assert not r.ok
+            assert r.reason == Reason.REFUSED, r.message
+            assert "all endpoints down" in r.message
+            statuses.append(check.status)
+        assert statuses == [CheckStatus.WARN, CheckStatus.WARN, CheckStatus.FAIL]
+        assert h.target_state(TID) == HealthState.UNHEALTHY
+        assert active(h) == {"primary": 0.0, "secondary": 0.0}
+        assert h.value("pacs_probe_failures_total", target=TID, probe="failover",
+                       reason="refused") == 3.0
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_dead_standby_is_seen_while_the_primary_serves(kind: str) -> None:
+    with PAIRS[kind]() as (_primary, secondary, t):
+        h = Harness(plan(t))
+        secondary.stop()
+        r, check = h.run(TID, "failover")
+    assert r.ok, r.message
+    assert r.detail == {"active": "primary", "up": {"primary": True, "secondary": False}}
+    assert "secondary down" in r.message
+    assert check.status == CheckStatus.PASS
+    assert active(h) == {"primary": 1.0, "secondary": 0.0}
+
+
+def test_failing_primary_status_fails_over_to_the_secondary() -> None:
+    """Primary answering 503 (up but unhealthy) is not serving either."""
+    with http_pair() as (primary, _secondary, t):
+        primary.routes["/health"] = Route(status=503)
+        h = Harness(plan(t))
+        r, check = h.run(TID, "failover")
+    assert r.ok and r.detail["active"] == "secondary"
+    assert "HTTP 503" in (r.warning or "")
+    assert check.status == CheckStatus.WARN
