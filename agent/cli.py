@@ -15,7 +15,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -131,7 +131,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     service.stop()
     if sim is not None:
         sim.stop()
-    return 0
+    _leave(0)
+
+
+def _leave(code: int) -> NoReturn:
+    """End `agent run` now, cancelling probes still in flight.
+
+    A probe blocked on a silent PACS holds a scheduler worker until its deadline (up to the
+    configured timeout, 30 s or more), and a normal interpreter exit joins those workers: SIGTERM
+    would take that long. stop() has already flushed the exporters and discarded late results, so
+    the process leaves without waiting; the kernel closes the probes' connections.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # -- probe --once --------------------------------------------------------------------------------
@@ -165,7 +179,8 @@ def render_table(doc: dict[str, Any]) -> str:
         for c in t["checks"]:
             rt = "" if c["responseTime"] is None else f"{c['responseTime']:.1f}"
             lines.append(
-                f"  {c['name']:<11} {c['status']:<6} {rt:>9}  {c['reason'] or '-':<17} {c['message']}"
+                f"  {c['name']:<11} {c['status']:<6} {rt:>9}  {c['reason'] or '-':<17} "
+                f"{c['message']}"
             )
             if c.get("phases"):
                 ph = "  ".join(f"{k}={v:.2f}" for k, v in c["phases"].items())
@@ -218,7 +233,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     redactor = Redactor(loaded.secrets)
     plans = [build_plan(t) for t in loaded.model.targets if t.enabled]
     print(f"# {args.config}: valid; {len(loaded.model.targets)} target(s), "
-          f"{sum(len(p.probes) for p in plans)} probe(s) enabled; durations in ms, secrets redacted")
+          f"{sum(len(p.probes) for p in plans)} probe(s) enabled; "
+          "durations in ms, secrets redacted")
     for p in plans:
         print(f"# {p.id}: {', '.join(p.probes) or 'no probes'}")
     print(redactor.scrub(yaml.safe_dump(loaded.effective(), sort_keys=False)))

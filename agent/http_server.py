@@ -25,7 +25,7 @@ CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass
 class Endpoints:
     metrics: Callable[[], bytes]
-    health: Callable[[], tuple[int, dict[str, Any]]]
+    health: Callable[[], tuple[int, dict[str, Any] | bytes]]  # bytes: JSON already
     ready: Callable[[], bool]
     reload: Callable[[], tuple[bool, str]]
 
@@ -64,6 +64,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, code: int, doc: Any) -> None:
+        if isinstance(doc, bytes):  # already serialised (the agent's /health)
+            self._send(code, doc, "application/json")
+            return
         self._send(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
 
     def _authorized(self) -> bool:
@@ -113,6 +116,31 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     ssl_context: Any = None
+    # One thread per connection: cap them, so a flood of idle connections cannot exhaust the
+    # agent's threads or memory. Connections past the cap are closed at once; probing goes on.
+    max_connections = 256
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("connection from %s refused: %d connections open", client_address[0],
+                      self.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS handshakes happen here, in the connection's own thread, so a slow or hostile

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
-from agent.health_json import health_document, http_status_for
+from agent.health_json import JsonRenderer, health_json_bytes, http_status_for
 from agent.http_server import Endpoints, make_server, serve_in_thread
 from agent.pipeline import Pipeline
 from agent.prometheus_exporter import PrometheusExporter
@@ -66,7 +66,7 @@ class AgentService:
         self._plans_lock = threading.Lock()
         self._installed: dict[str, TargetPlan] = {}
         self.recorder = LatencyRecorder(settings.latencyWindow, settings.latencyWindowBuckets)
-        self.evaluator = HealthEvaluator()
+        self.evaluator = HealthEvaluator(JsonRenderer())
         self.prometheus = PrometheusExporter(shard=str(shard))
         self.exporters: list = [self.prometheus]
         self.pipeline = Pipeline(self.recorder, self.evaluator, self.exporters)
@@ -137,12 +137,12 @@ class AgentService:
             if self.otlp is not None:
                 self.otlp.set_self_probe_overhead(v)
 
-    def _health(self) -> tuple[int, dict]:
-        targets = self.evaluator.snapshot()
-        doc = health_document(targets, shard=str(self.shard) if self.shard.count > 1 else None)
-        from agent.evaluator import HealthState
-
-        return http_status_for(HealthState(doc["status"])), doc
+    def _health(self) -> tuple[int, bytes]:
+        # joined from fragments cached per check (see HealthEvaluator): ~ms for 1,000 targets
+        state, body = health_json_bytes(
+            self.evaluator, shard=str(self.shard) if self.shard.count > 1 else None
+        )
+        return http_status_for(state), body
 
     # -- lifecycle -------------------------------------------------------------------------------
 

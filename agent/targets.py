@@ -74,8 +74,13 @@ def _join(base: str, path: str) -> str:
 def build_plan(ep: Endpoint) -> TargetPlan:
     c, s, p = ep.config, ep.sectraConfig, ep.probes
     tls = tls_options(c.tls)
-    if c.enableTLS and not c.tls.verify:
-        log.warning("target %s: TLS certificate verification is OFF (config.tls.verify=false)", ep.id)
+    # config.tls applies to DICOM TLS and to every HTTPS probe, so warn whatever enableTLS says
+    if not c.tls.verify:
+        log.warning("target %s: TLS certificate verification is OFF (config.tls.verify=false)",
+                    ep.id)
+    elif not c.tls.verifyHostname:
+        log.warning("target %s: TLS host name verification is OFF "
+                    "(config.tls.verifyHostname=false)", ep.id)
     dicom = DicomEndpoint(
         host=c.host,
         port=c.port,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RQ
 from pynetdicom.dimse_primitives import C_FIND
@@ -43,7 +44,9 @@ class FindQuery:
             if self.expected_count is None and self.min_count is None:
                 return FindQuery(**{**self.__dict__, "min_count": 1})
             return self
-        return FindQuery(patient_id=NO_MATCH_PATIENT_ID, expected_count=0, study_date=self.study_date)
+        return FindQuery(
+            patient_id=NO_MATCH_PATIENT_ID, expected_count=0, study_date=self.study_date
+        )
 
     def identifier(self) -> Dataset:
         ds = Dataset()
@@ -62,16 +65,33 @@ class FindQuery:
             ("StudyInstanceUID", self.study_instance_uid),
             ("AccessionNumber", self.accession_number),
         ):
-            if want and "*" not in want and "?" not in want and str(ds.get(key, "")) != want:
+            if want and "*" not in want and "?" not in want and raw_text(ds, key) != want:
                 return False
         if self.study_date:
-            got = str(ds.get("StudyDate", ""))
+            got = raw_text(ds, "StudyDate")
             lo, _, hi = self.study_date.partition("-")
             if "-" not in self.study_date:
                 hi = lo
             if got and ((lo and got < lo) or (hi and got > hi)):
                 return False
         return True
+
+
+def raw_text(ds: Dataset, keyword: str) -> str:
+    """An element's value as text, taken from its raw bytes.
+
+    Going through pydicom's value conversion would validate the value, and pydicom quotes an
+    invalid one (a UID with letters, a malformed date) in a warning and a log record: returned
+    identifiers are PHI, so they must not reach the log by that route either.
+    """
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return ""
+    elem = ds.get_item(tag)
+    value = getattr(elem, "value", None)
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    return "" if value is None else str(value)
 
 
 class DicomFindProbe:
