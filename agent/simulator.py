@@ -54,7 +54,8 @@ class Faults:
     primary_down: bool = False
 
 
-def _matches(study: Dataset, query: Dataset) -> bool:
+def study_matches(study: Dataset, query: Dataset) -> bool:
+    """Study Root matching the simulators use: single values, `*` and a date range."""
     for key in ("PatientID", "StudyInstanceUID", "AccessionNumber"):
         want = str(query.get(key, "") or "")
         if want and want != "*" and str(study.get(key, "")) != want:
@@ -104,7 +105,7 @@ class SimulatedPACS:
             return
         query = event.identifier
         for study in self.studies:
-            if _matches(study, query):
+            if study_matches(study, query):
                 rsp = Dataset()
                 rsp.QueryRetrieveLevel = "STUDY"
                 for key in query.dir():

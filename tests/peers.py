@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-LOOPBACK = "127.0.0.1"
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """Poll `pred` until it returns something truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+# One implementation of the polling and port helpers for every test module.
+from tests.helpers import LOOPBACK, free_port, wait_until  # noqa: E402,F401
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
+from agent.simulator import study_matches
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -50,19 +51,7 @@ def study(
     return ds
 
 
-def matches(st: Dataset, query: Dataset) -> bool:
-    for key in ("PatientID", "StudyInstanceUID", "AccessionNumber"):
-        want = str(query.get(key, "") or "")
-        if want and want != "*" and str(st.get(key, "")) != want:
-            return False
-    date = str(query.get("StudyDate", "") or "")
-    if date:
-        lo, _, hi = date.partition("-")
-        hi = hi if "-" in date else lo
-        got = str(st.get("StudyDate", ""))
-        if (lo and got < lo) or (hi and got > hi):
-            return False
-    return True
+matches = study_matches  # the simulator's matching, one implementation
 
 
 class DicomSCP:
