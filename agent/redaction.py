@@ -47,7 +47,9 @@ class RedactingFilter(logging.Filter):
         if record.exc_info:
             import traceback
 
-            record.exc_text = self.redactor.scrub("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_text = self.redactor.scrub(
+                "".join(traceback.format_exception(*record.exc_info))
+            )
             record.exc_info = None
         return True
 

@@ -38,8 +38,11 @@ class TLSServerConfig(_Strict):
     cert_file: str
     key_file: str
     client_auth_type: Literal[
-        "NoClientCert", "RequestClientCert", "RequireAnyClientCert",
-        "VerifyClientCertIfGiven", "RequireAndVerifyClientCert",
+        "NoClientCert",
+        "RequestClientCert",
+        "RequireAnyClientCert",
+        "VerifyClientCertIfGiven",
+        "RequireAndVerifyClientCert",
     ] = "NoClientCert"
     client_ca_file: str | None = None
     min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
@@ -61,8 +64,10 @@ class WebConfigModel(_Strict):
 
 
 _VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
 }
 
 
@@ -113,7 +118,9 @@ def load_web_config(path: str) -> WebConfig:
     except yaml.YAMLError:
         raise WebConfigError(f"{path}: not valid YAML") from None
     except ValidationError as e:
-        msgs = [f"{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors(include_input=False)]
+        msgs = [
+            f"{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors(include_input=False)
+        ]
         raise WebConfigError(f"{path}: " + "; ".join(msgs)) from None
 
     def rel(p: str) -> str:
@@ -146,7 +153,9 @@ def load_web_config(path: str) -> WebConfig:
             if not t.client_ca_file:
                 raise WebConfigError(f"{path}: {t.client_auth_type} needs client_ca_file here")
             ctx.verify_mode = (
-                ssl.CERT_REQUIRED if t.client_auth_type == "RequireAnyClientCert" else ssl.CERT_OPTIONAL
+                ssl.CERT_REQUIRED
+                if t.client_auth_type == "RequireAnyClientCert"
+                else ssl.CERT_OPTIONAL
             )
         wc.ssl_context = ctx
     return wc

@@ -61,7 +61,10 @@ class ApiPingProbe:
     name = "api_ping"
 
     def __init__(
-        self, endpoint: HttpEndpoint, expected_status: tuple[int, ...] = (), body: BodyRule | None = None
+        self,
+        endpoint: HttpEndpoint,
+        expected_status: tuple[int, ...] = (),
+        body: BodyRule | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.expected_status = expected_status

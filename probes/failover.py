@@ -49,14 +49,19 @@ class FailoverProbe:
     def for_http(
         cls, primary: HttpEndpoint, secondary: HttpEndpoint, failover_timeout: float | None = None
     ) -> FailoverProbe:
-        return cls([("primary", _http_check(primary)), ("secondary", _http_check(secondary))],
-                   failover_timeout)
+        return cls(
+            [("primary", _http_check(primary)), ("secondary", _http_check(secondary))],
+            failover_timeout,
+        )
 
     @classmethod
-    def for_dicom(cls, nodes: list[DicomEndpoint], failover_timeout: float | None = None) -> FailoverProbe:
+    def for_dicom(
+        cls, nodes: list[DicomEndpoint], failover_timeout: float | None = None
+    ) -> FailoverProbe:
         names = ["primary", "secondary"] + [f"secondary{i}" for i in range(2, len(nodes))]
-        return cls([(n, _dicom_check(ep)) for n, ep in zip(names, nodes, strict=False)],
-                   failover_timeout)
+        return cls(
+            [(n, _dicom_check(ep)) for n, ep in zip(names, nodes, strict=False)], failover_timeout
+        )
 
     def _budget(self, deadline: Deadline, index: int) -> Deadline:
         rest = len(self.checks) - index - 1
@@ -88,13 +93,17 @@ class FailoverProbe:
         detail = {"active": active, "up": up}
         if active is None:
             first = errors[self.checks[0][0]]
-            raise ProbeError(first.reason, "all endpoints down: " + "; ".join(
-                f"{n}: {e.message}" for n, e in errors.items()))
+            raise ProbeError(
+                first.reason,
+                "all endpoints down: " + "; ".join(f"{n}: {e.message}" for n, e in errors.items()),
+            )
         if active == "primary":
             down = [n for n, ok in up.items() if not ok]
             msg = "primary serving" + (f"; {', '.join(down)} down" if down else "")
             return ProbeOutcome(msg, tls=tls, detail=detail)
         return ProbeOutcome(
-            f"running on {active}", warning=f"running on {active}: primary {errors['primary'].message}",
-            tls=tls, detail=detail,
+            f"running on {active}",
+            warning=f"running on {active}: primary {errors['primary'].message}",
+            tls=tls,
+            detail=detail,
         )

@@ -30,20 +30,22 @@ class ViewerProbe:
         worklist: HttpEndpoint | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.url = endpoint.url.rstrip("/") + "/" + url_template.format(
-            studyInstanceUID=study_uid or DEFAULT_STUDY
-        ).lstrip("/")
+        self.url = (
+            endpoint.url.rstrip("/")
+            + "/"
+            + url_template.format(studyInstanceUID=study_uid or DEFAULT_STUDY).lstrip("/")
+        )
         if url_template.startswith("?"):
-            self.url = endpoint.url + url_template.format(studyInstanceUID=study_uid or DEFAULT_STUDY)
+            self.url = endpoint.url + url_template.format(
+                studyInstanceUID=study_uid or DEFAULT_STUDY
+            )
         self.expected_status = expected_status
         self.marker = marker
         self.max_redirects = max_redirects
         self.worklist = worklist
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
-        rsp = timed_get(
-            self.endpoint, self.url, deadline, phases, max_redirects=self.max_redirects
-        )
+        rsp = timed_get(self.endpoint, self.url, deadline, phases, max_redirects=self.max_redirects)
         check_status(rsp, self.expected_status)
         ctype = rsp.headers.get("content-type", "")
         if "html" not in ctype.lower():

@@ -14,14 +14,23 @@ from agent.simulator import SimulatedPACS
 from tests.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRETS = {"SECTRA_API_PASSWORD": "pw-Zq81-unique-secret", "SECTRA_API_KEY": "key-Xy77-unique-secret"}
+SECRETS = {
+    "SECTRA_API_PASSWORD": "pw-Zq81-unique-secret",
+    "SECTRA_API_KEY": "key-Xy77-unique-secret",
+}
 
 
 def agent(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          timeout=timeout, env=e, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture()
@@ -68,8 +77,15 @@ def test_healthy_pacs_exits_0_with_the_json_contract(tmp_path: Path, sim: Simula
 
 def test_failing_dimse_status_exits_2(tmp_path: Path, sim: SimulatedPACS) -> None:
     sim.faults.dicom_status = 0xC001
-    r = agent("probe", "--once", "--config", str(local_copy(tmp_path, sim)), "--output", "json",
-              env=SECRETS)
+    r = agent(
+        "probe",
+        "--once",
+        "--config",
+        str(local_copy(tmp_path, sim)),
+        "--output",
+        "json",
+        env=SECRETS,
+    )
     assert r.returncode == 2, r.stderr
     doc = json.loads(r.stdout)
     checks = {c["name"]: c for c in doc["targets"][0]["checks"]}
@@ -84,8 +100,17 @@ def test_down_pacs_exits_2_with_refused(tmp_path: Path, sim: SimulatedPACS) -> N
     doc = json.loads(cfg.read_text())
     doc["config"]["port"] = free_port()
     cfg.write_text(json.dumps(doc))
-    r = agent("probe", "--once", "--config", str(cfg), "--output", "json", "--probe",
-              "dicom_echo", env=SECRETS)
+    r = agent(
+        "probe",
+        "--once",
+        "--config",
+        str(cfg),
+        "--output",
+        "json",
+        "--probe",
+        "dicom_echo",
+        env=SECRETS,
+    )
     assert r.returncode == 2
     [c] = json.loads(r.stdout)["targets"][0]["checks"]
     assert c["reason"] == "refused" and c["responseTime"] is not None
@@ -94,8 +119,17 @@ def test_down_pacs_exits_2_with_refused(tmp_path: Path, sim: SimulatedPACS) -> N
 def test_slow_pacs_is_degraded_exit_1(tmp_path: Path, sim: SimulatedPACS) -> None:
     sim.faults.delay = 0.05
     cfg = local_copy(tmp_path, sim, degradedLatency=20)
-    r = agent("probe", "--once", "--config", str(cfg), "--target", "sectra-pacs-prod",
-              "--probe", "dicom_echo", env=SECRETS)
+    r = agent(
+        "probe",
+        "--once",
+        "--config",
+        str(cfg),
+        "--target",
+        "sectra-pacs-prod",
+        "--probe",
+        "dicom_echo",
+        env=SECRETS,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "DEGRADED" in r.stdout and "WARN" in r.stdout  # the table, for people
 

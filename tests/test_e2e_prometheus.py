@@ -38,25 +38,37 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
             host, port = svc.address
             with PromServer([f"{host}:{port}"], rule_files=rules) as prom:
                 prom.wait_for_targets_up(30)
-                prom.wait_for(lambda: prom.query(
-                    f'probe_ssl_earliest_cert_expiry{{target="{TARGET}"}}'), timeout=30)
+                prom.wait_for(
+                    lambda: prom.query(f'probe_ssl_earliest_cert_expiry{{target="{TARGET}"}}'),
+                    timeout=30,
+                )
                 # a sick PACS: DICOM answers with failure status, the API runs on its secondary
                 sim.faults.dicom_status = 0xC000
                 sim.faults.primary_down = True
 
                 def active() -> set[str]:
-                    return {a["labels"]["alertname"] for a in prom.alerts()
-                            if a["state"] in ("pending", "firing")}
+                    return {
+                        a["labels"]["alertname"]
+                        for a in prom.alerts()
+                        if a["state"] in ("pending", "firing")
+                    }
 
                 got = prom.wait_for(
-                    lambda: active() >= {"PacsTargetUnhealthy", "PacsDicomEchoFailing"} and active(),
+                    lambda: (
+                        active() >= {"PacsTargetUnhealthy", "PacsDicomEchoFailing"} and active()
+                    ),
                     timeout=40,
                 )
                 assert "PacsRunningOnSecondary" in got or prom.wait_for(
-                    lambda: "PacsRunningOnSecondary" in active(), timeout=20)
+                    lambda: "PacsRunningOnSecondary" in active(), timeout=20
+                )
                 # every dashboard query, variables substituted, has data from the real agent
-                values = {"job": "pacs-health-agent", "target": TARGET, "probe": ".*",
-                          **GRAFANA_BUILTINS}
+                values = {
+                    "job": "pacs-health-agent",
+                    "target": TARGET,
+                    "probe": ".*",
+                    **GRAFANA_BUILTINS,
+                }
                 pending = {substitute(e, values): f"{d} {p!r} {r}" for d, p, r, e in EXPRESSIONS}
 
                 def all_have_data() -> bool:
@@ -68,7 +80,9 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
                 try:
                     prom.wait_for(all_have_data, timeout=40)
                 except Exception:  # noqa: BLE001 - report which panels, not just "timed out"
-                    raise AssertionError("panels without data:\n" + "\n".join(
-                        f"{name}: {q}" for q, name in pending.items())) from None
+                    raise AssertionError(
+                        "panels without data:\n"
+                        + "\n".join(f"{name}: {q}" for q, name in pending.items())
+                    ) from None
                 groups = prom.rules()
                 assert all(r.get("health") == "ok" for g in groups for r in g["rules"]), groups

@@ -15,7 +15,10 @@ def result(ok: bool, probe: str = "dicom_echo", **kw: object) -> ProbeResult:
     )
 
 
-def new(th: Thresholds = Thresholds()) -> HealthEvaluator:
+DEFAULT = Thresholds()
+
+
+def new(th: Thresholds = DEFAULT) -> HealthEvaluator:
     ev = HealthEvaluator()
     ev.add_target("t", "T", th, ["dicom_echo", "api_ping"])
     return ev

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trustme
 
-from agent.web_config import WebConfigError, load_web_config
 from agent.simulator import SimulatedPACS
+from agent.web_config import WebConfigError, load_web_config
 from tests.agent_fixtures import running_agent
 
 
@@ -32,27 +32,37 @@ def write_web(tmp_path: Path, ca: trustme.CA, body: str) -> str:
 
 def agent_with(web_path: str):  # noqa: ANN201
     sim = SimulatedPACS().start()
-    ctx = running_agent([sim.endpoint_config(interval_ms=1000)], {"selfProbe": {"enabled": False}},
-                        web=load_web_config(web_path))
+    ctx = running_agent(
+        [sim.endpoint_config(interval_ms=1000)],
+        {"selfProbe": {"enabled": False}},
+        web=load_web_config(web_path),
+    )
     return sim, ctx
 
 
 def test_tls_and_basic_auth(tmp_path: Path, ca: trustme.CA) -> None:
     hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
-    path = write_web(tmp_path, ca, f"""
+    path = write_web(
+        tmp_path,
+        ca,
+        f"""
 tls_server_config:
   cert_file: server.crt
   key_file: server.key
 basic_auth_users:
   prometheus: {hashed}
-""")
+""",
+    )
     sim, ctx = agent_with(path)
     with ctx as svc:
         port = svc.address[1]
         url = f"https://127.0.0.1:{port}"
         verify = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         assert httpx.get(url + "/metrics", verify=verify).status_code == 401
-        assert httpx.get(url + "/metrics", verify=verify, auth=("prometheus", "wrong")).status_code == 401
+        assert (
+            httpx.get(url + "/metrics", verify=verify, auth=("prometheus", "wrong")).status_code
+            == 401
+        )
         r = httpx.get(url + "/metrics", verify=verify, auth=("prometheus", "s3cret-pass"))
         assert r.status_code == 200 and "pacs_agent_info" in r.text
         assert httpx.get(url + "/health", verify=verify).status_code == 401
@@ -66,13 +76,17 @@ basic_auth_users:
 
 
 def test_client_certificate_required(tmp_path: Path, ca: trustme.CA) -> None:
-    path = write_web(tmp_path, ca, """
+    path = write_web(
+        tmp_path,
+        ca,
+        """
 tls_server_config:
   cert_file: server.crt
   key_file: server.key
   client_auth_type: RequireAndVerifyClientCert
   client_ca_file: ca.crt
-""")
+""",
+    )
     client = ca.issue_cert("prometheus-client")
     client.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
     sim, ctx = agent_with(path)

@@ -111,20 +111,28 @@ def _parse(text: str, source: str) -> Any:
 
 
 def _substitute(
-    node: Any, env: Mapping[str, str], path: Path_, errors: list[tuple[Path_, str]],
-    secrets: set[str], secret_ctx: bool, header: bool = False,
+    node: Any,
+    env: Mapping[str, str],
+    path: Path_,
+    errors: list[tuple[Path_, str]],
+    secrets: set[str],
+    secret_ctx: bool,
+    header: bool = False,
 ) -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            is_secret = secret_ctx or k in SECRET_KEYS or (
-                isinstance(v, dict) and k in SECRET_MAPS
-            )
+            is_secret = secret_ctx or k in SECRET_KEYS or (isinstance(v, dict) and k in SECRET_MAPS)
             if k in SECRET_MAPS and isinstance(v, dict):
                 out[k] = {
                     hk: _substitute(
-                        hv, env, (*path, k, hk), errors, secrets,
-                        secret_ctx or bool(_CREDENTIAL_HEADER.search(str(hk))), header=True,
+                        hv,
+                        env,
+                        (*path, k, hk),
+                        errors,
+                        secrets,
+                        secret_ctx or bool(_CREDENTIAL_HEADER.search(str(hk))),
+                        header=True,
                     )
                     for hk, hv in v.items()
                 }
@@ -132,7 +140,9 @@ def _substitute(
                 out[k] = _substitute(v, env, (*path, k), errors, secrets, is_secret)
         return out
     if isinstance(node, list):
-        return [_substitute(v, env, (*path, i), errors, secrets, secret_ctx) for i, v in enumerate(node)]
+        return [
+            _substitute(v, env, (*path, i), errors, secrets, secret_ctx) for i, v in enumerate(node)
+        ]
     if not isinstance(node, str):
         return node
 

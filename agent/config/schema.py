@@ -53,9 +53,13 @@ Duration = Annotated[
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # DICOM AE titles: 1-16 characters of the default character repertoire, no backslash.
-AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$")]
+AETitle = Annotated[
+    str, Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$")
+]
 # Target ids become Prometheus label values and file names: keep them tame.
-TargetId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+TargetId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$")]
 
 
