@@ -117,6 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=service.reload).start())
+    from agent.tuning import tune_daemon_process
+
+    tune_daemon_process()
     service.start()
     host, port = service.address
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.evaluator import CheckState, HealthState, TargetState, worst
+from agent.evaluator import CheckState, HealthEvaluator, HealthState, TargetState, worst
 
 
 def _ms(seconds: float) -> float:
@@ -57,6 +58,31 @@ def health_document(targets: list[TargetState], shard: str | None = None) -> dic
     if shard:
         doc["shard"] = shard
     return doc
+
+
+class JsonRenderer:
+    """The fragments HealthEvaluator caches: a check's JSON, a target's up to its checks."""
+
+    @staticmethod
+    def check(c: CheckState) -> str:
+        return json.dumps(check_json(c), separators=(",", ":"))
+
+    @staticmethod
+    def head(t: TargetState) -> str:
+        return (
+            f'{{"id":{json.dumps(t.id)},"name":{json.dumps(t.name)},'
+            f'"status":{json.dumps(t.state.value)},"checks":['
+        )
+
+
+def health_json_bytes(ev: HealthEvaluator, shard: str | None = None) -> tuple[HealthState, bytes]:
+    """The same document as health_document(), compact, joined from the evaluator's cached
+    fragments: /health for 1,000 targets costs a join, not 3,000 check renders."""
+    parts, state = ev.rendered()
+    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
+    text = f'{{"timestamp":"{ts}","status":"{state.value}","targets":[' + ",".join(parts) + "]"
+    return state, (text + tail).encode()
 
 
 def http_status_for(state: HealthState) -> int:

@@ -7,7 +7,7 @@ from pynetdicom.dimse_primitives import C_ECHO
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_wire import command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -19,16 +19,28 @@ class DicomEchoProbe:
 
     def __init__(self, endpoint: DicomEndpoint) -> None:
         self.endpoint = endpoint
+        # The request's PDUs, encoded once: they depend only on what the key holds
+        self._requests: dict[tuple[int, str, int, int], list[bytes]] = {}
+
+    def _request(self, assoc: DicomAssociation) -> list[bytes]:
+        cx = assoc.contexts[VERIFICATION]
+        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
+        pdus = self._requests.get(key)
+        if pdus is None:
+            req = C_ECHO()
+            req.MessageID = key[3]
+            req.AffectedSOPClassUID = VERIFICATION
+            msg = C_ECHO_RQ()
+            msg.primitive_to_message(req)
+            if len(self._requests) >= 16:
+                self._requests.clear()
+            pdus = self._requests[key] = assoc.encode_dimse(msg, VERIFICATION)
+        return pdus
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         tls: list[TLSInfo] = []
         with dicom_session(self.endpoint, [VERIFICATION], deadline, phases, tls.append) as s:
-            req = C_ECHO()
-            req.MessageID = s.assoc.next_message_id()
-            req.AffectedSOPClassUID = VERIFICATION
-            msg = C_ECHO_RQ()
-            msg.primitive_to_message(req)
-            for rsp, elapsed in s.assoc.exchange(msg, VERIFICATION):
+            for rsp, elapsed in s.assoc.exchange(self._request(s.assoc), VERIFICATION):
                 if command_field(rsp) != C_ECHO_RSP_FIELD:
                     raise ProbeError(Reason.INVALID_RESPONSE, "expected a C-ECHO-RSP")
                 phases.add("dimse", elapsed)

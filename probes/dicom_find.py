@@ -16,7 +16,7 @@ from pynetdicom.dimse_primitives import C_FIND
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_wire import command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -100,21 +100,32 @@ class DicomFindProbe:
     def __init__(self, endpoint: DicomEndpoint, query: FindQuery) -> None:
         self.endpoint = endpoint
         self.query = query.effective()
+        # The request's PDUs, encoded once: they depend only on what the key holds
+        self._requests: dict[tuple[int, str, int, int], list[bytes]] = {}
+
+    def _request(self, assoc: DicomAssociation) -> list[bytes]:
+        cx = assoc.contexts[STUDY_ROOT_FIND]
+        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
+        pdus = self._requests.get(key)
+        if pdus is None:
+            req = C_FIND()
+            req.MessageID = key[3]
+            req.AffectedSOPClassUID = STUDY_ROOT_FIND
+            req.Priority = 2  # LOW: a health check must not compete with radiologists' queries
+            req.Identifier = assoc.encode_identifier(self.query.identifier(), cx.transfer_syntax)
+            msg = C_FIND_RQ()
+            msg.primitive_to_message(req)
+            if len(self._requests) >= 16:
+                self._requests.clear()
+            pdus = self._requests[key] = assoc.encode_dimse(msg, STUDY_ROOT_FIND)
+        return pdus
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         q = self.query
         tls: list[TLSInfo] = []
         count = 0
         with dicom_session(self.endpoint, [STUDY_ROOT_FIND], deadline, phases, tls.append) as s:
-            req = C_FIND()
-            req.MessageID = s.assoc.next_message_id()
-            req.AffectedSOPClassUID = STUDY_ROOT_FIND
-            req.Priority = 2  # LOW: a health check must not compete with radiologists' queries
-            ts = s.assoc.contexts[STUDY_ROOT_FIND].transfer_syntax
-            req.Identifier = s.assoc.encode_identifier(q.identifier(), ts)
-            msg = C_FIND_RQ()
-            msg.primitive_to_message(req)
-            for rsp, elapsed in s.assoc.exchange(msg, STUDY_ROOT_FIND):
+            for rsp, elapsed in s.assoc.exchange(self._request(s.assoc), STUDY_ROOT_FIND):
                 if command_field(rsp) != C_FIND_RSP_FIELD:
                     raise ProbeError(Reason.INVALID_RESPONSE, "expected a C-FIND-RSP")
                 status = dimse_status(rsp)
