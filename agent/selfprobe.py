@@ -11,6 +11,7 @@ import logging
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from io import BytesIO
 
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, DIMSEMessage
@@ -44,6 +45,33 @@ def _read_pdu(conn: socket.socket) -> tuple[int, bytes]:
             raise ConnectionError("closed")
         body += chunk
     return pdu_type, head + body
+
+
+def association_accept(
+    rq_bytes: bytes, accept: Callable[[str], bool] = lambda _: True, max_pdu: int = 16384
+) -> bytes:
+    """The A-ASSOCIATE-AC answering an A-ASSOCIATE-RQ: every context whose abstract syntax
+    `accept`s, in Implicit VR Little Endian when offered (else the first syntax offered).
+    Shared by the in-process SCPs (self-probe, bench simulator, timing tests)."""
+    rq = A_ASSOCIATE_RQ()
+    rq.decode(rq_bytes)
+    prim = rq.to_primitive()
+    prim.result = 0x00
+    results = []
+    for cx in prim.presentation_context_definition_list:
+        r = PresentationContext()
+        r.context_id = cx.context_id
+        offered = [str(ts) for ts in cx.transfer_syntax]
+        r.result = 0x00 if accept(str(cx.abstract_syntax)) and offered else 0x03
+        r.transfer_syntax = [IMPLICIT_VR_LE if IMPLICIT_VR_LE in offered else offered[0]]
+        results.append(r)
+    prim.presentation_context_definition_results_list = results
+    ml = MaximumLengthNotification()
+    ml.maximum_length_received = max_pdu
+    prim.user_information = [ml]
+    ac = A_ASSOCIATE_AC()
+    ac.from_primitive(prim)
+    return ac.encode()
 
 
 class LoopbackEchoSCP:
@@ -102,25 +130,7 @@ class LoopbackEchoSCP:
     def _accept_bytes(self, data: bytes) -> bytes:
         if len(self._cache) > 64:
             self._cache.clear()
-        rq = A_ASSOCIATE_RQ()
-        rq.decode(data)
-        prim = rq.to_primitive()
-        prim.result = 0x00
-        results = []
-        for cx in prim.presentation_context_definition_list:
-            r = PresentationContext()
-            r.context_id = cx.context_id
-            ok = cx.abstract_syntax == VERIFICATION and IMPLICIT_VR_LE in cx.transfer_syntax
-            r.result = 0x00 if ok else 0x03
-            r.transfer_syntax = [IMPLICIT_VR_LE]
-            results.append(r)
-        prim.presentation_context_definition_results_list = results
-        ml = MaximumLengthNotification()
-        ml.maximum_length_received = 16384
-        prim.user_information = [ml]
-        ac = A_ASSOCIATE_AC()
-        ac.from_primitive(prim)
-        return ac.encode()
+        return association_accept(data, lambda syntax: syntax == VERIFICATION)
 
     @staticmethod
     def _echo_bytes(data: bytes) -> bytes:

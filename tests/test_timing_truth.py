@@ -19,11 +19,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ, A_RELEASE_RP, P_DATA_TF
-from pynetdicom.pdu_primitives import MaximumLengthNotification
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
-from agent.selfprobe import LoopbackEchoSCP
+from agent.selfprobe import LoopbackEchoSCP, association_accept
 from agent.simulator import CANARY_PATIENT_ID, SimulatedPACS
 from probes import dicom_wire
 from probes.api_ping import ApiPingProbe
@@ -264,22 +262,7 @@ class NagleFindSCP:
         try:
             with conn:
                 _, data = self._read_pdu(conn)
-                rq = A_ASSOCIATE_RQ()
-                rq.decode(data)
-                prim = rq.to_primitive()
-                prim.result = 0
-                results = []
-                for cx in prim.presentation_context_definition_list:
-                    r = PresentationContext()
-                    r.context_id, r.result, r.transfer_syntax = cx.context_id, 0, [IMPLICIT_VR_LE]
-                    results.append(r)
-                prim.presentation_context_definition_results_list = results
-                ml = MaximumLengthNotification()
-                ml.maximum_length_received = 16384
-                prim.user_information = [ml]
-                ac = A_ASSOCIATE_AC()
-                ac.from_primitive(prim)
-                self._send_split(conn, ac.encode())
+                self._send_split(conn, association_accept(data))
                 while True:
                     kind, data = self._read_pdu(conn)
                     if kind == 0x04:

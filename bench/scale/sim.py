@@ -34,10 +34,9 @@ from pynetdicom.dimse_messages import (
     DIMSEMessage,
 )
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ, A_RELEASE_RP, P_DATA_TF
-from pynetdicom.pdu_primitives import MaximumLengthNotification
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
+from agent.selfprobe import association_accept
 from probes.dicom_wire import command_fields
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -58,25 +57,8 @@ _cache: dict[bytes, bytes] = {}
 
 
 def accept_bytes(rq_bytes: bytes) -> bytes:
-    """A-ASSOCIATE-AC for an A-ASSOCIATE-RQ: each supported context with its first syntax."""
-    rq = A_ASSOCIATE_RQ()
-    rq.decode(rq_bytes)
-    prim = rq.to_primitive()
-    prim.result = 0x00
-    results = []
-    for cx in prim.presentation_context_definition_list:
-        r = PresentationContext()
-        r.context_id = cx.context_id
-        r.result = 0x00 if cx.abstract_syntax in SUPPORTED else 0x03
-        r.transfer_syntax = [cx.transfer_syntax[0]]
-        results.append(r)
-    prim.presentation_context_definition_results_list = results
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = MAX_PDU
-    prim.user_information = [ml]
-    ac = A_ASSOCIATE_AC()
-    ac.from_primitive(prim)
-    return ac.encode()
+    """A-ASSOCIATE-AC for an A-ASSOCIATE-RQ: each supported context."""
+    return association_accept(rq_bytes, lambda syntax: syntax in SUPPORTED, MAX_PDU)
 
 
 def dimse_reply(pdus: list[bytes]) -> bytes:
