@@ -76,7 +76,6 @@ class TargetState:
     state: HealthState = HealthState.UNKNOWN
     head: str = field(default="", repr=False, compare=False)  # /health JSON up to its checks
 
-
     def compute(self) -> HealthState:
         statuses = [c.status for c in self.checks.values() if c.last is not None]
         if not statuses:
@@ -127,7 +126,9 @@ class HealthEvaluator:
         # and a scan of 1,000 targets each time was the agent's largest single CPU cost
         self._counts: dict[HealthState, int] = dict.fromkeys(HealthState, 0)
 
-    def add_target(self, target_id: str, name: str, thresholds: Thresholds, checks: list[str]) -> None:
+    def add_target(
+        self, target_id: str, name: str, thresholds: Thresholds, checks: list[str]
+    ) -> None:
         with self._lock:
             old = self.targets.get(target_id)
             if old is not None:
@@ -166,8 +167,12 @@ class HealthEvaluator:
         first_pass = tr.check_before is None and tr.check_after == CheckStatus.PASS
         if tr.check_before != tr.check_after and not first_pass:
             log.warning(
-                "check %s/%s %s -> %s (%s)", result.target, result.probe,
-                tr.check_before or "NEW", tr.check_after, check.message,
+                "check %s/%s %s -> %s (%s)",
+                result.target,
+                result.probe,
+                tr.check_before or "NEW",
+                tr.check_after,
+                check.message,
             )
         if tr.target_before != tr.target_after and tr.target_before != HealthState.UNKNOWN:
             log.warning("target %s %s -> %s", result.target, tr.target_before, tr.target_after)
@@ -181,9 +186,8 @@ class HealthEvaluator:
             check.consecutive_successes += 1
             check.consecutive_failures = 0
             if check.status == CheckStatus.FAIL and check.consecutive_successes < th.success:
-                check.message = (
-                    f"recovering: {check.consecutive_successes}/{th.success} successes after failure"
-                )
+                n = check.consecutive_successes
+                check.message = f"recovering: {n}/{th.success} successes after failure"
                 return
             cert_days = _cert_days_left(r)
             if r.warning:
@@ -193,9 +197,7 @@ class HealthEvaluator:
                 check.message = f"certificate expires in {cert_days:.1f} days"
             elif p95 is not None and p95 > th.degraded_latency:
                 check.status = CheckStatus.WARN
-                check.message = (
-                    f"p95 {p95 * 1000:.0f} ms over {th.degraded_latency * 1000:.0f} ms"
-                )
+                check.message = f"p95 {p95 * 1000:.0f} ms over {th.degraded_latency * 1000:.0f} ms"
             else:
                 check.status, check.message = CheckStatus.PASS, r.message
             return

@@ -30,9 +30,9 @@ def check_json(c: CheckState) -> dict[str, Any]:
     if c.p95 is not None:
         doc["p95"] = _ms(c.p95)
     if r.tls is not None:
-        doc["certificateExpiresAt"] = datetime.fromtimestamp(r.tls.earliest_not_after, UTC).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        doc["certificateExpiresAt"] = datetime.fromtimestamp(
+            r.tls.earliest_not_after, UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
     if "active" in r.detail:
         doc["activeEndpoint"] = r.detail["active"]
     if "matches" in r.detail:

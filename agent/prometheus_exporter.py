@@ -29,7 +29,24 @@ from probes.base import ProbeResult, Reason
 disable_created_metrics()
 
 # 2 s is the guide's degradedLatency default: alerts can count runs on each side of it.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60)
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
@@ -41,8 +58,11 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("probe_duration_seconds", "gauge", "Wall time of the last run on the wire"),
     ("pacs_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run started"),
     ("pacs_probe_duration_seconds", "histogram", "Successful runs' durations"),
-    ("pacs_probe_latency_seconds", "summary",
-     "HDR quantiles of successful runs over the sliding window"),
+    (
+        "pacs_probe_latency_seconds",
+        "summary",
+        "HDR quantiles of successful runs over the sliding window",
+    ),
     ("pacs_probe_phase_duration_seconds", "gauge", "Last run, per phase"),
     ("pacs_probe_runs_total", "counter", "Runs by result"),
     ("pacs_probe_failures_total", "counter", "Failed runs by reason"),
@@ -71,8 +91,18 @@ def _v(x: float) -> str:
 class _ProbeState:
     """Everything exported about one (target, probe)."""
 
-    __slots__ = ("buckets", "count", "sum", "runs", "failures", "attempts", "missed", "oor",
-                 "lat_count", "lat_sum")
+    __slots__ = (
+        "buckets",
+        "count",
+        "sum",
+        "runs",
+        "failures",
+        "attempts",
+        "missed",
+        "oor",
+        "lat_count",
+        "lat_sum",
+    )
 
     def __init__(self) -> None:
         self.buckets = [0] * len(DURATION_BUCKETS)
@@ -96,10 +126,14 @@ class PrometheusExporter:
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
         self._state: dict[tuple[str, str], _ProbeState] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.agent = Gauge("pacs_agent_health", "1 for the worst target state", ["state"], registry=r)
+        self.agent = Gauge(
+            "pacs_agent_health", "1 for the worst target state", ["state"], registry=r
+        )
         self.lateness = Histogram(
-            "pacs_scheduler_start_lateness_seconds", "Actual minus scheduled start time",
-            buckets=LATENESS_BUCKETS, registry=r,
+            "pacs_scheduler_start_lateness_seconds",
+            "Actual minus scheduled start time",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
         )
         self.self_probe = Gauge(
             "pacs_agent_self_probe_overhead_seconds",
@@ -107,15 +141,17 @@ class PrometheusExporter:
             registry=r,
         )
         self.targets_gauge = Gauge("pacs_agent_targets", "Targets this agent probes", registry=r)
-        self.info = Gauge("pacs_agent_info", "Agent version and shard", ["version", "shard"],
-                          registry=r)
+        self.info = Gauge(
+            "pacs_agent_info", "Agent version and shard", ["version", "shard"], registry=r
+        )
         self.info.labels(__version__, shard).set(1)
         self.reload_ok = Gauge(
             "pacs_config_last_reload_successful", "1 if the last config load succeeded", registry=r
         )
         self.reload_ts = Gauge(
             "pacs_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load", registry=r,
+            "Unix time of the last successful config load",
+            registry=r,
         )
         self.otlp_failures = Counter(
             "pacs_otlp_export_failures", "OTLP export attempts that failed", registry=r
@@ -134,29 +170,52 @@ class PrometheusExporter:
 
     def _counters(self, t: str, p: str, st: _ProbeState) -> None:
         tp = f'target="{t}",probe="{p}"'
-        self._set("pacs_probe_runs_total", (t, p), (
-            f'pacs_probe_runs_total{{{tp},result="{res}"}} {_v(n)}\n' for res, n in st.runs.items()
-        ))
-        self._set("pacs_probe_failures_total", (t, p), (
-            f'pacs_probe_failures_total{{{tp},reason="{rs}"}} {_v(n)}\n'
-            for rs, n in sorted(st.failures.items())
-        ))
-        self._set("pacs_probe_attempts_total", (t, p),
-                  (f"pacs_probe_attempts_total{{{tp}}} {_v(st.attempts)}\n",))
-        self._set("pacs_scheduler_missed_runs_total", (t, p),
-                  (f"pacs_scheduler_missed_runs_total{{{tp}}} {_v(st.missed)}\n",))
+        self._set(
+            "pacs_probe_runs_total",
+            (t, p),
+            (
+                f'pacs_probe_runs_total{{{tp},result="{res}"}} {_v(n)}\n'
+                for res, n in st.runs.items()
+            ),
+        )
+        self._set(
+            "pacs_probe_failures_total",
+            (t, p),
+            (
+                f'pacs_probe_failures_total{{{tp},reason="{rs}"}} {_v(n)}\n'
+                for rs, n in sorted(st.failures.items())
+            ),
+        )
+        self._set(
+            "pacs_probe_attempts_total",
+            (t, p),
+            (f"pacs_probe_attempts_total{{{tp}}} {_v(st.attempts)}\n",),
+        )
+        self._set(
+            "pacs_scheduler_missed_runs_total",
+            (t, p),
+            (f"pacs_scheduler_missed_runs_total{{{tp}}} {_v(st.missed)}\n",),
+        )
         # from the start, like the counters above: an alert on increase() needs the 0 before the 1
-        self._set("pacs_latency_out_of_range_total", (t, p),
-                  (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",))
+        self._set(
+            "pacs_latency_out_of_range_total",
+            (t, p),
+            (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",),
+        )
 
     # -- per target ------------------------------------------------------------------------------
 
     def add_target(self, target: str, probes: list[str]) -> None:
         """Create the series a target has from the start, so absent() and rate() work at once."""
         with self._lock:
-            self._set("pacs_target_health", (target, ""), (
-                f'pacs_target_health{{target="{target}",state="{s.value}"}} 0.0\n' for s in STATES
-            ))
+            self._set(
+                "pacs_target_health",
+                (target, ""),
+                (
+                    f'pacs_target_health{{target="{target}",state="{s.value}"}} 0.0\n'
+                    for s in STATES
+                ),
+            )
             for p in probes:
                 st = self._state.setdefault((target, p), _ProbeState())
                 self._counters(target, p, st)
@@ -206,55 +265,91 @@ class PrometheusExporter:
                 st.failures[reason] = st.failures.get(reason, 0) + 1
             self._counters(t, p, st)
             self._set("probe_success", key, (f"probe_success{{{tp}}} {1.0 if r.ok else 0.0}\n",))
-            self._set("probe_duration_seconds", key,
-                      (f"probe_duration_seconds{{{tp}}} {_v(r.duration)}\n",))
-            self._set("pacs_probe_last_run_timestamp_seconds", key, (
-                f"pacs_probe_last_run_timestamp_seconds{{{tp}}} {_v(r.started_at.timestamp())}\n",
-            ))
+            self._set(
+                "probe_duration_seconds",
+                key,
+                (f"probe_duration_seconds{{{tp}}} {_v(r.duration)}\n",),
+            )
+            self._set(
+                "pacs_probe_last_run_timestamp_seconds",
+                key,
+                (
+                    f"pacs_probe_last_run_timestamp_seconds{{{tp}}} "
+                    f"{_v(r.started_at.timestamp())}\n",
+                ),
+            )
             if st.count:
                 hist = [
                     f'pacs_probe_duration_seconds_bucket{{{tp},le="{_v(float(le))}"}} {_v(n)}\n'
                     for le, n in zip(DURATION_BUCKETS, st.buckets, strict=True)
                 ]
-                hist.append(f'pacs_probe_duration_seconds_bucket{{{tp},le="+Inf"}} {_v(st.count)}\n')
+                hist.append(
+                    f'pacs_probe_duration_seconds_bucket{{{tp},le="+Inf"}} {_v(st.count)}\n'
+                )
                 hist.append(f"pacs_probe_duration_seconds_count{{{tp}}} {_v(st.count)}\n")
                 hist.append(f"pacs_probe_duration_seconds_sum{{{tp}}} {_v(st.sum)}\n")
                 self._set("pacs_probe_duration_seconds", key, hist)
             lat = [
                 f'pacs_probe_latency_seconds{{{tp},quantile="{q}"}} {_v(quantiles[q])}\n'
-                for q in QUANTILES if q in quantiles
+                for q in QUANTILES
+                if q in quantiles
             ]
             if lat or st.lat_count:
                 lat.append(f"pacs_probe_latency_seconds_count{{{tp}}} {_v(st.lat_count)}\n")
                 lat.append(f"pacs_probe_latency_seconds_sum{{{tp}}} {_v(st.lat_sum)}\n")
             self._set("pacs_probe_latency_seconds", key, lat)
             # phases this run did not reach are dropped, not left stale
-            self._set("pacs_probe_phase_duration_seconds", key, (
-                f'pacs_probe_phase_duration_seconds{{{tp},phase="{ph}"}} {_v(v)}\n'
-                for ph, v in r.phases.items()
-            ))
-            self._set("pacs_check_status", key, (
-                f'pacs_check_status{{{tp},status="{s.value}"}} {1.0 if check.status == s else 0.0}\n'
-                for s in STATUSES
-            ))
-            self._set("pacs_target_health", (t, ""), (
-                f'pacs_target_health{{target="{t}",state="{s.value}"}} '
-                f"{1.0 if target_state == s else 0.0}\n"
-                for s in STATES
-            ))
+            self._set(
+                "pacs_probe_phase_duration_seconds",
+                key,
+                (
+                    f'pacs_probe_phase_duration_seconds{{{tp},phase="{ph}"}} {_v(v)}\n'
+                    for ph, v in r.phases.items()
+                ),
+            )
+            self._set(
+                "pacs_check_status",
+                key,
+                (
+                    f'pacs_check_status{{{tp},status="{s.value}"}} '
+                    f"{1.0 if check.status == s else 0.0}\n"
+                    for s in STATUSES
+                ),
+            )
+            self._set(
+                "pacs_target_health",
+                (t, ""),
+                (
+                    f'pacs_target_health{{target="{t}",state="{s.value}"}} '
+                    f"{1.0 if target_state == s else 0.0}\n"
+                    for s in STATES
+                ),
+            )
             if r.tls is not None:
-                self._set("probe_ssl_earliest_cert_expiry", key,
-                          (f"probe_ssl_earliest_cert_expiry{{{tp}}} {_v(r.tls.earliest_not_after)}\n",))
-                self._set("pacs_tls_cert_not_after_timestamp_seconds", key, (
-                    f"pacs_tls_cert_not_after_timestamp_seconds{{{tp}}} {_v(r.tls.leaf_not_after)}\n",
-                ))
+                self._set(
+                    "probe_ssl_earliest_cert_expiry",
+                    key,
+                    (f"probe_ssl_earliest_cert_expiry{{{tp}}} {_v(r.tls.earliest_not_after)}\n",),
+                )
+                self._set(
+                    "pacs_tls_cert_not_after_timestamp_seconds",
+                    key,
+                    (
+                        f"pacs_tls_cert_not_after_timestamp_seconds{{{tp}}} "
+                        f"{_v(r.tls.leaf_not_after)}\n",
+                    ),
+                )
             if p == "failover":
                 active = r.detail.get("active") if r.ok else None
-                self._set("pacs_failover_active", (t, ""), (
-                    f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
-                    f"{1.0 if active == ep else 0.0}\n"
-                    for ep in FAILOVER_ENDPOINTS
-                ))
+                self._set(
+                    "pacs_failover_active",
+                    (t, ""),
+                    (
+                        f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
+                        f"{1.0 if active == ep else 0.0}\n"
+                        for ep in FAILOVER_ENDPOINTS
+                    ),
+                )
         for s in STATES:
             self.agent.labels(s.value).set(1 if agent_state == s else 0)
 
