@@ -2,12 +2,12 @@
 
 * GIL switch interval 5 ms → 1 ms. The agent is many I/O-bound threads timing the wire; when
   one thread is busy in Python (a scrape, pydicom), a probe or HTTP thread whose socket became
-  ready waits up to the switch interval for the GIL at every hand-over. At 1,000 targets the
-  default made start lateness p99 ~85 ms and /metrics p99 ~340 ms; 1 ms brought them to ~25 ms
-  and ~225 ms for no measurable CPU.
+  ready waits up to the switch interval for the GIL at every hand-over. At 1,000 targets, in two
+  runs on a shared machine, 1 ms took start lateness p99 from 84 to 24 ms and /metrics p99 from
+  336 to 225 ms for no measurable CPU.
 * glibc malloc: a fixed mmap threshold (1 MiB). /metrics for 1,000 targets is a 10 MB buffer; with
   glibc's default dynamic threshold such buffers end up inside the per-thread arenas and stay
-  resident after they are freed (RSS crept past 220 MB); mmapped, they go back to the OS at once.
+  resident after they are freed (RSS reached 225 MB); mmapped, they go back to the OS at once.
 """
 
 from __future__ import annotations

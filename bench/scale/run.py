@@ -911,14 +911,17 @@ def plot_growth(doc: dict[str, Any], path: Path) -> None:
     ax.axhline(TARGET_HEALTH_P99 * 1000, color="orange", lw=0.8, ls=":", label="/health target")
     ax.set_title("scrape time (ms)")
     ax.legend(fontsize=8)
-    for ax in axes:
+    for i, ax in enumerate(axes):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if i != 1:  # RSS: linear, it has a large fixed part
+            ax.set_yscale("log")
         ax.set_xlabel("targets (3 probes each, every 30 s)")
         ax.grid(True, which="both", alpha=0.3)
     m = doc["machine"]
+    dates = sorted(r.get("started") or m["date"] for r in runs)
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
     fig.suptitle(f"pacs-health-agent scale: {m['nproc']} × {m['cpu_model']}, Python {m['python']}"
-                 f" ({m['date']})", fontsize=10)
+                 f" ({when})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
