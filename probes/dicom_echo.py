@@ -7,7 +7,7 @@ from pynetdicom.dimse_primitives import C_ECHO
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_wire import DicomAssociation, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -19,23 +19,19 @@ class DicomEchoProbe:
 
     def __init__(self, endpoint: DicomEndpoint) -> None:
         self.endpoint = endpoint
-        # The request's PDUs, encoded once: they depend only on what the key holds
-        self._requests: dict[tuple[int, str, int, int], list[bytes]] = {}
+        self._requests = RequestCache(VERIFICATION)
+
+    @staticmethod
+    def _build(message_id: int, _transfer_syntax: str) -> C_ECHO_RQ:
+        req = C_ECHO()
+        req.MessageID = message_id
+        req.AffectedSOPClassUID = VERIFICATION
+        msg = C_ECHO_RQ()
+        msg.primitive_to_message(req)
+        return msg
 
     def _request(self, assoc: DicomAssociation) -> list[bytes]:
-        cx = assoc.contexts[VERIFICATION]
-        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
-        pdus = self._requests.get(key)
-        if pdus is None:
-            req = C_ECHO()
-            req.MessageID = key[3]
-            req.AffectedSOPClassUID = VERIFICATION
-            msg = C_ECHO_RQ()
-            msg.primitive_to_message(req)
-            if len(self._requests) >= 16:
-                self._requests.clear()
-            pdus = self._requests[key] = assoc.encode_dimse(msg, VERIFICATION)
-        return pdus
+        return self._requests.get(assoc, self._build)
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         tls: list[TLSInfo] = []

@@ -16,7 +16,7 @@ from pynetdicom.dimse_primitives import C_FIND
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_wire import DicomAssociation, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -100,25 +100,21 @@ class DicomFindProbe:
     def __init__(self, endpoint: DicomEndpoint, query: FindQuery) -> None:
         self.endpoint = endpoint
         self.query = query.effective()
-        # The request's PDUs, encoded once: they depend only on what the key holds
-        self._requests: dict[tuple[int, str, int, int], list[bytes]] = {}
+        self._requests = RequestCache(STUDY_ROOT_FIND)
+
+    def _build(self, message_id: int, transfer_syntax: str) -> C_FIND_RQ:
+        req = C_FIND()
+        req.MessageID = message_id
+        req.AffectedSOPClassUID = STUDY_ROOT_FIND
+        req.Priority = 2  # LOW: a health check must not compete with radiologists' queries
+        ident = self.query.identifier()
+        req.Identifier = DicomAssociation.encode_identifier(ident, transfer_syntax)
+        msg = C_FIND_RQ()
+        msg.primitive_to_message(req)
+        return msg
 
     def _request(self, assoc: DicomAssociation) -> list[bytes]:
-        cx = assoc.contexts[STUDY_ROOT_FIND]
-        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
-        pdus = self._requests.get(key)
-        if pdus is None:
-            req = C_FIND()
-            req.MessageID = key[3]
-            req.AffectedSOPClassUID = STUDY_ROOT_FIND
-            req.Priority = 2  # LOW: a health check must not compete with radiologists' queries
-            req.Identifier = assoc.encode_identifier(self.query.identifier(), cx.transfer_syntax)
-            msg = C_FIND_RQ()
-            msg.primitive_to_message(req)
-            if len(self._requests) >= 16:
-                self._requests.clear()
-            pdus = self._requests[key] = assoc.encode_dimse(msg, STUDY_ROOT_FIND)
-        return pdus
+        return self._requests.get(assoc, self._build)
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         q = self.query

@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -672,3 +672,28 @@ def command_fields(command: bytes) -> dict[int, int]:
 
 def command_field(msg: DIMSEMessage) -> int:
     return int(getattr(msg.command_set, "CommandField", -1))
+
+
+class RequestCache:
+    """A probe's DIMSE request PDUs, encoded once: for a given presentation context, peer PDU
+    size and message id the bytes never change, and pydicom's encoder costs more CPU than the
+    rest of a C-ECHO (bench/scale)."""
+
+    def __init__(self, abstract_syntax: str, limit: int = 16) -> None:
+        self.abstract_syntax = abstract_syntax
+        self.limit = limit
+        self._pdus: dict[tuple[int, str, int, int], list[bytes]] = {}
+
+    def get(
+        self, assoc: DicomAssociation, build: Callable[[int, str], DIMSEMessage]
+    ) -> list[bytes]:
+        """PDUs for the next request; `build(message_id, transfer_syntax)` makes the message."""
+        cx = assoc.contexts[self.abstract_syntax]
+        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
+        pdus = self._pdus.get(key)
+        if pdus is None:
+            if len(self._pdus) >= self.limit:
+                self._pdus.clear()
+            message = build(key[3], cx.transfer_syntax)
+            pdus = self._pdus[key] = assoc.encode_dimse(message, self.abstract_syntax)
+        return pdus

@@ -285,8 +285,8 @@ def test_find_with_ten_matches_has_no_delayed_ack_stall(monkeypatch: pytest.Monk
         runs = [run(probe) for _ in range(5)]
         # each of the 21 response PDUs would wait ≥ 40 ms for a delayed ACK; without a stall
         # the whole exchange is a few ms of loopback work
-        for r in runs:
-            assert r["dimse"] < 38 * MS, runs
+        # a stall hits every run; one slow run on a loaded CI machine is a preemption, not a stall
+        assert sum(r["dimse"] >= 38 * MS for r in runs) <= 1, runs
         assert median_of(runs, "dimse") < 20 * MS, runs
 
         # control: the same exchange with the agent's immediate ACKs switched off does stall,
