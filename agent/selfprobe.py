@@ -12,7 +12,6 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from io import BytesIO
 
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO
@@ -177,4 +176,4 @@ class SelfProbe:
         self.scp.close()
 
 
-__all__ = ["SelfProbe", "LoopbackEchoSCP", "BytesIO"]
+__all__ = ["SelfProbe", "LoopbackEchoSCP", "association_accept"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.config import ConfigError, LoadedConfig, load_config
@@ -217,4 +216,4 @@ class AgentService:
         log.info("agent stopped")
 
 
-__all__ = ["AgentService", "plans_for", "replace"]
+__all__ = ["AgentService", "plans_for"]

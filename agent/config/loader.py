@@ -122,7 +122,7 @@ def _substitute(
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            is_secret = secret_ctx or k in SECRET_KEYS or (isinstance(v, dict) and k in SECRET_MAPS)
+            is_secret = secret_ctx or k in SECRET_KEYS
             if k in SECRET_MAPS and isinstance(v, dict):
                 out[k] = {
                     hk: _substitute(
