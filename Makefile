@@ -1,29 +1,54 @@
 # Two entry points, both work on a fresh machine: `make run` and `make test`.
+# Pick the interpreter with PY (Python >= 3.11 with venv): `make PY=python3.12 test`.
 PY ?= python3
+# `make test`: the test venv (runtime + test extras). Others' tools use .venv/bin/...
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run`: runtime dependencies only, as the container image has them, so a runtime import
+# that only the test extras bring in fails here too, not just in production.
+RUN_VENV := .venv-run
+RUN_STAMP := $(RUN_VENV)/.installed
+# What scripts/install-system-deps.sh installs when missing (apt package names).
+SYSTEM_PACKAGES := dcmtk prometheus
 
-.PHONY: run test lint system-deps clean
+.PHONY: run test lint system-deps check-python clean
 
-$(STAMP): pyproject.toml
+check-python:
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "$(PY) is missing or older than 3.11: install one and pass it, e.g. make PY=python3.12 ..." >&2; \
+	  exit 1; }
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "$(PY) cannot create virtualenvs: apt-get install python3-venv (or python3.X-venv)" >&2; \
+	  exit 1; }
+
+$(STAMP): pyproject.toml | check-python
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/agent run $(ARGS)
+$(RUN_STAMP): pyproject.toml | check-python
+	$(PY) -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/pip install -q --upgrade pip
+	$(RUN_VENV)/bin/pip install -q -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(RUN_VENV)/bin/agent run $(ARGS)
 
 system-deps:
+	@echo "make test needs the system packages: $(SYSTEM_PACKAGES) (apt-get, as root or via sudo; skipped when present)"
 	bash scripts/install-system-deps.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/deptry .
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/deptry .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(RUN_VENV) .pytest_cache
