@@ -580,6 +580,7 @@ class OTLPExporter:
         self._target_state: dict[str, HealthState] = {}
         self._agent_state: HealthState | None = None
         self._failover: dict[str, str | None] = {}
+        self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
         self._tls: dict[tuple[str, str], tuple[float, float]] = {}
         self._self_probe: float | None = None
 
@@ -651,6 +652,7 @@ class OTLPExporter:
             self._targets.pop(target, None)
             self._target_state.pop(target, None)
             self._failover.pop(target, None)
+            self._failover_eps.pop(target, None)
             for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls):
                 for key in [k for k in d if k[0] == target]:
                     del d[key]
@@ -692,6 +694,10 @@ class OTLPExporter:
                 self._tls[(t, p)] = (r.tls.leaf_not_after, r.tls.earliest_not_after)
             if p == "failover":
                 self._failover[t] = r.detail.get("active") if r.ok else None
+                # every configured node (primary, secondary, secondary2, ...) gets a series
+                up = r.detail.get("up")
+                if up:
+                    self._failover_eps[t] = tuple(up)
 
     def set_self_probe_overhead(self, seconds: float) -> None:
         with self._lock:
@@ -740,10 +746,13 @@ class OTLPExporter:
 
     def _obs_failover_active(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = list(self._failover.items())
+            items = [
+                (t, a, self._failover_eps.get(t, FAILOVER_ENDPOINTS))
+                for t, a in self._failover.items()
+            ]
         return [
             Observation(1 if active == ep else 0, {"target": t, "endpoint": ep})
-            for t, active in items for ep in FAILOVER_ENDPOINTS
+            for t, active, eps in items for ep in eps
         ]
 
     def _obs_tls_earliest(self, _: CallbackOptions) -> Iterable[Observation]:

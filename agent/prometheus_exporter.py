@@ -50,6 +50,8 @@ DURATION_BUCKETS = (
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
+# Endpoints a failover target exports before its first successful run says which it has; after
+# that, the probe's own node names (primary, secondary, secondary2, ... as configured).
 FAILOVER_ENDPOINTS = ("primary", "secondary")
 
 # (name, type, help) of the per-target families, in exposition order.
@@ -125,6 +127,7 @@ class PrometheusExporter:
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
         self._state: dict[tuple[str, str], _ProbeState] = {}
+        self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.agent = Gauge(
             "pacs_agent_health", "1 for the worst target state", ["state"], registry=r
@@ -224,6 +227,7 @@ class PrometheusExporter:
         with self._lock:
             for key in [k for k in self._state if k[0] == target]:
                 del self._state[key]
+            self._failover_eps.pop(target, None)
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
@@ -341,13 +345,17 @@ class PrometheusExporter:
                 )
             if p == "failover":
                 active = r.detail.get("active") if r.ok else None
+                # every configured node gets a series, so a third node serving reads 1 too
+                up = r.detail.get("up")
+                eps = tuple(up) if up else self._failover_eps.get(t, FAILOVER_ENDPOINTS)
+                self._failover_eps[t] = eps
                 self._set(
                     "pacs_failover_active",
                     (t, ""),
                     (
                         f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
                         f"{1.0 if active == ep else 0.0}\n"
-                        for ep in FAILOVER_ENDPOINTS
+                        for ep in eps
                     ),
                 )
         for s in STATES:

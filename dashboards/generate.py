@@ -617,7 +617,7 @@ def overview() -> dict[str, Any]:
         "Which endpoint of each pair serves (pacs_failover_active). PacsRunningOnSecondary "
         "fires after 5 minutes on the secondary.",
         targets(target(
-            f'max by (target) (pacs_failover_active{{{JT_MULTI}, endpoint="secondary"}})',
+            f'max by (target) (pacs_failover_active{{{JT_MULTI}, endpoint!="primary"}})',
             "{{target}}")),
         ENDPOINT_MAP,
     ), 12, 8)
@@ -876,7 +876,7 @@ def target_drilldown() -> dict[str, Any]:
         "Serving endpoint",
         "Primary or secondary serving (pacs_failover_active); only for targets with a pair.",
         targets(target(
-            f'max(pacs_failover_active{{{JT}, endpoint="secondary"}})', "serving")),
+            f'max(pacs_failover_active{{{JT}, endpoint!="primary"}})', "serving")),
         ENDPOINT_MAP,
     ), 8, 6)
     lay.add(bargauge(

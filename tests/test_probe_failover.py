@@ -3,30 +3,49 @@ the same port, through the daemon's result path (run_probe → Pipeline → eval
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckStatus, HealthState
+from agent.otlp_exporter import OTLPExporter, resolve_settings
 from probes.base import Reason
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import DicomSCP
 from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.pipeline import Harness
+from tests.promserver import find_promtool
+
+REPO = Path(__file__).resolve().parent.parent
 
 TID = "pacs-pair"
 
 
 @contextmanager
 def http_pair() -> Iterator[tuple[HTTPPeer, HTTPPeer, dict[str, Any]]]:
-    with HTTPPeer({"/health": Route(body=b'{"role":"primary"}')}) as primary, \
-            HTTPPeer({"/health": Route(body=b'{"role":"secondary"}')}) as secondary:
-        t = target(TID, only=("failover",), timeout_ms=3000, sectra={
-            "primaryEndpoint": primary.base_url, "secondaryEndpoint": secondary.base_url,
-            "healthCheckEndpoint": "/health", "failoverTimeout": 1000,
-        })
+    with (
+        HTTPPeer({"/health": Route(body=b'{"role":"primary"}')}) as primary,
+        HTTPPeer({"/health": Route(body=b'{"role":"secondary"}')}) as secondary,
+    ):
+        t = target(
+            TID,
+            only=("failover",),
+            timeout_ms=3000,
+            sectra={
+                "primaryEndpoint": primary.base_url,
+                "secondaryEndpoint": secondary.base_url,
+                "healthCheckEndpoint": "/health",
+                "failoverTimeout": 1000,
+            },
+        )
         yield primary, secondary, t
         primary.stop()
         secondary.stop()
@@ -35,10 +54,18 @@ def http_pair() -> Iterator[tuple[HTTPPeer, HTTPPeer, dict[str, Any]]]:
 @contextmanager
 def dicom_pair() -> Iterator[tuple[DicomSCP, DicomSCP, dict[str, Any]]]:
     with DicomSCP(ae_title="PACS_A") as primary, DicomSCP(ae_title="PACS_B") as secondary:
-        t = target(TID, port=primary.port, called_aet="PACS_A", only=("failover",),
-                   timeout_ms=3000,
-                   config={"secondaryHosts": [{"host": "127.0.0.1", "port": secondary.port,
-                                               "calledAET": "PACS_B"}]})
+        t = target(
+            TID,
+            port=primary.port,
+            called_aet="PACS_A",
+            only=("failover",),
+            timeout_ms=3000,
+            config={
+                "secondaryHosts": [
+                    {"host": "127.0.0.1", "port": secondary.port, "calledAET": "PACS_B"}
+                ]
+            },
+        )
         yield primary, secondary, t
         primary.stop()
         secondary.stop()
@@ -48,8 +75,10 @@ PAIRS = {"http": http_pair, "dicom": dicom_pair}
 
 
 def active(h: Harness) -> dict[str, float | None]:
-    return {ep: h.value("pacs_failover_active", target=TID, endpoint=ep)
-            for ep in ("primary", "secondary")}
+    return {
+        ep: h.value("pacs_failover_active", target=TID, endpoint=ep)
+        for ep in ("primary", "secondary")
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
@@ -103,8 +132,10 @@ def test_failover_cycle(kind: str) -> None:
         assert statuses == [CheckStatus.WARN, CheckStatus.WARN, CheckStatus.FAIL]
         assert h.target_state(TID) == HealthState.UNHEALTHY
         assert active(h) == {"primary": 0.0, "secondary": 0.0}
-        assert h.value("pacs_probe_failures_total", target=TID, probe="failover",
-                       reason="refused") == 3.0
+        assert (
+            h.value("pacs_probe_failures_total", target=TID, probe="failover", reason="refused")
+            == 3.0
+        )
 
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
@@ -129,3 +160,125 @@ def test_failing_primary_status_fails_over_to_the_secondary() -> None:
     assert r.ok and r.detail["active"] == "secondary"
     assert "HTTP 503" in (r.warning or "")
     assert check.status == CheckStatus.WARN
+
+
+# -- three or more DICOM nodes -------------------------------------------------------------------
+
+NODES3 = ("primary", "secondary", "secondary2")
+
+
+def active3(h: Harness) -> dict[str, float | None]:
+    return {ep: h.value("pacs_failover_active", target=TID, endpoint=ep) for ep in NODES3}
+
+
+def assert_running_on_secondary_fires(
+    exposition: bytes, endpoints: list[str], tmp_path: Path
+) -> None:
+    """promtool evaluates the shipped PacsRunningOnSecondary rule over `exposition`'s
+    pacs_failover_active series (held for 10 minutes): it fires for exactly `endpoints`."""
+    series = []
+    for fam in text_string_to_metric_families(exposition.decode()):
+        if fam.name != "pacs_failover_active":
+            continue
+        for s in fam.samples:
+            labels = {"job": "pacs-health-agent", "instance": "agent-1:9887", **s.labels}
+            sel = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            series.append({"series": f"pacs_failover_active{{{sel}}}", "values": f"{s.value:g}x10"})
+    assert series, "no pacs_failover_active series exported"
+    expected = [
+        {
+            "labels": (
+                'ALERTS{alertname="PacsRunningOnSecondary", alertstate="firing", '
+                f'endpoint="{ep}", instance="agent-1:9887", job="pacs-health-agent", '
+                f'severity="ticket", target="{TID}"}}'
+            ),
+            "value": 1,
+        }
+        for ep in endpoints
+    ]
+    unit = {
+        "rule_files": [str(REPO / "alerts" / "pacs-health-agent.alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": 'ALERTS{alertname="PacsRunningOnSecondary"}',
+                        "eval_time": "8m",
+                        "exp_samples": expected,
+                    }
+                ],
+            }
+        ],
+    }
+    f = tmp_path / "unit.yml"
+    f.write_text(yaml.safe_dump(unit))
+    out = subprocess.run(
+        [find_promtool(), "test", "rules", str(f)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_third_dicom_node_serving_is_exported_and_raises_the_alert(tmp_path: Path) -> None:
+    """Three real pynetdicom SCPs; with the first two stopped the third (`secondary2`) serves:
+    Prometheus and OTLP both say so, and PacsRunningOnSecondary fires on that exposition."""
+    with (
+        DicomSCP(ae_title="PACS_A") as a,
+        DicomSCP(ae_title="PACS_B") as b,
+        DicomSCP(ae_title="PACS_C") as c,
+    ):
+        t = target(
+            TID,
+            port=a.port,
+            called_aet="PACS_A",
+            only=("failover",),
+            timeout_ms=3000,
+            config={
+                "secondaryHosts": [
+                    {"host": "127.0.0.1", "port": b.port, "calledAET": "PACS_B"},
+                    {"host": "127.0.0.1", "port": c.port, "calledAET": "PACS_C"},
+                ]
+            },
+        )
+        h = Harness(plan(t))
+        r, check = h.run(TID, "failover")
+        assert r.detail == {"active": "primary", "up": dict.fromkeys(NODES3, True)}, r.message
+        assert active3(h) == {"primary": 1.0, "secondary": 0.0, "secondary2": 0.0}
+        assert_running_on_secondary_fires(h.exporter.render(), [], tmp_path)
+
+        a.stop()
+        b.stop()
+        r, check = h.run(TID, "failover")
+        assert r.ok and r.detail["active"] == "secondary2", r.message
+        assert r.detail["up"] == {"primary": False, "secondary": False, "secondary2": True}
+        assert {"primary", "secondary", "secondary2"} <= set(r.phases)
+        assert check.status == CheckStatus.WARN
+        assert "running on secondary2" in check.message
+        assert h.target_state(TID) == HealthState.DEGRADED
+        assert active3(h) == {"primary": 0.0, "secondary": 0.0, "secondary2": 1.0}
+        assert_running_on_secondary_fires(h.exporter.render(), ["secondary2"], tmp_path)
+
+        # the same result through the OTLP exporter, to a real gRPC receiver
+        with GrpcReceiver() as rx:
+            s = resolve_settings(
+                OTLPConfig(endpoint=rx.endpoint, protocol="grpc", interval=60000), {}
+            )
+            assert s is not None
+            ox = OTLPExporter(s)
+            ox.add_target(TID, ["failover"])
+            ox.observe(r, {}, check, HealthState.DEGRADED, HealthState.DEGRADED)
+            ox.shutdown()
+            pts = [p for p in rx.points() if p.name == "pacs.failover.active"]
+        assert {p.attributes["endpoint"]: p.value for p in pts} == {
+            "primary": 0,
+            "secondary": 0,
+            "secondary2": 1,
+        }
+
+        # all three down: every node's series reads 0, none is dropped
+        c.stop()
+        r, check = h.run(TID, "failover")
+        assert not r.ok and r.reason == Reason.REFUSED
+        assert active3(h) == {"primary": 0.0, "secondary": 0.0, "secondary2": 0.0}
