@@ -5,18 +5,23 @@ Errors name the file, the line and the field path, and never echo a value (it co
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from agent.config.schema import AgentConfig
+from agent.config.source import (
+    MAX_DEPTH,
+    SourceError,
+    decode,
+    fmt_path,
+    parse,
+    read_bytes,
+)
 
 _VAR = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -31,6 +36,7 @@ _CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|passw|cookie|session", r
 REDACTED = "<redacted>"
 
 Path_ = tuple[str | int, ...]
+STDIN = "-"
 
 
 class ConfigError(Exception):
@@ -66,50 +72,6 @@ def _redact_tree(node: Any, key: str | None = None) -> Any:
     return node
 
 
-def _line_map(text: str) -> dict[Path_, int]:
-    """field path → 1-based line, from the YAML node tree (JSON parses as YAML too)."""
-    lines: dict[Path_, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-
-    def walk(node: yaml.Node, path: Path_) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
-                lines[(*path, key)] = k.start_mark.line + 1
-                walk_children(v, (*path, key))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    def walk_children(node: yaml.Node, path: Path_) -> None:
-        key_line = lines[path]
-        walk(node, path)
-        lines[path] = key_line  # report the key's line, not where its value starts
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _parse(text: str, source: str) -> Any:
-    stripped = text.lstrip()
-    try:
-        if source.endswith(".json") or stripped.startswith(("{", "[")):
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError([f"{source}:{e.lineno}: not valid JSON: {e.msg}"]) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(e, "problem", None) or "syntax error"
-        raise ConfigError([f"{source}:{line}: not valid YAML: {problem}"]) from None
-
-
 def _substitute(
     node: Any,
     env: Mapping[str, str],
@@ -119,6 +81,9 @@ def _substitute(
     secret_ctx: bool,
     header: bool = False,
 ) -> Any:
+    if len(path) > MAX_DEPTH and isinstance(node, dict | list):
+        errors.append((path, f"nested deeper than {MAX_DEPTH} levels"))
+        return node
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
@@ -173,7 +138,7 @@ def _normalise(data: Any) -> tuple[dict[str, Any], Path_]:
         return data, ("targets",)
     if isinstance(data, dict):
         return {"targets": [data]}, ("<single>",)
-    raise ConfigError(["top level must be an endpoint object, a list of them, or {targets: [...]}"])
+    raise ValueError("must be an endpoint object, a list of them, or {targets: [...]}")
 
 
 def _file_path(loc: tuple[Any, ...], prefix: Path_) -> Path_:
@@ -184,13 +149,6 @@ def _file_path(loc: tuple[Any, ...], prefix: Path_) -> Path_:
     if prefix == () and loc[:1] == ("targets",):
         return tuple(loc[1:])
     return tuple(loc)
-
-
-def _fmt_path(path: Path_) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
 
 
 def _line_for(path: Path_, lines: dict[Path_, int]) -> int:
@@ -206,22 +164,47 @@ _MESSAGES = {
 }
 
 
+def _problem(source: str, e: SourceError) -> str:
+    where = f"{fmt_path(e.path)}: " if e.path is not None else ""
+    return f"{source}:{e.line}: {where}{e.message}"
+
+
+class _Lines:
+    """The path → line map, built on the first question (only errors and warnings ask)."""
+
+    def __init__(self, build: Callable[[], dict[Path_, int]]) -> None:
+        self._build = build
+        self._lines: dict[Path_, int] | None = None
+
+    def __call__(self, path: Path_) -> int:
+        if self._lines is None:
+            self._lines = self._build()
+        return _line_for(path, self._lines)
+
+
 def load_config_text(
     text: str, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     env = os.environ if env is None else env
-    data = _parse(text, source)
-    lines = _line_map(text)
-    shaped, prefix = _normalise(data)
+    if not text.strip():
+        raise ConfigError([f"{source}:1: the file is empty"])
+    try:
+        data, build_lines = parse(text.removeprefix("\ufeff"), source)
+    except SourceError as e:
+        raise ConfigError([_problem(source, e)]) from None
+    if data is None:  # YAML with nothing but comments
+        raise ConfigError([f"{source}:1: the file is empty"])
+    line = _Lines(build_lines)
     # Substitute inside the file's own shape so error paths match the file.
     errors: list[tuple[Path_, str]] = []
     secrets: set[str] = set()
     substituted = _substitute(data, env, (), errors, secrets, False)
     if errors:
-        raise ConfigError(
-            [f"{source}:{_line_for(p, lines)}: {_fmt_path(p)}: {msg}" for p, msg in errors]
-        )
-    shaped, prefix = _normalise(substituted)
+        raise ConfigError([f"{source}:{line(p)}: {fmt_path(p)}: {msg}" for p, msg in errors])
+    try:
+        shaped, prefix = _normalise(substituted)
+    except ValueError as e:
+        raise ConfigError([f"{source}:{line(())}: (top level): {e}"]) from None
     try:
         model = AgentConfig.model_validate(shaped)
     except ValidationError as e:
@@ -232,15 +215,19 @@ def load_config_text(
             path = tuple(p for p in path if not (isinstance(p, str) and p.startswith("function-")))
             msg = _MESSAGES.get(err["type"], err["msg"])
             msg = msg.removeprefix("Value error, ")
-            problems.append(f"{source}:{_line_for(path, lines)}: {_fmt_path(path)}: {msg}")
+            problems.append(f"{source}:{line(path)}: {fmt_path(path)}: {msg}")
         raise ConfigError(problems) from None
     return LoadedConfig(model=model, source=source, secrets=frozenset(secrets), raw=shaped)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
-    p = Path(path)
+    """Load a file; "-" reads standard input."""
+    name = os.fspath(path)
+    source = "<stdin>" if name == STDIN else name
     try:
-        text = p.read_text(encoding="utf-8")
+        text = decode(read_bytes(name))
+    except SourceError as e:
+        raise ConfigError([_problem(source, e)]) from None
     except OSError as e:
-        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
-    return load_config_text(text, str(p), env)
+        raise ConfigError([f"{source}: cannot read: {e.strerror or type(e).__name__}"]) from None
+    return load_config_text(text, source, env)

@@ -18,9 +18,19 @@ def example() -> dict:
     return json.loads(EXAMPLE.read_text())
 
 
-def problems(doc: object, env: dict | None = None, yaml_text: str | None = None) -> list[str]:
-    text = yaml_text if yaml_text is not None else json.dumps(doc, indent=2)
-    source = "t.yaml" if yaml_text is not None else "t.json"
+def problems(
+    doc: object,
+    env: dict | None = None,
+    yaml_text: str | None = None,
+    json_text: str | None = None,
+) -> list[str]:
+    """The problems loading `doc` (as JSON), or the given YAML or JSON text, reports."""
+    if yaml_text is not None:
+        text, source = yaml_text, "t.yaml"
+    elif json_text is not None:
+        text, source = json_text, "t.json"
+    else:
+        text, source = json.dumps(doc, indent=2), "t.json"
     with pytest.raises(ConfigError) as e:
         load_config_text(text, source, ENV if env is None else env)
     return e.value.problems
