@@ -7,6 +7,7 @@ Durations are milliseconds like the guide (`timeout: 30000`) or strings like "30
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -29,13 +30,28 @@ def _duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of milliseconds or a string like '30s'")
     if isinstance(value, int | float):
-        return float(value) / 1000.0
-    if isinstance(value, str):
+        seconds = _finite(value) / 1000.0
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if not m:
             raise ValueError("a duration is a number of milliseconds or a string like '30s'")
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError("a duration is a number of milliseconds or a string like '30s'")
+        seconds = _finite(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError("a duration is a number of milliseconds or a string like '30s'")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 366 days")
+    return seconds
+
+
+def _finite(value: float | int | str) -> float:
+    # NaN and infinity pass a `> 0` check and crash the scheduler later; 10**400 overflows float()
+    try:
+        f = float(value)
+    except OverflowError:
+        raise ValueError("must be at most 366 days") from None
+    if not math.isfinite(f):
+        raise ValueError("must be a finite number")
+    return f
 
 
 def _positive(v: float) -> float:
@@ -44,6 +60,19 @@ def _positive(v: float) -> float:
     return v
 
 
+def _at_most(limit: float, text: str) -> AfterValidator:
+    def check(v: float) -> float:
+        if v > limit:
+            raise ValueError(f"must be at most {text}")
+        return v
+
+    return AfterValidator(check)
+
+
+MAX_DURATION = 366 * 86400.0  # any duration; absurd values are typing mistakes
+MAX_TIMEOUT = 86400.0  # timeouts and delays: a probe waiting longer than a day is stuck
+MAX_INTERVAL = 7 * 86400.0  # intervals and windows
+
 # Seconds inside the agent, > 0; shown back as milliseconds, the guide's unit.
 Duration = Annotated[
     float,
@@ -51,6 +80,8 @@ Duration = Annotated[
     AfterValidator(_positive),
     PlainSerializer(lambda s: round(s * 1000, 3), return_type=float),
 ]
+Timeout = Annotated[Duration, _at_most(MAX_TIMEOUT, "1 day (86400000 ms)")]
+Interval = Annotated[Duration, _at_most(MAX_INTERVAL, "7 days (604800000 ms)")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # DICOM AE titles: 1-16 characters of the default character repertoire, no backslash.
 AETitle = Annotated[
@@ -64,7 +95,10 @@ HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+    # allow_inf_nan: NaN and infinity are never a setting (JSON's NaN, YAML's .nan, .inf)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=False, frozen=True, allow_inf_nan=False
+    )
 
 
 class Credentials(Strict):
@@ -104,7 +138,7 @@ class ConnectionConfig(Strict):
     port: Port = 11112
     callingAET: AETitle = "PACS_HEALTH"
     calledAET: AETitle = "ANY-SCP"
-    timeout: Duration = 30.0
+    timeout: Timeout = 30.0
     maxConnections: int = Field(default=10, ge=1, le=1000)
     enableTLS: bool = False
     tls: TLSConfig = TLSConfig()
@@ -126,7 +160,7 @@ class SectraConfig(Strict):
     customHeaders: dict[str, str] = Field(default_factory=dict)
     primaryEndpoint: HttpUrl | None = None
     secondaryEndpoint: HttpUrl | None = None
-    failoverTimeout: Duration | None = None
+    failoverTimeout: Timeout | None = None
     healthCheckEndpoint: str = "/health"
     loadBalancing: Literal["ROUND_ROBIN", "ACTIVE_PASSIVE", "NONE"] | None = None
 
@@ -134,8 +168,8 @@ class SectraConfig(Strict):
 class ConnectionPooling(Strict):
     minConnections: int | None = Field(default=None, ge=0)
     maxConnections: int | None = Field(default=None, ge=1)
-    idleTimeout: Duration | None = None
-    validationInterval: Duration | None = None
+    idleTimeout: Interval | None = None
+    validationInterval: Interval | None = None
 
 
 class CompressionSettings(Strict):
@@ -147,7 +181,7 @@ class CompressionSettings(Strict):
 class TransferSettings(Strict):
     chunkSize: int | None = Field(default=None, ge=1)
     maxRetries: int | None = Field(default=None, ge=0)
-    timeoutPerChunk: Duration | None = None
+    timeoutPerChunk: Timeout | None = None
 
 
 class DicomConfig(Strict):
@@ -155,7 +189,7 @@ class DicomConfig(Strict):
     maxPDUSize: int = Field(default=16384, ge=4096, le=4 * 1024 * 1024)
     enableCompression: bool | None = None
     asyncOperations: int | None = Field(default=None, ge=0)
-    networkTimeout: Duration | None = None
+    networkTimeout: Timeout | None = None
     connectionPooling: ConnectionPooling | None = None
     compressionSettings: CompressionSettings | None = None
     transferSettings: TransferSettings | None = None
@@ -164,17 +198,17 @@ class DicomConfig(Strict):
 class RetryPolicy(Strict):
     maxAttempts: int = Field(default=1, ge=1, le=10)
     backoffMultiplier: float = Field(default=2.0, ge=1.0, le=10.0)
-    initialDelay: Duration = 0.1
-    maxDelay: Duration = 30.0
+    initialDelay: Timeout = 0.1
+    maxDelay: Timeout = 30.0
 
 
 class HealthCheck(Strict):
-    interval: Duration = 30.0
-    timeout: Duration = 5.0
+    interval: Interval = 30.0
+    timeout: Timeout = 5.0
     failureThreshold: int = Field(default=3, ge=1, le=100)
     successThreshold: int = Field(default=2, ge=1, le=100)
-    degradedLatency: Duration = 2.0
-    certExpiryWarningDays: float = Field(default=14, ge=0)
+    degradedLatency: Timeout = 2.0
+    certExpiryWarningDays: float = Field(default=14, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> HealthCheck:
@@ -288,20 +322,20 @@ class OTLPConfig(Strict):
     endpoint: str | None = None
     protocol: Literal["grpc", "http/protobuf"] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    interval: Duration | None = None
-    timeout: Duration | None = None
+    interval: Interval | None = None
+    timeout: Timeout | None = None
     insecure: bool | None = None
     certificate: str | None = None
 
 
 class SelfProbeConfig(Strict):
     enabled: bool = True
-    interval: Duration = 10.0
+    interval: Interval = 10.0
 
 
 class AgentSettings(Strict):
     listen: str = ":9887"
-    latencyWindow: Duration = 300.0
+    latencyWindow: Interval = 300.0
     latencyWindowBuckets: int = Field(default=5, ge=1, le=60)
     maxWorkers: int | None = Field(default=None, ge=1, le=1024)
     logLevel: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"] | None = None
