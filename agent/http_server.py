@@ -156,9 +156,10 @@ class _Server(ThreadingHTTPServer):
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+    # one parser for agent.listen, --listen and here: ValueError with a one-line message
+    from agent.config.listen import parse_listen as parse
+
+    return parse(listen)
 
 
 def make_server(

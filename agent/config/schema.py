@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config.listen import parse_listen
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -82,6 +84,15 @@ Duration = Annotated[
 ]
 Timeout = Annotated[Duration, _at_most(MAX_TIMEOUT, "1 day (86400000 ms)")]
 Interval = Annotated[Duration, _at_most(MAX_INTERVAL, "7 days (604800000 ms)")]
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+# HOST:PORT, [IPv6]:PORT or :PORT; the HTTP server and --listen use the same parser.
+Listen = Annotated[str, AfterValidator(_listen)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # DICOM AE titles: 1-16 characters of the default character repertoire, no backslash.
 AETitle = Annotated[
@@ -334,7 +345,7 @@ class SelfProbeConfig(Strict):
 
 
 class AgentSettings(Strict):
-    listen: str = ":9887"
+    listen: Listen = ":9887"
     latencyWindow: Interval = 300.0
     latencyWindowBuckets: int = Field(default=5, ge=1, le=60)
     maxWorkers: int | None = Field(default=None, ge=1, le=1024)
