@@ -9,6 +9,7 @@ The secondary is probed on every run, even when the primary serves, so a dead st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
@@ -81,14 +82,18 @@ class FailoverProbe:
         tls: TLSInfo | None = None
         for i, (name, check) in enumerate(self.checks):
             sub = Phases()
+            t0 = time.perf_counter()
             try:
                 info = check(self._budget(deadline, i), sub)
                 up[name] = True
                 tls = tls or info
+                phases.add(name, sub.total())  # the endpoint's wire time, not client set-up
             except ProbeError as e:
                 up[name] = False
                 errors[name] = e
-            phases.add(name, sub.total())  # the endpoint's wire time, not client set-up
+                # A node that never answered spent its share waiting, which no sub-phase holds
+                # (they end at an answer): without this a hung primary reads as ~0 s.
+                phases.add(name, max(sub.total(), time.perf_counter() - t0))
         active = next((n for n, _ in self.checks if up[n]), None)
         detail = {"active": active, "up": up}
         if active is None:

@@ -4,6 +4,8 @@ the same port, through the daemon's result path (run_probe → Pipeline → eval
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,16 +14,20 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
 
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckStatus, HealthState
 from agent.otlp_exporter import OTLPExporter, resolve_settings
 from probes.base import Reason
+from tests.helpers import LOOPBACK
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import DicomSCP
 from tests.helpers.http_servers import HTTPPeer, Route
 from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.pipeline import Harness
+from tests.peers import silent_listener
 from tests.promserver import find_promtool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,3 +288,112 @@ def test_third_dicom_node_serving_is_exported_and_raises_the_alert(tmp_path: Pat
         r, check = h.run(TID, "failover")
         assert not r.ok and r.reason == Reason.REFUSED
         assert active3(h) == {"primary": 0.0, "secondary": 0.0, "secondary2": 0.0}
+
+
+# -- a hung primary and the failoverTimeout split -------------------------------------------------
+#
+# A hung primary accepts the connection and never answers. The run's timeout (4 s) is split so
+# that each later endpoint keeps `failoverTimeout` (1 s): the primary gets 3 s, the secondary 1 s.
+# Without failoverTimeout the split is even (2 s each). A secondary answering after 1.5 s is
+# therefore served without failoverTimeout and not served with it: the split decides the outcome.
+
+HUNG_TIMEOUT_MS = 4000
+FAILOVER_MS = 1000
+SLOW_SECONDARY_S = 1.5
+
+
+@contextmanager
+def slow_echo_scp(delay: float, ae_title: str = "PACS_B") -> Iterator[int]:
+    """pynetdicom's own Verification SCP answering each C-ECHO after `delay` seconds."""
+    released = threading.Event()
+
+    def on_echo(event: Any) -> int:
+        released.wait(delay)  # the peer's behaviour (a slow node), bounded; set at shutdown
+        return 0x0000
+
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(Verification)
+    ae.require_called_aet = False
+    server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, on_echo)])
+    try:
+        yield int(server.server_address[1])
+    finally:
+        released.set()
+        server.shutdown()
+
+
+@contextmanager
+def hung_pair(
+    kind: str, secondary_delay: float, failover_ms: int | None
+) -> Iterator[dict[str, Any]]:
+    """A hung primary (accepts, never answers) and a secondary answering after `secondary_delay`."""
+    extra = {} if failover_ms is None else {"failoverTimeout": failover_ms}
+    with silent_listener() as hung:
+        if kind == "http":
+            route = Route(body=b'{"role":"secondary"}', first_byte_delay=secondary_delay)
+            with HTTPPeer({"/health": route}) as secondary:
+                yield target(
+                    TID,
+                    only=("failover",),
+                    timeout_ms=HUNG_TIMEOUT_MS,
+                    sectra={
+                        "primaryEndpoint": f"http://{LOOPBACK}:{hung}",
+                        "secondaryEndpoint": secondary.base_url,
+                        "healthCheckEndpoint": "/health",
+                        **extra,
+                    },
+                )
+        else:
+            with slow_echo_scp(secondary_delay) as port:
+                yield target(
+                    TID,
+                    port=hung,
+                    called_aet="PACS_A",
+                    only=("failover",),
+                    timeout_ms=HUNG_TIMEOUT_MS,
+                    sectra=extra or None,
+                    config={
+                        "secondaryHosts": [{"host": LOOPBACK, "port": port, "calledAET": "PACS_B"}]
+                    },
+                )
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_hung_primary_fails_over_within_the_run_timeout(kind: str) -> None:
+    with hung_pair(kind, 0.0, FAILOVER_MS) as t:
+        h = Harness(plan(t))
+        t0 = time.monotonic()
+        r, check = h.run(TID, "failover")
+        wall = time.monotonic() - t0
+    assert r.ok and r.detail == {
+        "active": "secondary",
+        "up": {"primary": False, "secondary": True},
+    }, r.message
+    assert check.status == CheckStatus.WARN
+    assert "running on secondary" in (r.warning or "")
+    # the primary waited for its whole share (run timeout minus one failoverTimeout), no more
+    share = (HUNG_TIMEOUT_MS - FAILOVER_MS) / 1000
+    assert share - 0.05 <= r.phases["primary"] <= share + 0.5, r.phases
+    assert wall <= HUNG_TIMEOUT_MS / 1000 + 0.5
+    assert active(h) == {"primary": 0.0, "secondary": 1.0}
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_failover_timeout_split_decides_whether_a_slow_secondary_serves(kind: str) -> None:
+    # 1. with failoverTimeout the secondary has 1 s and answers after 1.5 s: all down
+    with hung_pair(kind, SLOW_SECONDARY_S, FAILOVER_MS) as t:
+        h = Harness(plan(t))
+        r, _ = h.run(TID, "failover")
+    assert not r.ok, r.message
+    assert r.reason == Reason.TIMEOUT, r.message  # the primary's reason: it hung
+    assert "all endpoints down" in r.message
+    assert r.phases["secondary"] <= FAILOVER_MS / 1000 + 0.3, r.phases
+
+    # 2. the same peers without failoverTimeout: an even split gives the secondary 2 s, it serves
+    with hung_pair(kind, SLOW_SECONDARY_S, None) as t:
+        h = Harness(plan(t))
+        r, check = h.run(TID, "failover")
+    assert r.ok and r.detail["active"] == "secondary", r.message
+    assert check.status == CheckStatus.WARN
+    half = HUNG_TIMEOUT_MS / 2000
+    assert half - 0.05 <= r.phases["primary"] <= half + 0.3, r.phases
