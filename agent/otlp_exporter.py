@@ -57,6 +57,7 @@ from opentelemetry.util.re import parse_env_headers
 from agent import __version__
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason
 
 log = logging.getLogger("agent.otlp")
@@ -554,6 +555,10 @@ INSTRUMENTS = (
                "pacs_agent_self_probe_overhead_seconds"),
     Instrument("targets_count", "pacs.agent.targets", "gauge", "{target}",
                "Targets this agent probes", "pacs_agent_targets"),
+    Instrument("slo_objective", "pacs.slo.objective", "gauge", "1",
+               "Service-level objective (0.999 for 99.9 %)", "pacs_slo_objective_ratio"),
+    Instrument("slow_runs", "pacs.probe.slow_runs", "counter", "{run}",
+               "Successful runs over the latency SLO threshold", "pacs_probe_slow_runs_total"),
 )
 
 
@@ -583,6 +588,7 @@ class OTLPExporter:
         self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
         self._tls: dict[tuple[str, str], tuple[float, float]] = {}
         self._self_probe: float | None = None
+        self._slos: dict[tuple[str, str], ProbeObjectives] = {}
 
         self.failure_log = FailureLog(display_url(settings.endpoint))
         self.exporter = CountingExporter(
@@ -635,15 +641,25 @@ class OTLPExporter:
 
     # -- Exporter protocol ---------------------------------------------------------------------
 
-    def add_target(self, target: str, probes: list[str]) -> None:
+    def add_target(
+        self, target: str, probes: list[str],
+        slos: Mapping[str, ProbeObjectives] | None = None,
+    ) -> None:
         with self._lock:
             self._targets[target] = list(probes)
+            for p in probes:
+                if slos and p in slos:
+                    self._slos[(target, p)] = slos[p]
+                else:
+                    self._slos.pop((target, p), None)
         # Counters start at 0 so rate() works from the first run (failures by reason are created
         # when they happen: 12 reasons x every probe would be most of an export's points).
         for p in probes:
             for res in ("success", "failure"):
                 self.runs.add(0, {"target": target, "probe": p, "result": res})
             self.attempts.add(0, {"target": target, "probe": p})
+            if slos and p in slos and slos[p].latency_threshold is not None:
+                self.slow_runs.add(0, {"target": target, "probe": p})
 
     def remove_target(self, target: str) -> None:
         """Its gauges stop at once; the SDK cannot delete counter/histogram series, which keep
@@ -653,7 +669,8 @@ class OTLPExporter:
             self._target_state.pop(target, None)
             self._failover.pop(target, None)
             self._failover_eps.pop(target, None)
-            for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls):
+            for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls,
+                      self._slos):
                 for key in [k for k in d if k[0] == target]:
                     del d[key]
 
@@ -681,6 +698,10 @@ class OTLPExporter:
             self.failures.add(1, {**tp, "reason": (r.reason or Reason.ERROR).value})
         if out_of_range:
             self.out_of_range.add(out_of_range, tp)
+        with self._lock:
+            obj = self._slos.get((t, p))
+        if obj is not None and obj.is_slow(r.ok, r.duration):
+            self.slow_runs.add(1, tp)
         with self._lock:
             if t not in self._targets:
                 return  # removed meanwhile: do not resurrect its gauges
@@ -769,6 +790,14 @@ class OTLPExporter:
         with self._lock:
             v = self._self_probe
         return [] if v is None else [Observation(v)]
+
+    def _obs_slo_objective(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(k, o.ratios()) for k, o in self._slos.items()]
+        return [
+            Observation(v, {"target": t, "probe": p, "slo": slo})
+            for (t, p), ratios in items for slo, v in ratios.items()
+        ]
 
     def _obs_targets_count(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from agent.evaluator import CheckState, HealthEvaluator, HealthState
 from agent.recorder import LatencyRecorder
+from agent.slo import ProbeObjectives
 from agent.targets import TargetPlan
 from probes.base import ProbeResult
 
 
 class Exporter(Protocol):
-    def add_target(self, target: str, probes: list[str]) -> None: ...
+    def add_target(
+        self, target: str, probes: list[str],
+        slos: Mapping[str, ProbeObjectives] | None = None,
+    ) -> None: ...
 
     def remove_target(self, target: str) -> None: ...
 
@@ -38,7 +43,7 @@ class Pipeline:
         self.evaluator.add_target(plan.id, plan.name, plan.thresholds, list(plan.probes))
         if plan.metrics_enabled:
             for e in self.exporters:
-                e.add_target(plan.id, list(plan.probes))
+                e.add_target(plan.id, list(plan.probes), plan.slos)
 
     def remove_target(self, target_id: str) -> None:
         self.evaluator.remove_target(target_id)

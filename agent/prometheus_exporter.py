@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
@@ -23,6 +23,7 @@ from prometheus_client.exposition import generate_latest
 from agent import __version__
 from agent.evaluator import CheckState, CheckStatus, HealthState
 from agent.recorder import QUANTILES
+from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason
 
 # `_created` series double every counter and histogram for no use here.
@@ -76,6 +77,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("pacs_tls_cert_not_after_timestamp_seconds", "gauge", "Leaf certificate expiry (unix time)"),
     ("pacs_latency_out_of_range_total", "counter", "Latencies outside the HDR range, clamped"),
     ("pacs_scheduler_missed_runs_total", "counter", "Scheduled runs missed or skipped"),
+    ("pacs_slo_objective_ratio", "gauge", "Service-level objective (0.999 for 99.9 %)"),
+    ("pacs_probe_slow_runs_total", "counter", "Successful runs over the latency SLO threshold"),
 )
 _HEADERS = {
     name: f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode() for name, kind, doc in FAMILIES
@@ -104,6 +107,7 @@ class _ProbeState:
         "oor",
         "lat_count",
         "lat_sum",
+        "slow",
     )
 
     def __init__(self) -> None:
@@ -117,6 +121,7 @@ class _ProbeState:
         self.oor = 0
         self.lat_count = 0
         self.lat_sum = 0.0
+        self.slow = 0
 
 
 class PrometheusExporter:
@@ -127,6 +132,7 @@ class PrometheusExporter:
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
         self._state: dict[tuple[str, str], _ProbeState] = {}
+        self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.agent = Gauge(
@@ -206,11 +212,40 @@ class PrometheusExporter:
             (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",),
         )
 
+    def _slo(self, t: str, p: str, st: _ProbeState) -> None:
+        """Objectives, and the slow-run counter of a probe with a latency SLO (one series)."""
+        obj = self._slos.get((t, p))
+        tp = f'target="{t}",probe="{p}"'
+        self._set(
+            "pacs_slo_objective_ratio",
+            (t, p),
+            (
+                f'pacs_slo_objective_ratio{{{tp},slo="{slo}"}} {_v(ratio)}\n'
+                for slo, ratio in (obj.ratios().items() if obj else ())
+            ),
+        )
+        has_latency = obj is not None and obj.latency_threshold is not None
+        self._set(
+            "pacs_probe_slow_runs_total",
+            (t, p),
+            (f"pacs_probe_slow_runs_total{{{tp}}} {_v(st.slow)}\n",) if has_latency else (),
+        )
+
     # -- per target ------------------------------------------------------------------------------
 
-    def add_target(self, target: str, probes: list[str]) -> None:
+    def add_target(
+        self,
+        target: str,
+        probes: list[str],
+        slos: Mapping[str, ProbeObjectives] | None = None,
+    ) -> None:
         """Create the series a target has from the start, so absent() and rate() work at once."""
         with self._lock:
+            for p in probes:
+                if slos and p in slos:
+                    self._slos[(target, p)] = slos[p]
+                else:
+                    self._slos.pop((target, p), None)
             self._set(
                 "pacs_target_health",
                 (target, ""),
@@ -222,11 +257,14 @@ class PrometheusExporter:
             for p in probes:
                 st = self._state.setdefault((target, p), _ProbeState())
                 self._counters(target, p, st)
+                self._slo(target, p, st)
 
     def remove_target(self, target: str) -> None:
         with self._lock:
             for key in [k for k in self._state if k[0] == target]:
                 del self._state[key]
+            for key in [k for k in self._slos if k[0] == target]:
+                del self._slos[key]
             self._failover_eps.pop(target, None)
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
@@ -268,6 +306,10 @@ class PrometheusExporter:
                 reason = (r.reason or Reason.ERROR).value
                 st.failures[reason] = st.failures.get(reason, 0) + 1
             self._counters(t, p, st)
+            obj = self._slos.get(key)
+            if obj is not None and obj.is_slow(r.ok, r.duration):
+                st.slow += 1
+                self._slo(t, p, st)
             self._set("probe_success", key, (f"probe_success{{{tp}}} {1.0 if r.ok else 0.0}\n",))
             self._set(
                 "probe_duration_seconds",

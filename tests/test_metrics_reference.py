@@ -58,7 +58,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     with SimulatedPACS() as sim, \
             HTTPPeer({"/health": Route()}, ssl_context=leaf.server_context()) as https:
         targets = [
-            sim.endpoint_config("sim", interval_ms=1000),
+            # a latency SLO, so pacs_probe_slow_runs_total exists too
+            {**sim.endpoint_config("sim", interval_ms=1000),
+             "slo": {"latency": {"threshold": "2s", "objective": 95}}},
             target("tls-api", only=("api_ping",), timeout_ms=1000, interval_ms=1000,
                    config={"tls": {"caFile": str(tls.ca_file)}},
                    sectra={"apiEndpoint": https.base_url, "healthCheckEndpoint": "/health"}),

@@ -36,6 +36,7 @@ from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import Shard
 from agent.simulator import SimulatedPACS
+from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason, TLSInfo
 from tests.helpers import bind_retry, wait_until
 from tests.helpers.otlp_receiver import GrpcReceiver, HttpReceiver, Point
@@ -243,7 +244,8 @@ def test_names_translate_to_the_prometheus_names() -> None:
         return out + ("_total" if kind == "counter" else "")
 
     prom = PrometheusExporter()
-    prom.add_target("t", ["failover"])
+    # with objectives, so the SLO families exist too
+    prom.add_target("t", ["failover"], {"failover": ProbeObjectives(0.999, 0.95, 1.0)})
     r = result("t", "failover", tls=TLSInfo(2e9, 1.9e9), detail={"active": "primary"})
     prom.observe(r, {0.5: 0.1}, CheckState("failover"), HealthState.HEALTHY,
                  HealthState.HEALTHY, out_of_range=1)

@@ -23,12 +23,12 @@ from pydantic import (
 
 from agent.config.listen import parse_listen
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _duration(value: Any) -> Any:
-    """Milliseconds (number) or "<n>ms|s|m|h" → seconds (float)."""
+    """Milliseconds (number) or "<n>ms|s|m|h|d" → seconds (float)."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of milliseconds or a string like '30s'")
     if isinstance(value, int | float):
@@ -300,6 +300,58 @@ class ProbesConfig(Strict):
     failover: FailoverSettings = FailoverSettings()
 
 
+# Service-level objectives (docs/slo.md). Percentages as operators write them: 99.9, not 0.999.
+SLO_WINDOW_SECONDS = 30 * 86400.0
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a percentage is a number such as 99.9")
+    return value
+
+
+Objective = Annotated[
+    float, BeforeValidator(_not_bool), Field(gt=0, lt=100, allow_inf_nan=False)
+]
+
+
+class LatencySLO(Strict):
+    """`objective` % of successful runs finish within `threshold`."""
+
+    threshold: Duration
+    objective: Objective
+
+
+class ProbeSLO(Strict):
+    """A per-probe override inside `slo.probes`: what is given replaces the target's value."""
+
+    availability: Objective | None = None
+    latency: LatencySLO | None = None
+
+
+class SLOConfig(Strict):
+    """The target's `slo:` block. Unset availability: 99.5 % for the DICOM probes, none for the
+    others; latency off until set; `probes.<name>` overrides per probe."""
+
+    availability: Objective | None = None
+    latency: LatencySLO | None = None
+    # The burn-rate factors (14.4/6/1) and the budget rules are the SRE workbook's 30-day ones.
+    window: Duration = SLO_WINDOW_SECONDS
+    probes: dict[str, ProbeSLO] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _window_and_probe_names(self) -> SLOConfig:
+        if abs(self.window - SLO_WINDOW_SECONDS) > 1e-6:
+            raise ValueError("window: the error budget rules use a 30-day window; give 30d")
+        unknown = sorted(set(self.probes) - set(ProbesConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"probes: unknown probe {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(ProbesConfig.model_fields)})"
+            )
+        return self
+
+
 class Endpoint(Strict):
     """One PACS target in the integration guide's format."""
 
@@ -315,6 +367,7 @@ class Endpoint(Strict):
     healthCheck: HealthCheck = Field(default_factory=HealthCheck)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    slo: SLOConfig = Field(default_factory=SLOConfig)
 
     @model_validator(mode="before")
     @classmethod
