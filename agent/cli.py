@@ -121,20 +121,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     tune_daemon_process()
     service.start()
-    host, port = service.address
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     scheme = "https" if web is not None and web.ssl_context is not None else "http"
+    base = f"{scheme}://{_url_host(service.address[0])}:{service.address[1]}"
     if sim is not None:
         print(
             f"No --config given: probing the built-in simulated Sectra PACS "
             f"(DICOM {sim.host}:{sim.dicom_port}, API {sim.api_url}).", file=sys.stderr)
-    print(f"Metrics: {scheme}://{shown}:{port}/metrics   Health: {scheme}://{shown}:{port}/health",
-          file=sys.stderr, flush=True)
+    # The port actually bound (`--listen 127.0.0.1:0` picks a free one), in one line on stdout
+    # that scripts and tests read: "Listening on http://127.0.0.1:PORT".
+    _say(f"Listening on {base}")
+    print(f"Metrics: {base}/metrics   Health: {base}/health", file=sys.stderr, flush=True)
     stop.wait()
     service.stop()
     if sim is not None:
         sim.stop()
     _leave(0)
+
+
+def _url_host(host: str) -> str:
+    """The bound host as it goes in a URL: wildcards as loopback, IPv6 in brackets."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _say(line: str) -> None:
+    """One line on stdout, flushed at once; a closed pipe (`| head`) is not an error."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _leave(code: int) -> NoReturn:

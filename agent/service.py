@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
@@ -30,11 +33,22 @@ log = logging.getLogger("agent")
 
 
 def plans_for(loaded: LoadedConfig, shard: Shard) -> list[TargetPlan]:
-    return [
-        build_plan(ep)
-        for ep in loaded.model.targets
-        if ep.enabled and shard.owns(ep.id)
-    ]
+    return [build_plan(ep) for ep in loaded.model.targets if ep.enabled and shard.owns(ep.id)]
+
+
+def check_schedulable(plans: list[TargetPlan]) -> None:
+    """Raise ValueError for a plan whose interval the scheduler cannot turn into a trigger (an
+    interval so long its first run lies past the calendar's end), before anything is swapped."""
+    now = time.time()
+    for p in plans:
+        try:
+            first = datetime.fromtimestamp(now + p.interval, UTC)
+            IntervalTrigger(seconds=p.interval, start_date=first).get_next_fire_time(None, first)
+        except (OverflowError, ValueError, OSError) as e:
+            raise ValueError(
+                f"target {p.id}: healthCheck.interval of {p.interval * 1000:.0f} ms cannot be "
+                f"scheduled ({e})"
+            ) from e
 
 
 def _checks_shape(p: TargetPlan) -> tuple:
@@ -70,6 +84,7 @@ class AgentService:
         self.exporters: list = [self.prometheus]
         self.pipeline = Pipeline(self.recorder, self.evaluator, self.exporters)
         self.plans = plans_for(loaded, shard)
+        check_schedulable(self.plans)  # before binding: a bad interval is a config error
         self.scheduler = ProbeScheduler(
             self._run_job,
             on_missed=self.prometheus.missed_run,
@@ -147,7 +162,17 @@ class AgentService:
 
     def _install(self, plans: list[TargetPlan]) -> None:
         """Swap in a target set. Targets whose checks are unchanged keep their state and series
-        (a reload must not flash them UNKNOWN); removed ones disappear at once."""
+        (a reload must not flash them UNKNOWN); removed ones disappear at once.
+
+        The scheduler goes first: it is the step that can fail (a trigger it cannot build), and
+        until the pipeline below is swapped a run of a new target is simply dropped. If it fails,
+        the previous jobs are put back and nothing else has changed."""
+        previous = list(self._installed.values())
+        try:
+            self.scheduler.set_plans(plans)
+        except Exception:
+            self.scheduler.set_plans(previous)
+            raise
         with self._plans_lock:
             new = {p.id: p for p in plans}
             for tid in self._installed.keys() - new.keys():
@@ -162,7 +187,6 @@ class AgentService:
             self._installed = new
             self.plans = plans
             self.prometheus.targets_gauge.set(len(plans))
-        self.scheduler.set_plans(plans)
 
     def start(self) -> None:
         settings = self.loaded.model.agent
@@ -179,29 +203,69 @@ class AgentService:
         self.ready = True
         log.info(
             "agent started: %d target(s), %d probe job(s), %d workers, shard %s, listening on %s",
-            len(self.plans), sum(len(p.probes) for p in self.plans), self.scheduler.max_workers,
-            self.shard, "{}:{}".format(*self.address),
+            len(self.plans),
+            sum(len(p.probes) for p in self.plans),
+            self.scheduler.max_workers,
+            self.shard,
+            "{}:{}".format(*self.address),
         )
 
     def reload(self) -> tuple[bool, str]:
-        """Re-read the config file; an invalid one is rejected and the old one keeps running."""
+        """Re-read the config file and swap it in whole, or not at all.
+
+        Everything that can fail (parse, validate, build the plans, check they can be scheduled,
+        install the jobs) happens before anything the old config runs is touched; on any error the
+        running config stays, pacs_config_last_reload_successful goes to 0 and the reply is one
+        line naming the reason (secrets scrubbed)."""
         if not self.config_path:
             return False, "no config file to reload (running the built-in demo)"
         with self._reload_lock:
+            loaded: LoadedConfig | None = None
             try:
                 loaded = load_config(self.config_path)
                 plans = plans_for(loaded, self.shard)
+                check_schedulable(plans)
             except ConfigError as e:
-                self.prometheus.reload_ok.set(0)
-                log.error("config reload rejected, keeping the running config:\n%s", e)
-                return False, "config reload rejected:\n" + str(e)
+                more = len(e.problems) - 1
+                reason = e.problems[0] if e.problems else str(e)
+                return self._reject(
+                    reason + (f" (and {more} more problem(s))" if more else ""),
+                    "\n".join(e.problems),
+                )
+            except Exception as e:  # noqa: BLE001 - a bad config must not take the agent down
+                secrets = set(loaded.secrets) if loaded is not None else set()
+                return self._reject(
+                    f"{type(e).__name__}: {e}",
+                    scrub=Redactor(secrets | set(self.loaded.secrets)),
+                )
+            redactor = Redactor(set(loaded.secrets) | set(self.loaded.secrets))
+            try:
+                self._install(plans)
+            except Exception as e:  # noqa: BLE001 - the previous jobs were put back
+                return self._reject(
+                    f"cannot schedule the new config: {type(e).__name__}: {e}", scrub=redactor
+                )
             self.redactor.update(set(loaded.secrets) | set(self.loaded.secrets))
             self.loaded = loaded
-            self._install(plans)
             self.prometheus.reload_ok.set(1)
             self.prometheus.reload_ts.set(time.time())
+            enabled = sum(1 for t in loaded.model.targets if t.enabled)
+            if not enabled:
+                log.warning("config reloaded: no target is enabled, nothing is monitored")
             log.info("config reloaded: %d target(s)", len(plans))
             return True, f"config reloaded: {len(plans)} target(s)"
+
+    def _reject(
+        self, reason: str, details: str | None = None, scrub: Redactor | None = None
+    ) -> tuple[bool, str]:
+        scrub = scrub or self.redactor
+        line = " ".join(scrub.scrub(reason).split())  # one line, whatever the error said
+        self.prometheus.reload_ok.set(0)
+        log.error(
+            "config reload rejected, keeping the running config: %s",
+            scrub.scrub(details) if details else line,
+        )
+        return False, f"config reload rejected, keeping the running config: {line}"
 
     def stop(self) -> None:
         self.ready = False
@@ -216,4 +280,4 @@ class AgentService:
         log.info("agent stopped")
 
 
-__all__ = ["AgentService", "plans_for"]
+__all__ = ["AgentService", "check_schedulable", "plans_for"]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from agent.config.schema import Endpoint, TLSConfig
 from agent.evaluator import Thresholds
-from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
 from probes.base import Probe
 from probes.dicom_echo import DicomEchoProbe
@@ -26,6 +25,26 @@ from probes.viewer import ViewerProbe
 log = logging.getLogger("agent.targets")
 
 PROBE_ORDER = ("dicom_echo", "dicom_find", "api_ping", "viewer", "failover")
+
+_TARGET_LOG = logging.getLogger("agent.target")
+
+
+class TargetLogger(logging.LoggerAdapter):
+    """A target's log: the one "agent.target" logger, the target id in `extra`.
+
+    The target's monitoring.logLevel / enableLogging can only quieten it, never make it louder
+    than the agent's level (`probe --once` stays silent on stderr). One logging.getLogger() per
+    target id would be cached by `logging` for the life of the process: reloads that bring new
+    ids would grow it without bound.
+    """
+
+    def __init__(self, target_id: str, level: int) -> None:
+        super().__init__(_TARGET_LOG, {"target": target_id})
+        self.min_level = level
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        return level >= self.min_level and self.logger.isEnabledFor(level)
+
 
 
 @dataclass(frozen=True)
@@ -46,9 +65,7 @@ class TargetPlan:
     thresholds: Thresholds
     probes: dict[str, Probe]
     metrics_enabled: bool = True
-    # Service-level objectives of the probes that have one (agent/slo.py).
-    slos: dict[str, ProbeObjectives] = field(default_factory=dict)
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("agent.target"))
+    logger: logging.LoggerAdapter = field(default_factory=lambda: TargetLogger("", 0))
     # config.maxConnections: concurrent associations/requests this agent opens to the PACS.
     limiter: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(10)
@@ -150,9 +167,11 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         probes["failover"] = FailoverProbe.for_dicom(nodes, failover_timeout=s.failoverTimeout)
 
     hc, r = ep.healthCheck, ep.retryPolicy
-    logger = logging.getLogger(f"agent.target.{ep.id}")
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel
-    logger.setLevel(level if ep.monitoring.enableLogging else logging.CRITICAL + 1)
+    logger = TargetLogger(
+        ep.id,
+        logging.getLevelName(level) if ep.monitoring.enableLogging else logging.CRITICAL + 1,
+    )
     return TargetPlan(
         id=ep.id,
         name=ep.name or ep.id,
@@ -164,7 +183,6 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         ),
         probes={n: probes[n] for n in PROBE_ORDER if n in probes},
         metrics_enabled=ep.monitoring.enableMetrics,
-        slos=resolve(ep.slo, probes),
         logger=logger,
         limiter=threading.BoundedSemaphore(c.maxConnections),
     )
