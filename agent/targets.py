@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from agent.config.schema import Endpoint, TLSConfig
 from agent.evaluator import Thresholds
+from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
 from probes.base import Probe
 from probes.dicom_echo import DicomEchoProbe
@@ -47,6 +48,8 @@ class TargetLogger(logging.LoggerAdapter):
 
 
 
+
+
 @dataclass(frozen=True)
 class RetrySettings:
     max_attempts: int = 1
@@ -65,6 +68,8 @@ class TargetPlan:
     thresholds: Thresholds
     probes: dict[str, Probe]
     metrics_enabled: bool = True
+    # Service-level objectives of the probes that have one (agent/slo.py).
+    slos: dict[str, ProbeObjectives] = field(default_factory=dict)
     logger: logging.LoggerAdapter = field(default_factory=lambda: TargetLogger("", 0))
     # config.maxConnections: concurrent associations/requests this agent opens to the PACS.
     limiter: threading.BoundedSemaphore = field(
@@ -183,6 +188,7 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         ),
         probes={n: probes[n] for n in PROBE_ORDER if n in probes},
         metrics_enabled=ep.monitoring.enableMetrics,
+        slos=resolve(ep.slo, probes),
         logger=logger,
         limiter=threading.BoundedSemaphore(c.maxConnections),
     )
