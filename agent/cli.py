@@ -21,6 +21,7 @@ import yaml
 
 from agent import __version__
 from agent.config import ConfigError, LoadedConfig, load_config, load_config_text
+from agent.config.warnings import config_warnings
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
 from agent.recorder import LatencyRecorder
@@ -258,6 +259,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"{args.config}: invalid\n{e}", file=sys.stderr)
         return UNKNOWN
+    for warning in config_warnings(loaded):
+        print(warning, file=sys.stderr)
     redactor = Redactor(loaded.secrets)
     plans = [build_plan(t) for t in loaded.model.targets if t.enabled]
     print(f"# {args.config}: valid; {len(loaded.model.targets)} target(s), "

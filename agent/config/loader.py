@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +22,7 @@ from agent.config.source import (
     parse,
     read_bytes,
 )
+from agent.config.urls import redact_url, url_password
 
 _VAR = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -53,14 +54,27 @@ class LoadedConfig:
     source: str
     secrets: frozenset[str]
     raw: dict[str, Any]
+    # Where the file holds a literal secret, or a URL with a password (file paths, for warnings).
+    literal_secrets: tuple[Path_, ...] = ()
+    url_passwords: tuple[Path_, ...] = ()
+    # the file path of targets[i]: (i,) in a list, ("targets", i) in {targets}; None: one endpoint
+    target_prefix: Path_ | None = ("targets",)
+    line: Callable[[Path_], int] = field(default=lambda path: 0, repr=False, compare=False)
 
     def effective(self) -> dict[str, Any]:
         """The validated config as plain data, secrets replaced by <redacted>."""
         data = self.model.model_dump(mode="json")
         return _redact_tree(data)
 
+    def target_path(self, index: int) -> Path_:
+        if self.target_prefix is None:
+            return ()
+        return (*self.target_prefix, index)
+
 
 def _redact_tree(node: Any, key: str | None = None) -> Any:
+    """Secrets masked by where they are (key, header map, URL password), never by searching text:
+    the rest of the tree comes out exactly as it went in."""
     if isinstance(node, dict):
         if key in SECRET_MAPS:
             return {k: REDACTED for k in node}
@@ -69,63 +83,73 @@ def _redact_tree(node: Any, key: str | None = None) -> Any:
         return [_redact_tree(v) for v in node]
     if key in SECRET_KEYS and node is not None:
         return REDACTED
+    if isinstance(node, str) and "@" in node:
+        return redact_url(node)
     return node
 
 
-def _substitute(
-    node: Any,
-    env: Mapping[str, str],
-    path: Path_,
-    errors: list[tuple[Path_, str]],
-    secrets: set[str],
-    secret_ctx: bool,
-    header: bool = False,
-) -> Any:
+@dataclass
+class _Walk:
+    """What substitution finds on its way through the document."""
+
+    env: Mapping[str, str]
+    errors: list[tuple[Path_, str]] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+    literal_secrets: list[Path_] = field(default_factory=list)
+    url_passwords: list[Path_] = field(default_factory=list)
+
+
+def _substitute(node: Any, w: _Walk, path: Path_, secret_ctx: bool, header: bool = False) -> Any:
     if len(path) > MAX_DEPTH and isinstance(node, dict | list):
-        errors.append((path, f"nested deeper than {MAX_DEPTH} levels"))
+        w.errors.append((path, f"nested deeper than {MAX_DEPTH} levels"))
         return node
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            is_secret = secret_ctx or k in SECRET_KEYS
             if k in SECRET_MAPS and isinstance(v, dict):
                 out[k] = {
                     hk: _substitute(
                         hv,
-                        env,
+                        w,
                         (*path, k, hk),
-                        errors,
-                        secrets,
                         secret_ctx or bool(_CREDENTIAL_HEADER.search(str(hk))),
                         header=True,
                     )
                     for hk, hv in v.items()
                 }
             else:
-                out[k] = _substitute(v, env, (*path, k), errors, secrets, is_secret)
+                out[k] = _substitute(v, w, (*path, k), secret_ctx or k in SECRET_KEYS)
         return out
     if isinstance(node, list):
-        return [
-            _substitute(v, env, (*path, i), errors, secrets, secret_ctx) for i, v in enumerate(node)
-        ]
+        return [_substitute(v, w, (*path, i), secret_ctx) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
+    from_env = False
+
     def repl(m: re.Match[str]) -> str:
+        nonlocal from_env
         if m.group(1):  # $${X} is a literal ${X}
             return m.group(0)[1:]
+        from_env = True
         name, default = m.group(2), m.group(3)
-        if name in env:
-            return env[name]
+        if name in w.env:
+            return w.env[name]
         if default is not None:
             return default
-        errors.append((path, f"environment variable {name} is not set (and has no :-default)"))
+        w.errors.append((path, f"environment variable {name} is not set (and has no :-default)"))
         return ""
 
-    value = _VAR.sub(repl, node)
-    from_env = value != node
+    value = _VAR.sub(repl, node) if "$" in node else node
     if value and (secret_ctx or (header and from_env)):
-        secrets.add(value)
+        w.secrets.add(value)
+    if value and secret_ctx and not from_env:
+        w.literal_secrets.append(path)
+    if "@" in value:
+        password = url_password(value)
+        if password:
+            w.secrets.add(password)
+            w.url_passwords.append(path)
     return value
 
 
@@ -196,11 +220,10 @@ def load_config_text(
         raise ConfigError([f"{source}:1: the file is empty"])
     line = _Lines(build_lines)
     # Substitute inside the file's own shape so error paths match the file.
-    errors: list[tuple[Path_, str]] = []
-    secrets: set[str] = set()
-    substituted = _substitute(data, env, (), errors, secrets, False)
-    if errors:
-        raise ConfigError([f"{source}:{line(p)}: {fmt_path(p)}: {msg}" for p, msg in errors])
+    w = _Walk(env)
+    substituted = _substitute(data, w, (), False)
+    if w.errors:
+        raise ConfigError([f"{source}:{line(p)}: {fmt_path(p)}: {msg}" for p, msg in w.errors])
     try:
         shaped, prefix = _normalise(substituted)
     except ValueError as e:
@@ -217,7 +240,16 @@ def load_config_text(
             msg = msg.removeprefix("Value error, ")
             problems.append(f"{source}:{line(path)}: {fmt_path(path)}: {msg}")
         raise ConfigError(problems) from None
-    return LoadedConfig(model=model, source=source, secrets=frozenset(secrets), raw=shaped)
+    return LoadedConfig(
+        model=model,
+        source=source,
+        secrets=frozenset(w.secrets),
+        raw=shaped,
+        literal_secrets=tuple(w.literal_secrets),
+        url_passwords=tuple(w.url_passwords),
+        target_prefix=None if prefix == ("<single>",) else prefix,
+        line=line,
+    )
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from agent.config.listen import parse_listen
+from agent.config.urls import url_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -102,7 +103,17 @@ AETitle = Annotated[
 TargetId = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$")]
+
+
+def _usable_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A URL a probe can connect to: port 1-65535, a valid host name or IP address.
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$"), AfterValidator(_usable_url)]
 
 
 class Strict(BaseModel):
