@@ -1,25 +1,32 @@
 """The agent's HTTP endpoints on one port: /metrics, /health, /-/healthy, /-/ready, /-/reload.
 
-stdlib ThreadingHTTPServer, as prometheus_client's own start_http_server uses; each connection
-gets a socket timeout so idle or slow clients cannot pin threads forever.
+stdlib ThreadingHTTPServer, as prometheus_client's own start_http_server uses. Slow clients
+cannot pin threads: each request line + headers must arrive within REQUEST_DEADLINE_S in total
+(a per-read timeout alone lets a client that drips a byte every few seconds hold a thread for
+hours), and every other socket operation has a timeout.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agent.web_config import WebConfig
+from agent import __version__
+from agent.web_config import Auth, WebConfig
 
 log = logging.getLogger("agent.http")
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_DEADLINE_S = 10.0  # request line + headers, in total, from the start of each request
 
 
 @dataclass
@@ -38,12 +45,51 @@ INDEX = b"""<!doctype html><html><head><title>pacs-health-agent</title></head><b
 """
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads, each bounded by what is left of the handler's request deadline."""
+
+    def __init__(self, sock: socket.socket, handler: _Handler) -> None:
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._sock.settimeout(min(left, float(self._handler.timeout)))
+        return self._sock.recv_into(buf)
+
+
 class _Handler(BaseHTTPRequestHandler):
-    server_version = "pacs-health-agent"
     protocol_version = "HTTP/1.1"
-    timeout = 10  # per-connection socket timeout (slow-loris guard)
+    timeout = 10  # every other socket operation (writes, TLS handshake)
+    request_deadline = REQUEST_DEADLINE_S
+    deadline = 0.0
+    # Headers and body go out in two writes; with Nagle the body waited for the client's delayed
+    # ACK, 40 ms on every keep-alive request (Prometheus keeps its connections alive).
+    disable_nagle_algorithm = True
     endpoints: Endpoints
     web: WebConfig
+
+    def version_string(self) -> str:
+        return f"pacs-health-agent/{__version__}"  # not the stdlib's "BaseHTTP/x Python/3.x.y"
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        # Idle keep-alive time counts too: the next request must be complete within the deadline.
+        self.deadline = time.monotonic() + self.request_deadline
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.connection.settimeout(self.timeout)  # headers read: back to the per-operation timeout
+        return ok
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -70,13 +116,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
 
     def _authorized(self) -> bool:
-        if self.web.authorized(self.path.split("?", 1)[0], self.headers.get("Authorization")):
+        verdict = self.web.check(self.path.split("?", 1)[0], self.headers.get("Authorization"))
+        if verdict is Auth.OK:
             return True
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="pacs-health-agent"')
-        self.send_header("Content-Length", "13")
+        if verdict is Auth.BUSY:  # too many password checks at once: try again shortly
+            code, body, extra = 429, b"Too many requests\n", ("Retry-After", "1")
+        else:
+            code, body, extra = (
+                401,
+                b"Unauthorized\n",
+                ("WWW-Authenticate", 'Basic realm="pacs-health-agent"'),
+            )
+        self.send_response(code)
+        self.send_header(*extra)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"Unauthorized\n")
+        if self.command != "HEAD":  # a HEAD response has headers only
+            self.wfile.write(body)
         return False
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
@@ -126,8 +183,11 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            log.debug("connection from %s refused: %d connections open", client_address[0],
-                      self.max_connections)
+            log.debug(
+                "connection from %s refused: %d connections open",
+                client_address[0],
+                self.max_connections,
+            )
             self.shutdown_request(request)
             return
         try:
@@ -163,15 +223,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def make_server(
-    listen: str, endpoints: Endpoints, web: WebConfig | None = None
+    listen: str,
+    endpoints: Endpoints,
+    web: WebConfig | None = None,
+    request_deadline: float = REQUEST_DEADLINE_S,
 ) -> ThreadingHTTPServer:
     web = web or WebConfig()
-    handler = type("Handler", (_Handler,), {"endpoints": endpoints, "web": web})
+    handler = type(
+        "Handler",
+        (_Handler,),
+        {"endpoints": endpoints, "web": web, "request_deadline": request_deadline},
+    )
     host, port = parse_listen(listen)
     attrs: dict[str, Any] = {"ssl_context": web.ssl_context}
     if ":" in host:
-        import socket
-
         attrs["address_family"] = socket.AF_INET6
     server_cls = type("Server", (_Server,), attrs)
     return server_cls((host, port), handler)

@@ -17,8 +17,13 @@ probes work; they reveal nothing. Everything else needs the credentials when use
 from __future__ import annotations
 
 import base64
+import enum
+import hashlib
 import hmac
+import os
 import ssl
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,37 +80,106 @@ class WebConfigError(Exception):
     pass
 
 
+class Auth(enum.Enum):
+    OK = "ok"
+    DENIED = "denied"  # 401
+    BUSY = "busy"  # 429: every bcrypt slot stayed taken for BCRYPT_WAIT_S
+
+
+# bcrypt is deliberately slow (cost 10: ~60 ms of CPU per check) and releases the GIL, so a flood
+# of wrong passwords, one check per request, took both cores from the probes (start lateness
+# p99 over 150 ms, failed scrapes). Checks are bounded instead: one at a time, leaving the other
+# core to the agent; a request that finds the slot busy waits (blocked, not spinning) at most
+# BCRYPT_WAIT_S, then gets 429. Waiting rather than answering at once also slows each attacking
+# connection down to the rate of the checks.
+BCRYPT_SLOTS = 1
+BCRYPT_WAIT_S = 1.0
+CACHE_SIZE = 1024  # per outcome; exporter-toolkit caches verified credentials the same way
+
+
+class _LRU:
+    """A bounded set of keys, oldest evicted first."""
+
+    def __init__(self, size: int) -> None:
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            if key not in self._keys:
+                return False
+            self._keys.move_to_end(key)  # type: ignore[arg-type]
+            return True
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+
+def _cost(hashed: bytes) -> int:
+    # "$2y$10$...": the cost is the third field; a malformed hash is rejected by checkpw anyway
+    parts = hashed.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else 10
+
+
 @dataclass
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    _ok_cache: set[bytes] = field(default_factory=set)
+    bcrypt_slots: int = BCRYPT_SLOTS
+    bcrypt_wait: float = BCRYPT_WAIT_S
+    # Cache keys are HMAC-SHA256 of the whole Authorization token under a per-process key, so
+    # nothing reusable (no password, no bcrypt input) sits in memory, and a lookup is cheap.
+    _key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    _ok: _LRU = field(default_factory=lambda: _LRU(CACHE_SIZE), repr=False)
+    _bad: _LRU = field(default_factory=lambda: _LRU(CACHE_SIZE), repr=False)
+    _slots: threading.BoundedSemaphore = field(init=False, repr=False)
+    _dummy: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.bcrypt_slots)
+        # An unknown user costs the same bcrypt check as a known one (against this hash, at the
+        # highest configured cost), so response times do not tell which user names exist.
+        cost = max((_cost(h) for h in self.users.values()), default=4)
+        rounds = max(4, min(cost, 31))
+        self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds)) if self.users else b""
 
     def authorized(self, path: str, authorization: str | None) -> bool:
+        return self.check(path, authorization) is Auth.OK
+
+    def check(self, path: str, authorization: str | None) -> Auth:
         if not self.users or path in OPEN_PATHS:
-            return True
+            return Auth.OK
         if not authorization or not authorization.startswith("Basic "):
-            return False
+            return Auth.DENIED
         token = authorization[6:].encode()
-        # bcrypt is deliberately slow (~50-100 ms); remember credentials that already passed,
-        # like exporter-toolkit does, so a 15 s scrape does not pay that every time.
-        if any(hmac.compare_digest(token, t) for t in self._ok_cache):
-            return True
+        key = hmac.new(self._key, token, hashlib.sha256).digest()
+        # A scrape every 15 s pays bcrypt once, not every time; a repeated wrong password too.
+        if key in self._ok:
+            return Auth.OK
+        if key in self._bad:
+            return Auth.DENIED
         try:
             user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            return False
+            return Auth.DENIED
         hashed = self.users.get(user)
-        if hashed is None:
-            return False
+        if not self._slots.acquire(timeout=self.bcrypt_wait):
+            return Auth.BUSY
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
+            ok = bcrypt.checkpw(password.encode(), self._dummy if hashed is None else hashed)
         except ValueError:
-            return False
-        if ok and len(self._ok_cache) < 64:
-            self._ok_cache.add(token)
-        return ok
+            ok = False
+        finally:
+            self._slots.release()
+        ok = ok and hashed is not None
+        (self._ok if ok else self._bad).add(key)
+        return Auth.OK if ok else Auth.DENIED
 
 
 def load_web_config(path: str) -> WebConfig:
