@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -114,6 +115,23 @@ def _usable_url(value: str) -> str:
 
 # A URL a probe can connect to: port 1-65535, a valid host name or IP address.
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$"), AfterValidator(_usable_url)]
+
+
+def _url_template(value: str) -> str:
+    # str.format() is what the viewer probe applies: check it the same way, once, at load
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)]
+    except ValueError:
+        raise ValueError("unmatched { or } (write {{ and }} for literal braces)") from None
+    for name, spec, conv in fields:
+        if name is None:
+            continue
+        if name != "studyInstanceUID" or spec or conv:
+            raise ValueError("the only placeholder is {studyInstanceUID}")
+    return value
+
+
+UrlTemplate = Annotated[str, AfterValidator(_url_template)]
 
 
 class Strict(BaseModel):
@@ -293,7 +311,7 @@ class ApiPingSettings(Strict):
 class ViewerSettings(Strict):
     enabled: bool = True
     studyInstanceUID: str | None = None
-    urlTemplate: str = "?studyUID={studyInstanceUID}"
+    urlTemplate: UrlTemplate = "?studyUID={studyInstanceUID}"
     expectedStatus: list[int] = Field(default_factory=list)
     marker: str | None = None
     maxRedirects: int = Field(default=5, ge=0, le=20)
