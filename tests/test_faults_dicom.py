@@ -22,8 +22,9 @@ from probes.base import ProbeResult, Reason
 from tests import hostile_peers as hp
 from tests.helpers.config import plan, target
 from tests.helpers.pipeline import Harness
+from tests.helpers.ports import refused_port, syn_blackhole
 from tests.helpers.tls import Leaf, TLSMaterial
-from tests.peers import free_port, wait_until
+from tests.peers import wait_until
 
 MARGIN = 0.5  # seconds past the deadline a run may take on a loaded 2-core machine
 FAILURE_THRESHOLD = 3
@@ -32,7 +33,12 @@ FAILURE_THRESHOLD = 3
 @contextmanager
 def peer(mode: str) -> Iterator[tuple[int, hp.ScriptServer | None]]:
     if mode == "refused":
-        yield free_port(), None  # nothing listens there
+        with refused_port() as port:  # bound, not listening: held for the whole test
+            yield port, None
+        return
+    if mode == "connect_timeout":
+        with syn_blackhole() as port:  # SYNs dropped, as by a silent firewall
+            yield port, None
         return
     with hp.ScriptServer(hp.MODES[mode]) as s:
         yield s.port, s
@@ -47,6 +53,7 @@ def timed(p: Any, probe: str) -> tuple[ProbeResult, float]:
 # mode, expected reason, deadline (s), phases reached, phases not reached
 FAULTS = [
     ("refused", Reason.REFUSED, 2.0, set(), {"connect", "associate"}),
+    ("connect_timeout", Reason.CONNECT_TIMEOUT, 1.0, set(), {"connect", "associate"}),
     ("never_read", Reason.TIMEOUT, 0.4, {"connect"}, {"associate"}),
     ("read_never_answer", Reason.TIMEOUT, 0.4, {"connect"}, {"associate"}),
     ("stall_after_ac", Reason.TIMEOUT, 0.4, {"connect", "associate"}, {"dimse", "release"}),
@@ -57,14 +64,22 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("mode", "reason", "deadline", "reached", "not_reached"), FAULTS,
-                         ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(
+    ("mode", "reason", "deadline", "reached", "not_reached"), FAULTS, ids=[f[0] for f in FAULTS]
+)
 def test_echo_fault_reason_deadline_and_state(
     mode: str, reason: Reason, deadline: float, reached: set[str], not_reached: set[str]
 ) -> None:
     with peer(mode) as (port, server):
-        p = plan(target("faulty", port=port, only=("dicom_echo",), timeout_ms=int(deadline * 1000),
-                        health={"failureThreshold": FAILURE_THRESHOLD}))
+        p = plan(
+            target(
+                "faulty",
+                port=port,
+                only=("dicom_echo",),
+                timeout_ms=int(deadline * 1000),
+                health={"failureThreshold": FAILURE_THRESHOLD},
+            )
+        )
         h = Harness(p)
         for n in range(1, FAILURE_THRESHOLD + 1):
             t0 = time.monotonic()
@@ -78,8 +93,15 @@ def test_echo_fault_reason_deadline_and_state(
                 assert h.target_state("faulty") == HealthState.DEGRADED
         assert check.status == CheckStatus.FAIL
         assert h.target_state("faulty") == HealthState.UNHEALTHY
-        assert h.value("pacs_probe_failures_total", target="faulty", probe="dicom_echo",
-                       reason=reason.value) == FAILURE_THRESHOLD
+        assert (
+            h.value(
+                "pacs_probe_failures_total",
+                target="faulty",
+                probe="dicom_echo",
+                reason=reason.value,
+            )
+            == FAILURE_THRESHOLD
+        )
         assert h.value("pacs_target_health", target="faulty", state="UNHEALTHY") == 1
         if server is not None:
             assert server.errors == []
@@ -88,8 +110,9 @@ def test_echo_fault_reason_deadline_and_state(
                 wait_until(lambda: server.peer_closed >= FAILURE_THRESHOLD, 5)
 
 
-@pytest.mark.parametrize(("mode", "reason", "deadline", "reached", "not_reached"), FAULTS,
-                         ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(
+    ("mode", "reason", "deadline", "reached", "not_reached"), FAULTS, ids=[f[0] for f in FAULTS]
+)
 def test_find_fault_reason_and_deadline(
     mode: str, reason: Reason, deadline: float, reached: set[str], not_reached: set[str]
 ) -> None:
@@ -149,14 +172,18 @@ def negotiated_version(port: int, ca_file: str) -> str | None:
 
 
 def tls_target(port: int, tls: dict[str, Any]) -> dict[str, Any]:
-    return target("tls", port=port, only=("dicom_echo",), timeout_ms=2000,
-                  config={"enableTLS": True, "tls": tls})
+    return target(
+        "tls",
+        port=port,
+        only=("dicom_echo",),
+        timeout_ms=2000,
+        config={"enableTLS": True, "tls": tls},
+    )
 
 
 def test_dicom_tls_good_certificate_is_the_control(tls_material: TLSMaterial) -> None:
     with hp.ScriptServer(hp.echo_ok, ssl_context=tls_material.good().server_context()) as s:
-        r = run_probe(plan(tls_target(s.port, {"caFile": str(tls_material.ca_file)})),
-                      "dicom_echo")
+        r = run_probe(plan(tls_target(s.port, {"caFile": str(tls_material.ca_file)})), "dicom_echo")
     assert r.ok, r.message
     assert "tls" in r.phases and r.tls is not None
 
@@ -165,15 +192,16 @@ def test_dicom_tls_good_certificate_is_the_control(tls_material: TLSMaterial) ->
 def test_dicom_tls_handshake_failures(tls_material: TLSMaterial, case: str) -> None:
     ca = str(tls_material.ca_file)
     if case == "wrong_ca":
-        ctx, client = tls_material.good().server_context(), {"caFile": str(
-            tls_material.other_ca_file)}
+        ctx, client = (
+            tls_material.good().server_context(),
+            {"caFile": str(tls_material.other_ca_file)},
+        )
     elif case == "expired":
         ctx, client = tls_material.expired().server_context(), {"caFile": ca}
     elif case == "wrong_hostname":
         ctx, client = tls_material.for_other_host().server_context(), {"caFile": ca}
     else:
-        ctx, client = old_protocol_context(tls_material.good()), {"caFile": ca,
-                                                                  "minVersion": "1.2"}
+        ctx, client = old_protocol_context(tls_material.good()), {"caFile": ca, "minVersion": "1.2"}
     with hp.ScriptServer(hp.echo_ok, ssl_context=ctx) as s:
         if case == "old_protocol":
             assert negotiated_version(s.port, ca) in ("TLSv1", "TLSv1.1")
@@ -186,8 +214,9 @@ def test_dicom_tls_handshake_failures(tls_material: TLSMaterial, case: str) -> N
     assert "associate" not in r.phases
 
 
-def test_verification_off_is_a_logged_choice(tls_material: TLSMaterial,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_verification_off_is_a_logged_choice(
+    tls_material: TLSMaterial, caplog: pytest.LogCaptureFixture
+) -> None:
     # Off by choice only: a warning names the target when the plan is built (at start-up and
     # reload), and only then does a certificate from an unknown CA pass.
     with hp.ScriptServer(hp.echo_ok, ssl_context=tls_material.good().server_context()) as s:

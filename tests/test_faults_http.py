@@ -20,26 +20,37 @@ from probes.base import Reason
 from tests import hostile_peers as hp
 from tests.helpers.config import plan, target
 from tests.helpers.pipeline import Harness
+from tests.helpers.ports import refused_port, syn_blackhole
 from tests.helpers.tls import TLSMaterial
-from tests.peers import free_port, wait_until
+from tests.peers import wait_until
 from tests.test_faults_dicom import negotiated_version, old_protocol_context
 
 MARGIN = 0.5
 FAILURE_THRESHOLD = 3
 
 
-def api_target(url: str, timeout_ms: int, tls: dict[str, Any] | None = None,
-               tid: str = "api") -> dict[str, Any]:
-    return target(tid, only=("api_ping",), timeout_ms=timeout_ms,
-                  sectra={"apiEndpoint": url, "healthCheckEndpoint": "/health"},
-                  config={"tls": tls} if tls else None,
-                  health={"failureThreshold": FAILURE_THRESHOLD})
+def api_target(
+    url: str, timeout_ms: int, tls: dict[str, Any] | None = None, tid: str = "api"
+) -> dict[str, Any]:
+    return target(
+        tid,
+        only=("api_ping",),
+        timeout_ms=timeout_ms,
+        sectra={"apiEndpoint": url, "healthCheckEndpoint": "/health"},
+        config={"tls": tls} if tls else None,
+        health={"failureThreshold": FAILURE_THRESHOLD},
+    )
 
 
 @contextmanager
 def peer(mode: str) -> Iterator[tuple[int, hp.ScriptServer | None]]:
     if mode == "refused":
-        yield free_port(), None
+        with refused_port() as port:  # bound, not listening: held for the whole test
+            yield port, None
+        return
+    if mode == "connect_timeout":
+        with syn_blackhole() as port:  # SYNs dropped, as by a silent firewall
+            yield port, None
         return
     with hp.ScriptServer(hp.MODES[mode]) as s:
         yield s.port, s
@@ -48,6 +59,7 @@ def peer(mode: str) -> Iterator[tuple[int, hp.ScriptServer | None]]:
 # mode, reason, deadline (s)
 FAULTS = [
     ("refused", Reason.REFUSED, 2.0),
+    ("connect_timeout", Reason.CONNECT_TIMEOUT, 1.0),
     ("read_never_answer", Reason.TIMEOUT, 0.6),
     ("slow_loris", Reason.TIMEOUT, 0.6),
     ("http_500", Reason.HTTP_STATUS, 2.0),
@@ -72,12 +84,20 @@ def test_http_fault_reason_deadline_and_state(mode: str, reason: Reason, deadlin
             expected = CheckStatus.FAIL if n == FAILURE_THRESHOLD else CheckStatus.WARN
             assert check.status == expected, n
         assert h.target_state("api") == HealthState.UNHEALTHY
-        assert h.value("pacs_probe_failures_total", target="api", probe="api_ping",
-                       reason=reason.value) == FAILURE_THRESHOLD
+        assert (
+            h.value(
+                "pacs_probe_failures_total", target="api", probe="api_ping", reason=reason.value
+            )
+            == FAILURE_THRESHOLD
+        )
         if server is not None:
             assert server.errors == []
-            if mode in ("slow_loris", "endless_chunked", "endless_chunked_slow",
-                        "read_never_answer"):
+            if mode in (
+                "slow_loris",
+                "endless_chunked",
+                "endless_chunked_slow",
+                "read_never_answer",
+            ):
                 # the agent hung up on each of them mid-answer (the slow-loris drip alone would
                 # last len(SLOW_LORIS_RESPONSE) × 200 ms ≈ 30 s): nothing drips into a dead probe
                 wait_until(lambda: server.peer_closed >= FAILURE_THRESHOLD, 5)
@@ -96,8 +116,14 @@ def test_unresolvable_name_is_dns_within_the_deadline() -> None:
 
 def test_https_good_certificate_is_the_control(tls_material: TLSMaterial) -> None:
     with hp.ScriptServer(hp.http_ok, ssl_context=tls_material.good().server_context()) as s:
-        r = run_probe(plan(api_target(f"https://127.0.0.1:{s.port}", 2000,
-                                      {"caFile": str(tls_material.ca_file)})), "api_ping")
+        r = run_probe(
+            plan(
+                api_target(
+                    f"https://127.0.0.1:{s.port}", 2000, {"caFile": str(tls_material.ca_file)}
+                )
+            ),
+            "api_ping",
+        )
     assert r.ok, r.message
     assert "tls" in r.phases and r.tls is not None
 
@@ -107,8 +133,10 @@ def test_https_handshake_failures(tls_material: TLSMaterial, case: str) -> None:
     ca = str(tls_material.ca_file)
     client: dict[str, Any] = {"caFile": ca}
     if case == "wrong_ca":
-        ctx, client = tls_material.good().server_context(), {
-            "caFile": str(tls_material.other_ca_file)}
+        ctx, client = (
+            tls_material.good().server_context(),
+            {"caFile": str(tls_material.other_ca_file)},
+        )
     elif case == "expired":
         ctx = tls_material.expired().server_context()
     elif case == "wrong_hostname":
