@@ -255,7 +255,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        loaded = load_config(args.config)
+        loaded = load_config(args.config, check_files=not args.no_file_checks)
     except ConfigError as e:
         print(f"{args.config}: invalid\n{e}", file=sys.stderr)
         return UNKNOWN
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
     check.add_argument("--config", required=True)
+    check.add_argument("--no-file-checks", action="store_true",
+                       help="do not check that TLS files exist (a config for another machine)")
     check.set_defaults(fn=cmd_check_config)
     return ap
 

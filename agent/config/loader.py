@@ -207,8 +207,13 @@ class _Lines:
 
 
 def load_config_text(
-    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+    text: str,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    check_files: bool = True,
 ) -> LoadedConfig:
+    """Parse and validate; `check_files=False` skips checking that TLS files exist (for a config
+    that will run elsewhere)."""
     env = os.environ if env is None else env
     if not text.strip():
         raise ConfigError([f"{source}:1: the file is empty"])
@@ -229,7 +234,7 @@ def load_config_text(
     except ValueError as e:
         raise ConfigError([f"{source}:{line(())}: (top level): {e}"]) from None
     try:
-        model = AgentConfig.model_validate(shaped)
+        model = AgentConfig.model_validate(shaped, context={"check_files": check_files})
     except ValidationError as e:
         problems = []
         for err in e.errors(include_input=False, include_url=False):
@@ -252,7 +257,9 @@ def load_config_text(
     )
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, check_files: bool = True
+) -> LoadedConfig:
     """Load a file; "-" reads standard input."""
     name = os.fspath(path)
     source = "<stdin>" if name == STDIN else name
@@ -262,4 +269,4 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([_problem(source, e)]) from None
     except OSError as e:
         raise ConfigError([f"{source}: cannot read: {e.strerror or type(e).__name__}"]) from None
-    return load_config_text(text, source, env)
+    return load_config_text(text, source, env, check_files)
