@@ -75,6 +75,7 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("pacs_failover_active", "gauge", "1 for the endpoint currently serving"),
     ("probe_ssl_earliest_cert_expiry", "gauge", "Earliest certificate expiry (unix time)"),
     ("pacs_tls_cert_not_after_timestamp_seconds", "gauge", "Leaf certificate expiry (unix time)"),
+    ("probe_tls_version_info", "gauge", "TLS version the last handshake negotiated"),
     ("pacs_latency_out_of_range_total", "counter", "Latencies outside the HDR range, clamped"),
     ("pacs_scheduler_missed_runs_total", "counter", "Scheduled runs missed or skipped"),
     ("pacs_slo_objective_ratio", "gauge", "Service-level objective (0.999 for 99.9 %)"),
@@ -385,6 +386,12 @@ class PrometheusExporter:
                         f"{_v(r.tls.leaf_not_after)}\n",
                     ),
                 )
+                if r.tls.version is not None:
+                    self._set(
+                        "probe_tls_version_info",
+                        key,
+                        (f'probe_tls_version_info{{{tp},version="{r.tls.version}"}} 1.0\n',),
+                    )
             if p == "failover":
                 active = r.detail.get("active") if r.ok else None
                 # every configured node gets a series, so a third node serving reads 1 too

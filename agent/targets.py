@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from agent.config.schema import Endpoint, TLSConfig
+from agent.config.schema import Endpoint, HttpProbeSecrets, TLSConfig
 from agent.evaluator import Thresholds
 from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
@@ -90,6 +90,25 @@ def tls_options(cfg: TLSConfig) -> TLSOptions:
     )
 
 
+@dataclass(frozen=True)
+class _Secrets:
+    headers: tuple[tuple[str, str], ...] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def _block_secrets(block: HttpProbeSecrets, api: _Secrets) -> _Secrets:
+    """A probe block's own credentials/headers, or the API's when it says useApiCredentials."""
+    if block.useApiCredentials:
+        return api
+    creds = block.credentials
+    return _Secrets(
+        tuple(block.headers.items()),
+        creds.username if creds else None,
+        creds.password if creds else None,
+    )
+
+
 def _join(base: str, path: str) -> str:
     if not path:
         return base
@@ -114,12 +133,22 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         tls=tls if c.enableTLS else None,
         max_pdu=ep.dicomConfig.maxPDUSize,
     )
-    headers = tuple(s.customHeaders.items())
-    user = c.credentials.username if c.credentials else None
-    password = c.credentials.password if c.credentials else None
+    # customHeaders and config.credentials belong to apiEndpoint; other endpoints get secrets only
+    # from their own probe block (HttpProbeSecrets), each only for its own origin.
+    api_secrets = _Secrets(
+        tuple(s.customHeaders.items()),
+        c.credentials.username if c.credentials else None,
+        c.credentials.password if c.credentials else None,
+    )
 
-    def http(url: str) -> HttpEndpoint:
-        return HttpEndpoint(url=url, headers=headers, username=user, password=password, tls=tls)
+    def http(url: str, secrets: _Secrets) -> HttpEndpoint:
+        return HttpEndpoint(
+            url=url,
+            headers=secrets.headers,
+            username=secrets.username,
+            password=secrets.password,
+            tls=tls,
+        )
 
     probes: dict[str, Probe] = {}
     if p.dicom_echo.enabled:
@@ -142,23 +171,34 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         a = p.api_ping
         path = a.path if a.path is not None else s.healthCheckEndpoint
         probes["api_ping"] = ApiPingProbe(
-            http(_join(s.apiEndpoint, path)), expected_status=tuple(a.expectedStatus), body=a.body
+            http(_join(s.apiEndpoint, path), api_secrets),
+            expected_status=tuple(a.expectedStatus),
+            body=a.body,
         )
     if s.viewerEndpoint and s.enableWebViewer and p.viewer.enabled:
         v = p.viewer
+        own = _block_secrets(v, api_secrets)
+        if v.worklist and not s.worklistEndpoint:
+            log.warning(
+                "target %s: probes.viewer.worklist is on but sectraConfig has no "
+                "worklistEndpoint; no worklist check",
+                ep.id,
+            )
         probes["viewer"] = ViewerProbe(
-            http(s.viewerEndpoint),
+            http(s.viewerEndpoint, own),
             study_uid=v.studyInstanceUID,
             url_template=v.urlTemplate,
             expected_status=tuple(v.expectedStatus),
             marker=v.marker,
             max_redirects=v.maxRedirects,
-            worklist=http(s.worklistEndpoint) if s.worklistEndpoint else None,
+            # patient data: fetched only when probes.viewer.worklist is true (status/size only)
+            worklist=http(s.worklistEndpoint, own) if v.worklist and s.worklistEndpoint else None,
         )
     if p.failover.enabled and s.primaryEndpoint and s.secondaryEndpoint:
+        own = _block_secrets(p.failover, api_secrets)
         probes["failover"] = FailoverProbe.for_http(
-            http(_join(s.primaryEndpoint, s.healthCheckEndpoint)),
-            http(_join(s.secondaryEndpoint, s.healthCheckEndpoint)),
+            http(_join(s.primaryEndpoint, s.healthCheckEndpoint), own),
+            http(_join(s.secondaryEndpoint, s.healthCheckEndpoint), own),
             failover_timeout=s.failoverTimeout,
         )
     elif p.failover.enabled and c.secondaryHosts:

@@ -96,7 +96,8 @@ class TLSInfo:
     """What a TLS handshake revealed about the peer's certificates (unix timestamps)."""
 
     leaf_not_after: float
-    earliest_not_after: float
+    earliest_not_after: float  # over the verified chain: an intermediate may expire first
+    version: str | None = None  # negotiated protocol, e.g. "TLS 1.3"
 
 
 @dataclass

@@ -215,28 +215,75 @@ def tls_handshake(
         ) from None
     except (ssl.SSLError, ConnectionResetError) as e:
         tls.close()
-        raise ProbeError(Reason.TLS, f"TLS handshake failed: {type(e).__name__}") from None
+        raise ProbeError(Reason.TLS, tls_failure_message(e)) from None
     return tls, peer_cert_info(tls)
 
 
-def peer_cert_info(tls: ssl.SSLSocket) -> TLSInfo | None:
-    """Leaf and earliest expiry of the peer's verified chain (leaf only where Python can't tell)."""
+def tls_failure_message(e: BaseException) -> str:
+    """A handshake failure in words; no protocol version in common is named as such."""
+    why = str(getattr(e, "reason", "") or "")
+    if "VERSION" in why or "UNSUPPORTED_PROTOCOL" in why or "NO_PROTOCOLS" in why:
+        return "TLS handshake failed: no TLS version in common (see config.tls.minVersion)"
+    return f"TLS handshake failed: {type(e).__name__}"
+
+
+# DER encoding for _ssl.Certificate.public_bytes (the private chain API hands those out)
+_ENCODING_DER = getattr(getattr(ssl, "_ssl", None), "ENCODING_DER", 2)
+
+
+def verified_chain_der(tls: Any) -> list[bytes]:
+    """DER of the peer's verified chain, leaf first; [] where Python cannot tell.
+
+    `tls` is an ssl.SSLSocket or the _ssl object under it (what httpcore hands out). The public
+    SSLSocket.get_verified_chain() exists from Python 3.13; the _ssl object has had its own since
+    3.10 (private, returns Certificate objects).
+    """
+    for owner in (tls, getattr(tls, "_sslobj", None)):
+        get = getattr(owner, "get_verified_chain", None) if owner is not None else None
+        if get is None:
+            continue
+        try:
+            return [
+                c if isinstance(c, bytes) else bytes(c.public_bytes(_ENCODING_DER))
+                for c in get() or []
+            ]
+        except (ssl.SSLError, ValueError, AttributeError, TypeError):
+            return []
+    return []
+
+
+_TLS_VERSIONS = {
+    "TLSv1": "TLS 1.0",
+    "TLSv1.1": "TLS 1.1",
+    "TLSv1.2": "TLS 1.2",
+    "TLSv1.3": "TLS 1.3",
+}
+
+
+def tls_version_label(tls: Any) -> str | None:
+    """The negotiated version as blackbox_exporter labels it ("TLS 1.3"); a bounded set."""
+    try:
+        raw = tls.version()
+    except (AttributeError, ValueError, ssl.SSLError):
+        return None
+    return _TLS_VERSIONS.get(raw, "other") if raw else None
+
+
+def peer_cert_info(tls: Any) -> TLSInfo | None:
+    """Leaf expiry, earliest expiry over the verified chain (an intermediate or root can expire
+    before the leaf) and the negotiated version; leaf only where the chain is not available."""
     from cryptography import x509
 
-    ders: list[bytes] = []
-    chain = getattr(tls, "get_verified_chain", None)  # Python ≥ 3.13
-    if chain is not None:
-        try:
-            ders = [c if isinstance(c, bytes) else c.public_bytes() for c in chain()]
-        except (ssl.SSLError, ValueError, AttributeError):
-            ders = []
-    if not ders:
-        leaf = tls.getpeercert(binary_form=True)
-        if not leaf:
-            return None
-        ders = [leaf]
+    leaf = tls.getpeercert(True)  # positional: the _ssl object takes no keyword
+    if not leaf:
+        return None
+    ders = [leaf, *verified_chain_der(tls)]
     expiries = [x509.load_der_x509_certificate(d).not_valid_after_utc.timestamp() for d in ders]
-    return TLSInfo(leaf_not_after=expiries[0], earliest_not_after=min(expiries))
+    return TLSInfo(
+        leaf_not_after=expiries[0],
+        earliest_not_after=min(expiries),
+        version=tls_version_label(tls),
+    )
 
 
 @lru_cache(maxsize=256)

@@ -8,6 +8,16 @@ httpx's timeout bounds each socket operation, not the whole exchange: every redi
 read gets it afresh. The run's deadline is therefore enforced on top: no new operation starts
 after it, and a watchdog shuts the connection's socket down when it passes, which wakes a read
 that is still blocked.
+
+Each host is resolved once, by the bounded resolver (probes.dicom_wire.resolve), and the
+connection dials the address it found: httpcore would otherwise resolve the name again, without a
+bound and inside the `connect` phase. The Host header, SNI and certificate verification keep the
+name (or config.tls.serverName for the configured host).
+
+Redirects are followed here, hop by hop, not by httpx: each hop is resolved the same way, and the
+endpoint's secrets (its headers and basic credentials) are sent only while the request goes to the
+endpoint's own origin (scheme, host, port). The first hop to another origin, which includes
+https → http, drops them for the rest of the chain; httpx would strip only Authorization.
 """
 
 from __future__ import annotations
@@ -18,13 +28,13 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.dicom_wire import resolve
-from probes.specs import HttpEndpoint, tls_context
+from probes.dicom_wire import peer_cert_info, resolve, tls_failure_message
+from probes.specs import HttpEndpoint, origin, tls_context
 
 MAX_BODY = 1024 * 1024
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -37,6 +47,7 @@ class HttpResponse:
     body: bytes
     url: str
     tls: TLSInfo | None
+    size: int = 0  # body bytes received (counted also when the body is discarded)
 
 
 class _Tracer:
@@ -95,15 +106,77 @@ class _Tracer:
                 _shutdown(sock)
 
     def _capture_tls(self, stream: Any) -> None:
-        from cryptography import x509
-
+        # httpcore hands out the low-level _ssl._SSLSocket here
         obj = stream.get_extra_info("ssl_object") if stream is not None else None
-        # httpcore hands out the low-level _ssl._SSLSocket here: positional argument only
-        der = obj.getpeercert(True) if obj is not None else None
-        if der:
-            exp = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-            earliest = exp if self.tls is None else min(exp, self.tls.earliest_not_after)
-            self.tls = TLSInfo(exp, earliest)
+        info = peer_cert_info(obj) if obj is not None else None
+        if info is not None:
+            if self.tls is not None:  # an earlier hop's chain counts too
+                earliest = min(info.earliest_not_after, self.tls.earliest_not_after)
+                info = TLSInfo(info.leaf_not_after, earliest, info.version)
+            self.tls = info
+
+
+class _ResolvedBackend(httpcore.NetworkBackend):
+    """Connects to the addresses our bounded resolver found for (host, port), never by name."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.addresses: dict[tuple[str, int], list[str]] = {}
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self.addresses.get((host, port))
+        if not addresses:  # every hop is resolved before its request; this would be a bug
+            raise httpcore.ConnectError(f"{host}:{port} was not resolved in advance")
+        last: Exception | None = None
+        for address in addresses:
+            left = self.deadline.remaining()
+            if left <= 0:
+                raise httpcore.ConnectTimeout("deadline passed before connect")
+            try:  # an IP literal: create_connection does no name lookup for it
+                return self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=left if timeout is None else min(timeout, left),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as e:
+                last = e  # try the next address, as open_socket does for DICOM
+        assert last is not None
+        raise last
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the probes")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport over a pool that uses our backend.
+
+    httpx 0.28 (pinned) takes no network backend; its transport keeps the httpcore pool in
+    `_pool` and uses nothing else, so this sets that pool instead of calling the parent's
+    __init__.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, backend: httpcore.NetworkBackend) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            retries=0,
+            socket_options=_SOCKET_OPTIONS,
+            network_backend=backend,
+        )
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -115,9 +188,9 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed
 
 
-def _verify(ep: HttpEndpoint) -> ssl.SSLContext | bool:
+def _verify(ep: HttpEndpoint) -> ssl.SSLContext:
     if ep.tls is None:
-        return True
+        return httpx.create_ssl_context()
     try:
         return tls_context(ep.tls)
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; same reason as DICOM TLS
@@ -132,7 +205,7 @@ def _map_error(e: Exception) -> ProbeError:
                 Reason.TLS, f"certificate verification failed: {cause.verify_message}"
             )
         if isinstance(cause, ssl.SSLError):
-            return ProbeError(Reason.TLS, "TLS handshake failed")
+            return ProbeError(Reason.TLS, tls_failure_message(cause))
         if isinstance(cause, ConnectionRefusedError):
             return ProbeError(Reason.REFUSED, "connection refused")
         if isinstance(cause, socket.gaierror):
@@ -153,6 +226,16 @@ def _map_error(e: Exception) -> ProbeError:
     return ProbeError(Reason.ERROR, f"HTTP request failed: {type(e).__name__}")
 
 
+def _resolve_hop(
+    backend: _ResolvedBackend, url: httpx.URL, deadline: Deadline, phases: Phases
+) -> None:
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    if (host, port) not in backend.addresses:
+        infos = resolve(host, port, deadline, phases)  # bounded; reason `dns` when it fails
+        backend.addresses[(host, port)] = list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
 def timed_get(
     ep: HttpEndpoint,
     url: str,
@@ -161,42 +244,56 @@ def timed_get(
     *,
     max_redirects: int = 0,
     max_body: int = MAX_BODY,
+    keep_body: bool = True,
 ) -> HttpResponse:
-    host = urlsplit(url).hostname or ""
-    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
-    resolve(host, port, deadline, phases)  # bounded, and reason `dns` for names that don't resolve
+    """GET `url` (on `ep`'s origin or not), following up to `max_redirects` redirects.
+
+    keep_body=False: the body is read and discarded, only its size is kept (no size cap; the
+    deadline bounds it), for responses that may hold patient data.
+    """
     verify = _verify(ep)
+    home = origin(ep.url)
+    server_name = ep.tls.server_name if ep.tls is not None else None
+    first_host = httpx.URL(url).host
     tracer = _Tracer(phases, deadline)
+    backend = _ResolvedBackend(deadline)
     left = deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
     watchdog = threading.Timer(left, tracer.expire)
     watchdog.daemon = True
     watchdog.start()
-    transport = httpx.HTTPTransport(verify=verify, socket_options=_SOCKET_OPTIONS, retries=0)
     auth = (ep.username, ep.password or "") if ep.username else None
+    secrets_allowed = True
+    current = httpx.URL(url)  # the hop being fetched (named when it fails)
     try:
         with httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(left),
-            follow_redirects=max_redirects > 0,
-            max_redirects=max_redirects,
-            headers=dict(ep.headers),
-            auth=auth,
-            trust_env=False,
+            transport=_Transport(verify, backend), follow_redirects=False, trust_env=False
         ) as client:
-            with client.stream("GET", url, extensions={"trace": tracer}) as rsp:
-                t0 = time.perf_counter()
-                body = bytearray()
-                for chunk in rsp.iter_raw(chunk_size=65536):
-                    body += chunk
-                    if len(body) > max_body:
-                        raise ProbeError(
-                            Reason.INVALID_RESPONSE, f"response body larger than {max_body} bytes"
-                        )
-                    deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
-                phases.add("transfer", time.perf_counter() - t0)
-                return HttpResponse(
-                    rsp.status_code, rsp.headers, bytes(body), str(rsp.url), tracer.tls
-                )
+            current = httpx.URL(url)
+            for hop in range(max_redirects + 1):
+                _resolve_hop(backend, current, deadline, phases)
+                # once a hop leaves the origin, secrets stay off for the rest of the chain
+                secrets_allowed = secrets_allowed and origin(str(current)) == home
+                ext: dict[str, Any] = {"trace": tracer}
+                if server_name and current.host == first_host:
+                    ext["sni_hostname"] = server_name  # SNI and the name verified
+                with client.stream(
+                    "GET",
+                    current,
+                    headers=dict(ep.headers) if secrets_allowed else None,
+                    auth=auth if secrets_allowed else None,
+                    timeout=httpx.Timeout(deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")),
+                    extensions=ext,
+                ) as rsp:
+                    location = rsp.headers.get("location") if rsp.is_redirect else None
+                    if location is None or max_redirects == 0:
+                        return _read(rsp, tracer, deadline, phases, max_body, keep_body)
+                    if hop == max_redirects:
+                        raise ProbeError(Reason.HTTP_STATUS, "too many redirects")
+                    _drain(rsp, deadline)
+                    current = rsp.url.join(location)
+                    if current.scheme not in ("http", "https"):
+                        raise ProbeError(Reason.INVALID_RESPONSE, "redirect to a non-HTTP URL")
+            raise AssertionError("unreachable: the loop returns or raises")
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as e:
@@ -205,3 +302,37 @@ def timed_get(
         raise _map_error(e) from None
     finally:
         watchdog.cancel()
+
+
+def _read(
+    rsp: httpx.Response,
+    tracer: _Tracer,
+    deadline: Deadline,
+    phases: Phases,
+    max_body: int,
+    keep_body: bool,
+) -> HttpResponse:
+    t0 = time.perf_counter()
+    body = bytearray()
+    size = 0
+    for chunk in rsp.iter_raw(chunk_size=65536):
+        size += len(chunk)
+        if keep_body:
+            body += chunk
+            if size > max_body:
+                raise ProbeError(
+                    Reason.INVALID_RESPONSE, f"response body larger than {max_body} bytes"
+                )
+        deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
+    phases.add("transfer", time.perf_counter() - t0)
+    return HttpResponse(rsp.status_code, rsp.headers, bytes(body), str(rsp.url), tracer.tls, size)
+
+
+def _drain(rsp: httpx.Response, deadline: Deadline) -> None:
+    """Read a redirect's body (so the connection can be reused), bounded in size and time."""
+    size = 0
+    for chunk in rsp.iter_raw(chunk_size=65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ProbeError(Reason.INVALID_RESPONSE, "redirect body too large")
+        deadline.left_or_raise(Reason.TIMEOUT, "HTTP redirect")

@@ -5,9 +5,11 @@ Probes depend on these and nothing of the agent (config flows down into probes, 
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,12 @@ class TLSOptions:
     server_name: str | None = None
     min_version: str = "1.2"
 
-    def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+    def context(self, ca_pem: str | None = None) -> ssl.SSLContext:
+        """`ca_pem`: the CA file's text as read by the caller (so what is cached is what was
+        hashed); read from `ca_file` when not given."""
+        if ca_pem is None and self.ca_file is not None:
+            ca_pem = _read(self.ca_file).decode("ascii")
+        ctx = ssl.create_default_context(cadata=ca_pem)
         ctx.minimum_version = (
             ssl.TLSVersion.TLSv1_3 if self.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
         )
@@ -52,16 +58,62 @@ class DicomEndpoint:
         return f"{self.host}:{self.port}"
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, the unit a secret belongs to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
 @dataclass(frozen=True)
 class HttpEndpoint:
+    """An HTTP endpoint and the secrets that belong to it.
+
+    `headers` and the basic credentials are sent only to the origin (scheme, host, port) of `url`,
+    never to a redirect target on another origin (see probes.http_timing).
+    """
+
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TLSOptions | None = None
 
+    def __repr__(self) -> str:
+        # header values carry API keys: show only their names
+        names = ", ".join(k for k, _ in self.headers)
+        return f"HttpEndpoint(url={self.url!r}, headers=[{names}], username={self.username!r})"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _digest(path: str | None) -> bytes | None:
+    return None if path is None else hashlib.sha256(_read(path)).digest()
+
+
+def tls_context(options: TLSOptions) -> ssl.SSLContext:
+    """The SSL context for these options and the CURRENT content of their files.
+
+    Building a context parses the CA file, so contexts are cached, keyed on the options and a hash
+    of each file's content: a CA, certificate or key replaced in place (a renewed secret, a
+    reload) is used by the next run, and unchanged files cost a read and a hash, not a parse.
+    Raises OSError/ValueError (ssl.SSLError is an OSError) when a file is missing or unusable.
+    """
+    ca = _read(options.ca_file) if options.ca_file is not None else None
+    key = (
+        options,
+        None if ca is None else hashlib.sha256(ca).digest(),
+        _digest(options.cert_file),
+        _digest(options.key_file),
+    )
+    return _cached_context(key, None if ca is None else ca.decode("ascii"))
+
 
 @lru_cache(maxsize=256)
-def tls_context(options: TLSOptions) -> ssl.SSLContext:
-    """Building a context reads CA files: once per distinct option set, not once per run."""
-    return options.context()
+def _cached_context(
+    key: tuple[TLSOptions, bytes | None, bytes | None, bytes | None], ca_pem: str | None
+) -> ssl.SSLContext:
+    return key[0].context(ca_pem)

@@ -1,8 +1,12 @@
 """viewer: open the web viewer URL for a canary study and check it serves an HTML page.
 
 The URL is viewerEndpoint + urlTemplate (default `?studyUID={studyInstanceUID}`); redirects are
-followed within the deadline. When worklistEndpoint is configured it is fetched too, as the
-`worklist` phase of this check (a viewer that loads but cannot list work is not usable).
+followed within the deadline.
+
+A worklist is patient data, so it is checked only when the config asks for it
+(probes.viewer.worklist): then worklistEndpoint is fetched too, as the `worklist` phase of this
+check (a viewer that loads but cannot list work is not usable), and only its status and size are
+kept. The body is read and discarded as it arrives, bounded by the deadline, never stored.
 """
 
 from __future__ import annotations
@@ -54,8 +58,12 @@ class ViewerProbe:
             raise ProbeError(Reason.UNEXPECTED_RESULT, "viewer page lacks the expected marker")
         if self.worklist is not None:
             sub = Phases()
-            wl = timed_get(self.worklist, self.worklist.url, deadline, sub)
-            phases.add("worklist", sub.total())
+            try:
+                wl = timed_get(self.worklist, self.worklist.url, deadline, sub, keep_body=False)
+            finally:
+                phases.add("worklist", sub.total())
             if not 200 <= wl.status < 300:
                 raise ProbeError(Reason.HTTP_STATUS, f"worklist HTTP {wl.status}")
+            detail = {"status": rsp.status, "worklist_status": wl.status, "worklist_bytes": wl.size}
+            return ProbeOutcome("Viewer page loaded", tls=rsp.tls, detail=detail)
         return ProbeOutcome("Viewer page loaded", tls=rsp.tls, detail={"status": rsp.status})

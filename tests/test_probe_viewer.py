@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from typing import Any
 
@@ -16,11 +18,11 @@ HTML = b"<!doctype html><title>IDS7 Web</title><div id=ids7-viewer></div>"
 STUDY = "1.2.826.0.1.3680043.10.1082.1.1"
 
 
-def viewer_target(viewer_url: str, *, timeout_ms: int = 3000, worklist: str | None = None,
+def viewer_target(viewer_url: str, *, timeout_ms: int = 3000, worklist_url: str | None = None,
                   **settings: Any) -> dict[str, Any]:
     sectra: dict[str, Any] = {"viewerEndpoint": viewer_url, "enableWebViewer": True}
-    if worklist:
-        sectra["worklistEndpoint"] = worklist
+    if worklist_url:
+        sectra["worklistEndpoint"] = worklist_url
     return target(only=("viewer",), timeout_ms=timeout_ms, sectra=sectra,
                   probes={"viewer": settings} if settings else None)
 
@@ -116,24 +118,136 @@ def test_slow_redirect_loop_is_cut_by_the_deadline() -> None:
     assert elapsed < timeout + 1.5, elapsed
 
 
-def test_worklist_endpoint_is_fetched_as_the_worklist_phase() -> None:
+def test_worklist_is_not_fetched_unless_asked() -> None:
+    # a worklist is patient data: worklistEndpoint alone does not make the agent read it
     routes = {"/viewer": Route(body=HTML, content_type="text/html"),
               "/worklist": Route(body=b'{"items": 3}')}
     with HTTPPeer(routes) as web:
-        r = view(viewer_target(web.url("/viewer"), worklist=web.url("/worklist")))
+        r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist")))
+        hits = dict(web.hits)
+    assert r.ok, r.message
+    assert hits == {"/viewer": 1}
+    assert "worklist" not in r.phases
+
+
+def test_worklist_endpoint_is_fetched_as_the_worklist_phase_when_asked() -> None:
+    body = b'{"items": 3}'
+    routes = {"/viewer": Route(body=HTML, content_type="text/html"),
+              "/worklist": Route(body=body)}
+    with HTTPPeer(routes) as web:
+        r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist"),
+                               worklist=True))
         hits = dict(web.hits)
     assert r.ok, r.message
     assert hits.get("/worklist") == 1
     assert r.phases["worklist"] > 0
     assert r.duration == pytest.approx(sum(r.phases.values()))
+    # status and size only: nothing of the content
+    assert r.detail == {"status": 200, "worklist_status": 200, "worklist_bytes": len(body)}
+
+
+def test_large_worklist_is_counted_not_kept_and_not_a_failure() -> None:
+    # larger than the 1 MiB cap a kept body has: a worklist is streamed and discarded
+    body = b"x" * (3 * 1024 * 1024 + 17)
+    routes = {"/viewer": Route(body=HTML, content_type="text/html"),
+              "/worklist": Route(body=body)}
+    with HTTPPeer(routes) as web:
+        r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist"),
+                               worklist=True))
+    assert r.ok, r.message
+    assert r.detail["worklist_bytes"] == len(body)
+
+
+def test_slow_worklist_is_bounded_by_the_deadline() -> None:
+    routes = {"/viewer": Route(body=HTML, content_type="text/html"),
+              "/worklist": Route(body=b"y" * 200, drip_interval=0.05)}
+    with HTTPPeer(routes) as web:
+        t0 = time.monotonic()
+        r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist"),
+                               worklist=True, timeout_ms=1000))
+        elapsed = time.monotonic() - t0
+    assert not r.ok and r.reason == Reason.TIMEOUT, r.message
+    assert elapsed < 2.5
+    assert "worklist" in r.phases
 
 
 def test_failing_worklist_fails_the_viewer_check() -> None:
     routes = {"/viewer": Route(body=HTML, content_type="text/html"),
               "/worklist": Route(status=500)}
     with HTTPPeer(routes) as web:
-        r = view(viewer_target(web.url("/viewer"), worklist=web.url("/worklist")))
+        r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist"),
+                               worklist=True))
     assert not r.ok
     assert r.reason == Reason.HTTP_STATUS
     assert "worklist" in r.message
     assert "worklist" in r.phases
+
+
+# -- name resolution: once, bounded, and the resolved address is what is dialled ---------------
+
+
+class Lookups:
+    """Wraps the real socket.getaddrinfo: records (host, thread name); names in `hang` block
+    until released (a resolver that does not answer)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, hang: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.release = threading.Event()
+        real = socket.getaddrinfo
+        self.hang = hang
+
+        def wrapped(host: Any, *args: Any, **kw: Any) -> Any:
+            self.calls.append((str(host), threading.current_thread().name))
+            if host in self.hang:
+                self.release.wait(10)
+            return real(host, *args, **kw)
+
+        monkeypatch.setattr(socket, "getaddrinfo", wrapped)
+
+    def of(self, host: str) -> list[str]:
+        return [thread for h, thread in self.calls if h == host]
+
+
+def test_a_name_is_resolved_once_by_the_bounded_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups = Lookups(monkeypatch)
+    with HTTPPeer({"/viewer": Route(body=HTML, content_type="text/html")}) as web:
+        r = view(viewer_target(f"http://localhost:{web.port}/viewer"))
+        [rec] = web.received
+    assert r.ok, r.message
+    threads = lookups.of("localhost")
+    assert len(threads) == 1, lookups.calls  # not again inside the HTTP client
+    assert threads[0].startswith("dns")  # on the resolver pool, waited for with the deadline
+    assert "dns" in r.phases and "connect" in r.phases
+    assert rec.headers.get("Host") == f"localhost:{web.port}"  # the name, not the address
+
+
+def test_a_redirect_to_another_host_is_resolved_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lookups = Lookups(monkeypatch)
+    with HTTPPeer({"/landing": Route(body=HTML, content_type="text/html")}) as other, HTTPPeer(
+        {"/viewer": Route(status=302, redirect=f"http://localhost:{other.port}/landing",
+                          body=b"", content_type="text/plain")}
+    ) as web:
+        r = view(viewer_target(web.url("/viewer")))
+        hits = dict(other.hits)
+    assert r.ok, r.message
+    assert hits == {"/landing": 1}
+    threads = lookups.of("localhost")
+    assert len(threads) == 1 and threads[0].startswith("dns"), lookups.calls
+
+
+def test_a_redirect_to_a_name_that_never_resolves_ends_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lookups = Lookups(monkeypatch, hang=("hung.example",))
+    try:
+        with HTTPPeer({"/viewer": Route(status=302, redirect="http://hung.example/x", body=b"",
+                                        content_type="text/plain")}) as web:
+            t0 = time.monotonic()
+            r = view(viewer_target(web.url("/viewer"), timeout_ms=800))
+            elapsed = time.monotonic() - t0
+    finally:
+        lookups.release.set()
+    assert not r.ok and r.reason == Reason.DNS, r.message
+    assert elapsed < 1.5, elapsed

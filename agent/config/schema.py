@@ -19,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationInfo,
     model_validator,
 )
 
@@ -135,28 +134,6 @@ def _url_template(value: str) -> str:
 UrlTemplate = Annotated[str, AfterValidator(_url_template)]
 
 
-def _readable_file(value: str, info: ValidationInfo) -> str:
-    # Checked at load: a missing CA bundle or key is the agent's mistake, and found at probe time
-    # it would fail the probe with reason `tls` and page the PACS owner. `check-config
-    # --no-file-checks` validates a config for another machine (a Helm-rendered ConfigMap).
-    if info.context is not None and info.context.get("check_files") is False:
-        return value
-    try:
-        with open(value, "rb") as f:
-            f.read(1)
-    except FileNotFoundError:
-        raise ValueError(f"no such file: {value}") from None
-    except IsADirectoryError:
-        raise ValueError(f"a directory, not a file: {value}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {value}: {e.strerror or type(e).__name__}") from None
-    return value
-
-
-# A file path (TLS material): must exist and be readable when the config loads. Not a secret.
-ReadableFile = Annotated[str, Field(min_length=1), AfterValidator(_readable_file)]
-
-
 class Strict(BaseModel):
     # allow_inf_nan: NaN and infinity are never a setting (JSON's NaN, YAML's .nan, .inf)
     model_config = ConfigDict(
@@ -172,9 +149,9 @@ class Credentials(Strict):
 class TLSConfig(Strict):
     """Not in the guide (it only has `enableTLS`): how to verify and present certificates."""
 
-    caFile: ReadableFile | None = None
-    certFile: ReadableFile | None = None
-    keyFile: ReadableFile | None = None
+    caFile: str | None = None
+    certFile: str | None = None
+    keyFile: str | None = None
     keyPassword: str | None = Field(default=None, repr=False)
     verify: bool = True
     verifyHostname: bool = True
@@ -331,16 +308,38 @@ class ApiPingSettings(Strict):
     body: BodyCondition | None = None
 
 
-class ViewerSettings(Strict):
+class HttpProbeSecrets(Strict):
+    """What an HTTP probe block may send besides the API's own probe.
+
+    `sectraConfig.customHeaders` and `config.credentials` belong to `apiEndpoint`'s origin. Another
+    endpoint gets secrets only from its own block: `credentials` and `headers`, or
+    `useApiCredentials: true` to reuse the API's. Either way they go only to that endpoint's own
+    origin (scheme, host, port), never across a redirect to another origin.
+    """
+
+    credentials: Credentials | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    useApiCredentials: bool = False
+
+    @model_validator(mode="after")
+    def _own_or_api(self) -> HttpProbeSecrets:
+        if self.useApiCredentials and (self.credentials is not None or self.headers):
+            raise ValueError("give credentials/headers or useApiCredentials, not both")
+        return self
+
+
+class ViewerSettings(HttpProbeSecrets):
     enabled: bool = True
     studyInstanceUID: str | None = None
     urlTemplate: UrlTemplate = "?studyUID={studyInstanceUID}"
     expectedStatus: list[int] = Field(default_factory=list)
     marker: str | None = None
     maxRedirects: int = Field(default=5, ge=0, le=20)
+    # A worklist is patient data: fetched only when asked, and then only its status and size.
+    worklist: bool = False
 
 
-class FailoverSettings(Strict):
+class FailoverSettings(HttpProbeSecrets):
     enabled: bool = True
 
 

@@ -1,7 +1,8 @@
 """Certificates for the TLS tests, made with trustme: a CA and leaves that are good, EXPIRED,
 expiring in 5 days, or issued for another host name.
 
-trustme's `issue_cert` takes `not_before`/`not_after`, so no hand-built certificates are needed.
+trustme's `issue_cert` takes `not_before`/`not_after`; an intermediate CA's validity it does not
+take, so `chain_with_intermediate_expiring_in` re-signs trustme's intermediate with `cryptography`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
@@ -74,3 +76,37 @@ class TLSMaterial:
     def for_other_host(self) -> Leaf:
         """Valid, from the right CA, but for a name that is not the one we connect to."""
         return self.leaf("pacs.other.example")
+
+    def chain_with_intermediate_expiring_in(self, days: float) -> tuple[Leaf, float]:
+        """A leaf valid for a year, issued by an intermediate (under `ca`) that expires in `days`.
+
+        Returns the leaf (its server context sends leaf + intermediate) and the intermediate's
+        expiry (unix time).
+        """
+        now = datetime.now(UTC)
+        inter = self.ca.create_child_ca()
+        _resign(inter, self.ca, not_after=now + timedelta(days=days))
+        cert = inter.issue_cert(
+            *LOOPBACK_NAMES, not_before=now - timedelta(days=1), not_after=now + timedelta(days=365)
+        )
+        return Leaf(cert, not_after_of(cert.cert_chain_pems[0].bytes())), not_after_of(
+            inter.cert_pem.bytes()
+        )
+
+
+def _resign(child: trustme.CA, parent: trustme.CA, *, not_after: datetime) -> None:
+    """Give trustme's intermediate another notAfter: same subject, key and extensions, signed
+    again by its parent (trustme keeps both in private attributes; test-only)."""
+    old: x509.Certificate = child._certificate
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(old.issuer)
+        .public_key(old.public_key())
+        .serial_number(old.serial_number)
+        .not_valid_before(old.not_valid_before_utc)
+        .not_valid_after(not_after)
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    child._certificate = builder.sign(parent._private_key, hashes.SHA256())
