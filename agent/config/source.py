@@ -104,10 +104,35 @@ def parse_json(text: str) -> Any:
     except json.JSONDecodeError as e:
         raise SourceError(e.lineno, None, f"not valid JSON: {e.msg}") from None
     except RecursionError:
-        raise SourceError(0, None, f"nested deeper than {MAX_DEPTH} levels") from None
+        line = _too_deep_line(text)
+        raise SourceError(line, None, f"nested deeper than {MAX_DEPTH} levels") from None
     except _Duplicate:
         json_lines(text)  # finds the duplicate and raises with its line and path
         raise SourceError(0, None, "duplicate key") from None
+
+
+def _too_deep_line(text: str) -> int:
+    """The line where JSON nesting first exceeds MAX_DEPTH (0 if it does not)."""
+    depth, in_string, escaped, line = 0, False, False, 1
+    for c in text:
+        if c == "\n":
+            line += 1
+        elif in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif c in "]}":
+            depth -= 1
+    return 0
 
 
 def json_lines(text: str) -> dict[Path_, int]:
