@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 RUN_VENV := .venv-run
 RUN_STAMP := $(RUN_VENV)/.installed
 # What scripts/install-system-deps.sh installs when missing (apt package names).
-SYSTEM_PACKAGES := dcmtk prometheus
+SYSTEM_PACKAGES := dcmtk prometheus chromium
 
 .PHONY: run test lint system-deps check-python clean
 

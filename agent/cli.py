@@ -24,8 +24,9 @@ from agent.config import ConfigError, LoadedConfig, load_config, load_config_tex
 from agent.config.warnings import config_warnings
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
+from agent.logging_setup import log_run
 from agent.recorder import LatencyRecorder
-from agent.redaction import Redactor, install_log_redaction
+from agent.redaction import Redactor
 from agent.runner import run_probe
 from agent.shard import resolve_shard
 from agent.targets import TargetPlan, build_plan
@@ -37,16 +38,11 @@ UNKNOWN = 3
 log = logging.getLogger("agent")
 
 
-def setup_logging(level: str, redactor: Redactor) -> None:
-    level = "WARNING" if level == "WARN" else level
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
-    )
-    # third-party chatter (pynetdicom logs every association at INFO)
-    for noisy in ("pynetdicom", "apscheduler", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    install_log_redaction(redactor)
+def setup_logging(level: str, redactor: Redactor, fmt: str = "text") -> None:
+    """Level, text or JSON lines, redaction, DEBUG_SECTRA/TRACE_SECTRA (agent.logging_setup)."""
+    from agent.logging_setup import setup_logging as _setup
+
+    _setup(level, redactor, fmt)
 
 
 def _log_level(loaded: LoadedConfig | None, verbose: bool) -> str:
@@ -92,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
         return UNKNOWN
     redactor.update(loaded.secrets)
-    setup_logging(_log_level(loaded, args.verbose), redactor)
+    setup_logging(_log_level(loaded, args.verbose), redactor,
+                  args.log_format or loaded.model.agent.logFormat)
     web = None
     if args.web_config:
         from agent.web_config import WebConfigError, load_web_config
@@ -195,6 +192,8 @@ def run_once(
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(jobs)))) as pool:
         results = list(pool.map(lambda j: run_probe(j[0], j[1], redactor=redactor), jobs))
     for r in results:
+        log_run(r)
+    for r in results:
         q = recorder.record(r.target, r.probe, r.duration) if r.ok else {}
         evaluator.update(r, q.get(0.95))
     return health_document(evaluator.snapshot())
@@ -227,7 +226,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     try:
         loaded, sim = _load(args.config)
         redactor.update(loaded.secrets)
-        setup_logging("DEBUG" if args.verbose else "WARNING", redactor)
+        setup_logging("DEBUG" if args.verbose else "WARNING", redactor,
+                      args.log_format or loaded.model.agent.logFormat)
         targets = [t for t in loaded.model.targets if t.enabled]
         if args.target:
             targets = [t for t in targets if t.id == args.target]
@@ -248,6 +248,43 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = json.dumps(doc, indent=2) if args.output == "json" else render_table(doc)
     print(redactor.scrub(out))
     return EXIT[HealthState(doc["status"])]
+
+
+# -- diagnose ------------------------------------------------------------------------------------
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """The guide's diagnoseConnection step by step (agent.diagnose); exit codes as probe --once."""
+    from agent.diagnose import diagnose_target, exit_code, render_text
+
+    redactor = Redactor()
+    sim = None
+    try:
+        loaded, sim = _load(args.config)
+        redactor.update(loaded.secrets)
+        setup_logging("DEBUG" if args.verbose else "WARNING", redactor,
+                      loaded.model.agent.logFormat)
+        targets = [t for t in loaded.model.targets if t.enabled or t.id == args.target]
+        if args.target:
+            targets = [t for t in targets if t.id == args.target]
+            if not targets:
+                print(f"agent diagnose: no target with id {args.target!r}", file=sys.stderr)
+                return UNKNOWN
+        results = [diagnose_target(t) for t in targets]
+    except ConfigError as e:
+        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
+        return UNKNOWN
+    finally:
+        if sim is not None:
+            sim.stop()
+    if args.output == "json":
+        doc = {"status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),
+               "targets": [r.json() for r in results]}
+        out = json.dumps(doc, indent=2, ensure_ascii=False)
+    else:
+        out = render_text(results)
+    print(redactor.scrub(out))
+    return exit_code(results)
 
 
 # -- check-config --------------------------------------------------------------------------------
@@ -284,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", help="i/n: probe only this shard of the targets (or AGENT_SHARD)")
     run.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON "
+                     "(default: agent.logFormat, text)")
     run.set_defaults(fn=cmd_run)
 
     probe = sub.add_parser("probe", help="run every enabled probe once and report")
@@ -293,7 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--probe", help="only this probe (dicom_echo, dicom_find, api_ping, ...)")
     probe.add_argument("--output", choices=["table", "json"], default="table")
     probe.add_argument("-v", "--verbose", action="store_true")
+    probe.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     probe.set_defaults(fn=cmd_probe)
+
+    diag = sub.add_parser(
+        "diagnose", help="DNS, TCP, TLS, association, C-ECHO, C-FIND, API step by step, with hints"
+    )
+    diag.add_argument("--config", help="config file; omit to diagnose the built-in simulator")
+    diag.add_argument("--target", help="only this target id")
+    diag.add_argument("--output", choices=["text", "json"], default="text",
+                      help="text for people, json for tools (default text)")
+    diag.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    diag.set_defaults(fn=cmd_diagnose)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
     check.add_argument("--config", required=True)

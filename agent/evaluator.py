@@ -74,6 +74,7 @@ class TargetState:
     thresholds: Thresholds
     checks: dict[str, CheckState] = field(default_factory=dict)
     state: HealthState = HealthState.UNKNOWN
+    maintenance: bool = False  # in a planned window (agent.maintenance): shown, not a state
     head: str = field(default="", repr=False, compare=False)  # /health JSON up to its checks
 
     def compute(self) -> HealthState:
@@ -147,6 +148,17 @@ class HealthEvaluator:
             ts = self.targets.pop(target_id, None)
             if ts is not None:
                 self._counts[ts.state] -= 1
+
+    def set_maintenance(self, active: dict[str, bool]) -> None:
+        """Mark targets as in (or out of) a maintenance window; re-renders only what changed."""
+        with self._lock:
+            for tid, on in active.items():
+                ts = self.targets.get(tid)
+                if ts is None or ts.maintenance == on:
+                    continue
+                ts.maintenance = on
+                if self._renderer is not None:
+                    ts.head = self._renderer.head(ts)
 
     def update(self, result: ProbeResult, p95: float | None) -> Transition:
         with self._lock:

@@ -50,6 +50,7 @@ def health_document(targets: list[TargetState], shard: str | None = None) -> dic
                 "id": t.id,
                 "name": t.name,
                 "status": t.state.value,
+                "maintenance": t.maintenance,
                 "checks": [check_json(c) for c in t.checks.values()],
             }
             for t in targets
@@ -71,7 +72,8 @@ class JsonRenderer:
     def head(t: TargetState) -> str:
         return (
             f'{{"id":{json.dumps(t.id)},"name":{json.dumps(t.name)},'
-            f'"status":{json.dumps(t.state.value)},"checks":['
+            f'"status":{json.dumps(t.state.value)},'
+            f'"maintenance":{json.dumps(t.maintenance)},"checks":['
         )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from agent import __version__
 from agent.web_config import Auth, WebConfig
@@ -35,6 +36,9 @@ class Endpoints:
     health: Callable[[], tuple[int, dict[str, Any] | bytes]]  # bytes: JSON already
     ready: Callable[[], bool]
     reload: Callable[[], tuple[bool, str]]
+    # GET / (agent.status_page) and GET /probe?target=&probe= (run one probe now)
+    status_page: Callable[[], bytes] | None = None
+    probe: Callable[[str, str], tuple[int, bytes]] | None = None
 
 
 INDEX = b"""<!doctype html><html><head><title>pacs-health-agent</title></head><body>
@@ -152,11 +156,23 @@ class _Handler(BaseHTTPRequestHandler):
             ok = ep.ready()
             self._send(200 if ok else 503, b"Ready\n" if ok else b"Not ready\n", "text/plain")
         elif path == "/":
-            self._send(200, INDEX, "text/html; charset=utf-8")
+            page = ep.status_page() if ep.status_page is not None else INDEX
+            self._send(200, page, "text/html; charset=utf-8")
+        elif path == "/probe" and ep.probe is not None:
+            self._probe(ep.probe)
         else:
             self._send(404, b"Not found\n", "text/plain")
 
     do_HEAD = do_GET  # noqa: N815
+
+    def _probe(self, run: Callable[[str, str], tuple[int, bytes]]) -> None:
+        query = parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        target, probe = query.get("target", []), query.get("probe", [])
+        if len(target) != 1 or len(probe) != 1:
+            self._send(400, b"give exactly one target= and one probe=\n", "text/plain")
+            return
+        code, body = run(target[0], probe[0])
+        self._send(code, body, CONTENT_TYPE_LATEST if code == 200 else "text/plain")
 
     def do_POST(self) -> None:  # noqa: N802
         if not self._authorized():

@@ -80,6 +80,17 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("pacs_scheduler_missed_runs_total", "counter", "Scheduled runs missed or skipped"),
     ("pacs_slo_objective_ratio", "gauge", "Service-level objective (0.999 for 99.9 %)"),
     ("pacs_probe_slow_runs_total", "counter", "Successful runs over the latency SLO threshold"),
+    ("pacs_target_maintenance", "gauge", "1 while the target is in a maintenance window"),
+    (
+        "pacs_target_degraded_latency_seconds",
+        "gauge",
+        "The target's degradedLatency (p95 above it is DEGRADED)",
+    ),
+    (
+        "pacs_target_cert_expiry_warning_seconds",
+        "gauge",
+        "The target's certExpiryWarningDays in seconds",
+    ),
 )
 _HEADERS = {
     name: f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode() for name, kind, doc in FAMILIES
@@ -270,6 +281,39 @@ class PrometheusExporter:
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
+
+    def set_target_settings(
+        self, target: str, degraded_latency: float, cert_warning_seconds: float
+    ) -> None:
+        """Per-target thresholds, so alert rules compare against each target's own settings."""
+        t = f'{{target="{target}"}}'
+        with self._lock:
+            self._set(
+                "pacs_target_degraded_latency_seconds",
+                (target, ""),
+                (f"pacs_target_degraded_latency_seconds{t} {_v(float(degraded_latency))}\n",),
+            )
+            self._set(
+                "pacs_target_cert_expiry_warning_seconds",
+                (target, ""),
+                (
+                    f"pacs_target_cert_expiry_warning_seconds{t} "
+                    f"{_v(float(cert_warning_seconds))}\n",
+                ),
+            )
+
+    def set_maintenance(self, active: dict[str, bool]) -> None:
+        """pacs_target_maintenance for the given targets (only those already added)."""
+        with self._lock:
+            health = self._frag["pacs_target_health"]
+            for target, on in active.items():
+                if (target, "") not in health:
+                    continue  # removed, or metrics disabled for it
+                self._set(
+                    "pacs_target_maintenance",
+                    (target, ""),
+                    (f'pacs_target_maintenance{{target="{target}"}} {1.0 if on else 0.0}\n',),
+                )
 
     def missed_run(self, target: str, probe: str) -> None:
         with self._lock:

@@ -124,6 +124,21 @@ class LatencyRecorder:
                 w.quantiles = self._compute(w)
             return dict(w.quantiles)
 
+    def history(self, target: str, probe: str, q: float = 0.95) -> list[float | None]:
+        """Read-only: the q-quantile of each live sub-window, oldest first (None: no runs then).
+
+        One value per sub-window of the whole window, for the status page's sparkline.
+        """
+        with self._lock:
+            w = self._windows.get((target, probe))
+            slots = {n: dict(c) for n, c in w.slots} if w is not None else {}
+            now = self._slot()
+        out: list[float | None] = []
+        for n in range(now - self.buckets + 1, now + 1):
+            counts = slots.get(n)
+            out.append(quantiles_of(counts, (q,))[q] if counts else None)
+        return out
+
     def forget(self, target: str) -> None:
         with self._lock:
             for key in [k for k in self._windows if k[0] == target]:

@@ -14,7 +14,10 @@ from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
 from agent.health_json import JsonRenderer, health_json_bytes, http_status_for
 from agent.http_server import Endpoints, make_server, serve_in_thread
+from agent.logging_setup import log_run, run_fields
+from agent.maintenance import MaintenanceBook
 from agent.pipeline import Pipeline
+from agent.probe_endpoint import OnDemandProber
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
 from agent.redaction import Redactor
@@ -92,14 +95,19 @@ class AgentService:
             max_workers=pool_size(self.plans, settings.maxWorkers),
         )
         self.self_probe: SelfProbe | None = None
+        self.maintenance = MaintenanceBook()
         self.ready = False
         self.server = make_server(
             self.listen,
             Endpoints(
-                metrics=self.prometheus.render,
+                metrics=self._metrics,
                 health=self._health,
                 ready=lambda: self.ready,
                 reload=self.reload,
+                status_page=self._status_page,
+                probe=OnDemandProber(
+                    lambda: self._installed, stop=self.stop_event, redactor=self.redactor
+                ),
             ),
             web,
         )
@@ -130,6 +138,7 @@ class AgentService:
         if self.stop_event.is_set():
             return
         result = run_probe(plan, probe, stop=self.stop_event, redactor=self.redactor)
+        log_run(result)
         with self._plans_lock:
             # A run that was in flight across a reload that removed its target (or probe), or
             # across stop(), is dropped: recording it would bring the removed series back.
@@ -139,7 +148,12 @@ class AgentService:
             self.pipeline.handle(current, result)
         if not result.ok:
             plan.logger.info(
-                "probe %s/%s failed: %s (%s)", plan.id, probe, result.reason, result.message
+                "probe %s/%s failed: %s (%s)",
+                plan.id,
+                probe,
+                result.reason,
+                result.message,
+                extra=run_fields(result),
             )
 
     def _self_probe_job(self) -> None:
@@ -151,7 +165,27 @@ class AgentService:
             if self.otlp is not None:
                 self.otlp.set_self_probe_overhead(v)
 
+    def _refresh_maintenance(self) -> None:
+        """Open or close maintenance windows (on a timer, and before /metrics and /health)."""
+        active = self.maintenance.active()
+        self.evaluator.set_maintenance(active)
+        self.prometheus.set_maintenance(active)
+        if self.otlp is not None and hasattr(self.otlp, "set_maintenance"):
+            self.otlp.set_maintenance(active)
+
+    def _metrics(self) -> bytes:
+        self._refresh_maintenance()
+        return self.prometheus.render()
+
+    def _status_page(self) -> bytes:
+        from agent import status_page
+
+        self._refresh_maintenance()
+        shard = str(self.shard) if self.shard.count > 1 else None
+        return status_page.render(self.evaluator.snapshot(), self.recorder.history, shard=shard)
+
     def _health(self) -> tuple[int, bytes]:
+        self._refresh_maintenance()
         # joined from fragments cached per check (see HealthEvaluator): ~ms for 1,000 targets
         state, body = health_json_bytes(
             self.evaluator, shard=str(self.shard) if self.shard.count > 1 else None
@@ -187,6 +221,15 @@ class AgentService:
             self._installed = new
             self.plans = plans
             self.prometheus.targets_gauge.set(len(plans))
+            for p in plans:
+                if p.metrics_enabled:
+                    self.prometheus.set_target_settings(
+                        p.id,
+                        p.thresholds.degraded_latency,
+                        p.thresholds.cert_warning_days * 86400,
+                    )
+            self.maintenance.install({p.id: p.maintenance for p in plans})
+        self._refresh_maintenance()
 
     def start(self) -> None:
         settings = self.loaded.model.agent
@@ -196,6 +239,8 @@ class AgentService:
             self.scheduler.add_extra_job(
                 "selfprobe", self._self_probe_job, settings.selfProbe.interval
             )
+        # windows open and close between scrapes too (OTLP pushes, the status page reads state)
+        self.scheduler.add_extra_job("maintenance", self._refresh_maintenance, 15.0)
         self.prometheus.reload_ok.set(1)
         self.prometheus.reload_ts.set(time.time())
         self.scheduler.start()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from agent.config.schema import Endpoint, HttpProbeSecrets, TLSConfig
 from agent.evaluator import Thresholds
+from agent.maintenance import Schedule, schedule_from_config
 from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
 from probes.base import Probe
@@ -75,6 +76,7 @@ class TargetPlan:
     limiter: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(10)
     )
+    maintenance: Schedule = field(default_factory=Schedule)  # planned windows (agent.maintenance)
 
 
 def tls_options(cfg: TLSConfig) -> TLSOptions:
@@ -231,4 +233,5 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         slos=resolve(ep.slo, probes),
         logger=logger,
         limiter=threading.BoundedSemaphore(c.maxConnections),
+        maintenance=schedule_from_config(ep.maintenance),
     )

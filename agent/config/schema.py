@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -374,6 +375,41 @@ class ProbesConfig(Strict):
     failover: FailoverSettings = FailoverSettings()
 
 
+class MaintenanceWindow(Strict):
+    """A planned window: `{from, to}` (ISO 8601) or `{cron, duration}` (recurring, see
+    agent/maintenance.py). Probes go on; alerts stay quiet (pacs_target_maintenance)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    start: datetime | None = Field(default=None, alias="from")
+    end: datetime | None = Field(default=None, alias="to")
+    cron: str | None = None
+    duration: Duration | None = None
+    timezone: str | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> MaintenanceWindow:
+        if self.cron is not None or self.duration is not None:
+            if self.cron is None or self.duration is None or self.start or self.end:
+                raise ValueError("a recurring window is {cron, duration} (and nothing else)")
+            from agent.maintenance import cron_trigger
+
+            try:
+                cron_trigger(self.cron, self.timezone)
+            except (ValueError, LookupError) as e:
+                raise ValueError(f"invalid cron expression or timezone: {e}") from None
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError("a window is {from, to} (ISO 8601) or {cron, duration}")
+        if self.timezone is not None:
+            raise ValueError("timezone applies to cron windows; give from/to with an offset")
+        from agent.maintenance import aware
+
+        if aware(self.end) <= aware(self.start):
+            raise ValueError("`to` must be later than `from`")
+        return self
+
+
 # Service-level objectives (docs/slo.md). Percentages as operators write them: 99.9, not 0.999.
 SLO_WINDOW_SECONDS = 30 * 86400.0
 
@@ -442,6 +478,7 @@ class Endpoint(Strict):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -477,6 +514,7 @@ class AgentSettings(Strict):
     latencyWindowBuckets: int = Field(default=5, ge=1, le=60)
     maxWorkers: int | None = Field(default=None, ge=1, le=1024)
     logLevel: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"] | None = None
+    logFormat: Literal["text", "json"] = "text"
     shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
     selfProbe: SelfProbeConfig = SelfProbeConfig()
     otlp: OTLPConfig = OTLPConfig()
