@@ -172,3 +172,49 @@ def test_ca_file_replaced_in_place_is_used_by_the_next_plan(
     assert not before.ok and before.reason == Reason.TLS, before.message
     assert after.ok, after.message
     assert not again.ok and again.reason == Reason.TLS, again.message
+
+
+def test_ca_file_replaced_in_place_is_used_by_the_same_plan(
+    tls_material: TLSMaterial, tmp_path: Path
+) -> None:
+    # no reload at all: the next run of the running plan reads the new CA
+    cert = tls_material.other_ca.issue_cert("127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(tls_material.ca_file.read_bytes())
+    with HTTPPeer({"/health": Route()}, ssl_context=ctx) as api:
+        p = plan(https_target(api.base_url, caFile=str(ca_file)))
+        before = run_probe(p, "api_ping")
+        ca_file.write_bytes(tls_material.other_ca_file.read_bytes())
+        after = run_probe(p, "api_ping")
+    assert not before.ok and before.reason == Reason.TLS, before.message
+    assert after.ok, after.message
+
+
+def test_client_certificate_and_key_replaced_in_place_are_used(
+    tls_material: TLSMaterial, tmp_path: Path
+) -> None:
+    # the server requires a client certificate from the first CA
+    server = tls_material.good().server_context()
+    server.verify_mode = ssl.CERT_REQUIRED
+    tls_material.ca.configure_trust(server)
+    wrong = tls_material.other_ca.issue_cert("monitor@agent.example")
+    right = tls_material.ca.issue_cert("monitor@agent.example")
+    cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
+
+    def install(leaf: Any) -> None:
+        cert_file.write_bytes(b"".join(c.bytes() for c in leaf.cert_chain_pems))
+        key_file.write_bytes(leaf.private_key_pem.bytes())
+
+    install(wrong)
+    with HTTPPeer({"/health": Route()}, ssl_context=server) as api:
+        p = plan(https_target(api.base_url, caFile=str(tls_material.ca_file),
+                              certFile=str(cert_file), keyFile=str(key_file)))
+        before = run_probe(p, "api_ping")
+        install(right)
+        after = run_probe(p, "api_ping")
+        hits = dict(api.hits)
+    assert not before.ok, before.message
+    assert after.ok, after.message
+    assert hits == {"/health": 1}  # only the run with the right certificate got through
