@@ -215,10 +215,15 @@ class StrictLoader(yaml.SafeLoader):
         self._depth = 0
         self._alias_nodes = 0
         self._sizes: dict[int, int] = {}
+        self._open_anchors: list[str] = []
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
+            if event.anchor in self._open_anchors:
+                raise SourceError(
+                    event.start_mark.line + 1, None, "an alias refers to its own anchor"
+                )
             node = super().compose_node(parent, index)
             self._alias_nodes += self._expanded(node, event.start_mark)
             if self._alias_nodes > MAX_ALIAS_NODES:
@@ -232,10 +237,15 @@ class StrictLoader(yaml.SafeLoader):
         if self._depth > MAX_DEPTH:
             mark = self.peek_event().start_mark
             raise SourceError(mark.line + 1, None, f"nested deeper than {MAX_DEPTH} levels")
+        anchor = getattr(self.peek_event(), "anchor", None)
+        if anchor is not None:
+            self._open_anchors.append(anchor)
         try:
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            if anchor is not None:
+                self._open_anchors.pop()
 
     def _expanded(self, root: yaml.Node, mark: yaml.Mark) -> int:
         """Nodes under `root` counting shared ones each time they are reached (memoised)."""
@@ -333,7 +343,7 @@ def yaml_lines(text: str, duplicates_ok: bool = False) -> dict[Path_, int]:
 
     def walk(node: yaml.Node, path: Path_, line: int) -> None:
         budget[0] -= 1
-        if budget[0] < 0:
+        if budget[0] < 0 or len(path) > MAX_DEPTH + 1:
             return
         lines[path] = line
         if isinstance(node, yaml.MappingNode):
