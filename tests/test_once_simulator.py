@@ -20,7 +20,7 @@ PHASES = {
     "dicom_echo": {"connect", "associate", "dimse", "release"},
     "dicom_find": {"connect", "associate", "dimse", "first_match", "release"},
     "api_ping": {"connect", "first_byte", "transfer"},
-    "viewer": {"connect", "first_byte", "transfer", "worklist"},
+    "viewer": {"connect", "first_byte", "transfer"},  # worklist: opt-in (patient data)
     "failover": {"primary", "secondary"},
 }
 
