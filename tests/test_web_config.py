@@ -3,6 +3,7 @@ agent's own port against hostile clients (password floods, user enumeration, slo
 
 from __future__ import annotations
 
+import base64
 import select
 import socket
 import ssl
@@ -265,3 +266,14 @@ def test_server_header_does_not_reveal_python() -> None:
     assert r.status_code == 200
     assert "Python" not in r.headers["server"], r.headers["server"]
     assert r.headers["server"] == f"pacs-health-agent/{__version__}"
+
+
+def test_password_checks_run_at_the_lowest_cpu_priority() -> None:
+    web = WebConfig(users={"prometheus": GOOD_HASH})
+    assert not web.authorized("/metrics", "Basic " + base64.b64encode(b"prometheus:no").decode())
+    workers = [t for t in threading.enumerate() if t.name.startswith("bcrypt")]
+    assert workers
+    for worker in workers:
+        stat = Path(f"/proc/self/task/{worker.native_id}/stat").read_text()
+        nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+        assert nice == 19, stat
