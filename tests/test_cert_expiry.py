@@ -31,6 +31,7 @@ def dicom_tls_target(port: int, ca_file: str, probe: str = "dicom_echo",
 
 
 def expiry_metrics(h: Harness, probe: str) -> tuple[float | None, float | None]:
+    """(earliest expiry over the verified chain, leaf expiry) as exported."""
     return (h.value("probe_ssl_earliest_cert_expiry", target=TID, probe=probe),
             h.value("pacs_tls_cert_not_after_timestamp_seconds", target=TID, probe=probe))
 
@@ -47,7 +48,7 @@ def test_https_good_certificate_passes_and_exports_its_expiry(tls_material: TLSM
     assert "tls" in r.phases
     assert check.status == CheckStatus.PASS
     assert r.tls is not None and r.tls.leaf_not_after == leaf.not_after
-    assert expiry_metrics(h, "api_ping") == (leaf.not_after, leaf.not_after)
+    assert expiry_metrics(h, "api_ping") == (leaf.earliest_not_after, leaf.not_after)
 
 
 def test_https_expired_certificate_is_tls(tls_material: TLSMaterial) -> None:
@@ -71,7 +72,7 @@ def test_https_certificate_expiring_in_5_days_warns(tls_material: TLSMaterial) -
     assert check.status == CheckStatus.WARN  # certExpiryWarningDays defaults to 14
     assert "certificate expires in" in check.message
     assert h.target_state(TID) == HealthState.DEGRADED
-    assert expiry_metrics(h, "api_ping") == (leaf.not_after, leaf.not_after)
+    assert expiry_metrics(h, "api_ping") == (leaf.earliest_not_after, leaf.not_after)
 
 
 def test_cert_expiry_warning_days_is_configurable(tls_material: TLSMaterial) -> None:
@@ -112,7 +113,7 @@ def test_dicom_echo_over_tls_works_with_the_ca_and_reports_expiry(
     assert check.status == CheckStatus.PASS
     assert r.tls is not None
     assert r.tls.leaf_not_after == leaf.not_after
-    assert expiry_metrics(h, "dicom_echo") == (leaf.not_after, leaf.not_after)
+    assert expiry_metrics(h, "dicom_echo") == (leaf.earliest_not_after, leaf.not_after)
 
 
 def test_dicom_find_over_tls(tls_material: TLSMaterial) -> None:
@@ -124,7 +125,7 @@ def test_dicom_find_over_tls(tls_material: TLSMaterial) -> None:
         r, _ = h.run(TID, "dicom_find")
     assert r.ok, r.message
     assert "tls" in r.phases and r.detail == {"matches": 1}
-    assert expiry_metrics(h, "dicom_find") == (leaf.not_after, leaf.not_after)
+    assert expiry_metrics(h, "dicom_find") == (leaf.earliest_not_after, leaf.not_after)
 
 
 def test_dicom_tls_wrong_ca_is_tls(tls_material: TLSMaterial) -> None:
@@ -175,7 +176,7 @@ def test_dicom_tls_expiring_in_5_days_warns(tls_material: TLSMaterial) -> None:
     assert "certificate expires in" in check.message
     days = float(check.message.split("expires in ")[1].split(" days")[0])
     assert 4.9 <= days <= 5.0
-    assert expiry_metrics(h, "dicom_echo") == (leaf.not_after, leaf.not_after)
+    assert expiry_metrics(h, "dicom_echo") == (leaf.earliest_not_after, leaf.not_after)
 
 
 def test_tls_client_against_a_plain_dicom_port_is_tls(tls_material: TLSMaterial) -> None:
@@ -188,16 +189,29 @@ def test_tls_client_against_a_plain_dicom_port_is_tls(tls_material: TLSMaterial)
 
 @pytest.mark.parametrize("kind", ["dicom", "https"])
 def test_unusable_ca_file_is_tls(kind: str, tls_material: TLSMaterial, tmp_path: Any) -> None:
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("not a certificate")
-    for bad in ("/nonexistent/ca.pem", str(garbage)):
+    # The config load refuses a CA file that is not there; these files go bad after the load
+    # (a Secret removed or rewritten), which the probe finds on its next run.
+    for what in ("removed", "garbage"):
+        ca = tmp_path / f"{what}.pem"
+        ca.write_bytes(tls_material.ca_file.read_bytes())
         if kind == "dicom":
             with DicomSCP() as scp:
-                r, _ = Harness(plan(dicom_tls_target(scp.port, bad))).run(TID, "dicom_echo")
+                h = Harness(plan(dicom_tls_target(scp.port, str(ca))))
+                _spoil(ca, what)
+                r, _ = h.run(TID, "dicom_echo")
         else:
             leaf = tls_material.good()
             with HTTPPeer({"/health": Route()}, ssl_context=leaf.server_context()) as api:
-                r, _ = Harness(plan(https_target(api.base_url, bad))).run(TID, "api_ping")
+                h = Harness(plan(https_target(api.base_url, str(ca))))
+                _spoil(ca, what)
+                r, _ = h.run(TID, "api_ping")
         assert not r.ok
         assert r.reason == Reason.TLS, r.message
         assert "TLS settings unusable" in r.message
+
+
+def _spoil(path: Any, how: str) -> None:
+    if how == "removed":
+        path.unlink()
+    else:
+        path.write_text("not a certificate")

@@ -34,6 +34,7 @@ def test_intermediate_expiring_before_the_leaf_warns_and_is_the_earliest_expiry(
 ) -> None:
     leaf, intermediate_not_after = tls_material.chain_with_intermediate_expiring_in(5)
     assert intermediate_not_after < leaf.not_after - 300 * 86400  # the chain is as intended
+    assert leaf.earliest_not_after == intermediate_not_after
     ca = str(tls_material.ca_file)
     if kind == "https":
         probe = "api_ping"

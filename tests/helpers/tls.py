@@ -25,6 +25,8 @@ class Leaf:
 
     cert: trustme.LeafCert
     not_after: float  # unix time, from the certificate itself
+    # earliest notAfter of the whole chain a client verifies (leaf, intermediates, root)
+    earliest_not_after: float
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -59,7 +61,7 @@ class TLSMaterial:
         cert = self.ca.issue_cert(
             *(names or LOOPBACK_NAMES), not_before=not_before, not_after=not_after
         )
-        return Leaf(cert, not_after_of(cert.cert_chain_pems[0].bytes()))
+        return _leaf(cert, self.ca)
 
     def good(self) -> Leaf:
         now = datetime.now(UTC)
@@ -89,9 +91,12 @@ class TLSMaterial:
         cert = inter.issue_cert(
             *LOOPBACK_NAMES, not_before=now - timedelta(days=1), not_after=now + timedelta(days=365)
         )
-        return Leaf(cert, not_after_of(cert.cert_chain_pems[0].bytes())), not_after_of(
-            inter.cert_pem.bytes()
-        )
+        return _leaf(cert, self.ca), not_after_of(inter.cert_pem.bytes())
+
+
+def _leaf(cert: trustme.LeafCert, root: trustme.CA) -> Leaf:
+    chain = [not_after_of(p.bytes()) for p in cert.cert_chain_pems]
+    return Leaf(cert, chain[0], min([*chain, not_after_of(root.cert_pem.bytes())]))
 
 
 def _resign(child: trustme.CA, parent: trustme.CA, *, not_after: datetime) -> None:
