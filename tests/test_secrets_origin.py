@@ -28,8 +28,12 @@ API_KEY = "api-k3y-0b6d2e"
 API_PASSWORD = "api-pa55-91c4"
 VIEWER_TOKEN = "viewer-t0ken-5a7f"
 VIEWER_PASSWORD = "viewer-pa55-33e1"
-ENV = {"SECTRA_API_KEY": API_KEY, "SECTRA_API_PASSWORD": API_PASSWORD,
-       "VIEWER_TOKEN": VIEWER_TOKEN, "VIEWER_PASSWORD": VIEWER_PASSWORD}
+ENV = {
+    "SECTRA_API_KEY": API_KEY,
+    "SECTRA_API_PASSWORD": API_PASSWORD,
+    "VIEWER_TOKEN": VIEWER_TOKEN,
+    "VIEWER_PASSWORD": VIEWER_PASSWORD,
+}
 SECRETS = (API_KEY, API_PASSWORD, VIEWER_TOKEN, VIEWER_PASSWORD)
 HTML = Route(body=b"<!doctype html><title>viewer</title>", content_type="text/html")
 
@@ -68,8 +72,10 @@ def test_guide_sample_sends_api_secrets_only_to_the_api_and_never_fetches_the_wo
 ) -> None:
     ctx = tls_material.good().server_context
     api_routes = {"/health": Route(), "/worklist": Route(body=b'{"items": []}')}
-    with HTTPPeer(api_routes, ssl_context=ctx()) as api, \
-            HTTPPeer({"/": HTML}, ssl_context=ctx()) as viewer:
+    with (
+        HTTPPeer(api_routes, ssl_context=ctx()) as api,
+        HTTPPeer({"/": HTML}, ssl_context=ctx()) as viewer,
+    ):
         doc = guide_sample(api.base_url, viewer.base_url, str(tls_material.ca_file))
         loaded = load_config_text(json.dumps({"targets": [doc]}), "<sample>", ENV)
         p = build_plan(loaded.model.targets[0])
@@ -93,20 +99,33 @@ def test_guide_sample_sends_api_secrets_only_to_the_api_and_never_fetches_the_wo
         assert "x-client-id" not in headers_of(rec)
 
 
-def viewer_doc(viewer_url: str, api_url: str = "http://127.0.0.1:9/api",
-               viewer: dict[str, Any] | None = None, **tls: Any) -> dict[str, Any]:
+def viewer_doc(
+    viewer_url: str,
+    api_url: str = "http://127.0.0.1:9/api",
+    viewer: dict[str, Any] | None = None,
+    **tls: Any,
+) -> dict[str, Any]:
     return target(
-        "sec", only=("viewer",),
-        config={"credentials": {"username": "api_user", "password": "${SECTRA_API_PASSWORD}"},
-                **({"tls": tls} if tls else {})},
-        sectra={"apiEndpoint": api_url, "viewerEndpoint": viewer_url, "enableWebViewer": True,
-                "customHeaders": {"X-API-Key": "${SECTRA_API_KEY}"}},
+        "sec",
+        only=("viewer",),
+        config={
+            "credentials": {"username": "api_user", "password": "${SECTRA_API_PASSWORD}"},
+            **({"tls": tls} if tls else {}),
+        },
+        sectra={
+            "apiEndpoint": api_url,
+            "viewerEndpoint": viewer_url,
+            "enableWebViewer": True,
+            "customHeaders": {"X-API-Key": "${SECTRA_API_KEY}"},
+        },
         probes={"viewer": viewer or {}},
     )
 
 
-OWN = {"credentials": {"username": "viewer_user", "password": "${VIEWER_PASSWORD}"},
-       "headers": {"X-Viewer-Token": "${VIEWER_TOKEN}"}}
+OWN = {
+    "credentials": {"username": "viewer_user", "password": "${VIEWER_PASSWORD}"},
+    "headers": {"X-Viewer-Token": "${VIEWER_TOKEN}"},
+}
 
 
 def view(doc: dict[str, Any]) -> ProbeResult:
@@ -156,10 +175,16 @@ def test_viewer_block_secrets_are_redacted_like_the_apis() -> None:
 
 @pytest.mark.parametrize("viewer", [OWN, {"useApiCredentials": True}], ids=["own", "api"])
 def test_no_secret_follows_a_redirect_to_another_port(viewer: dict[str, Any]) -> None:
-    with HTTPPeer({"/landing": HTML}) as other, HTTPPeer(
-        {"/viewer": Route(status=302, redirect=other.url("/landing"), body=b"",
-                          content_type="text/plain")}
-    ) as web:
+    with (
+        HTTPPeer({"/landing": HTML}) as other,
+        HTTPPeer(
+            {
+                "/viewer": Route(
+                    status=302, redirect=other.url("/landing"), body=b"", content_type="text/plain"
+                )
+            }
+        ) as web,
+    ):
         r = view(viewer_doc(web.url("/viewer"), viewer=viewer))
         [first], [second] = web.received, other.received
     assert r.ok, r.message
@@ -168,9 +193,10 @@ def test_no_secret_follows_a_redirect_to_another_port(viewer: dict[str, Any]) ->
 
 
 def test_secrets_follow_a_redirect_on_the_same_origin() -> None:
-    routes = {"/viewer": Route(status=302, redirect="/viewer/app", body=b"",
-                               content_type="text/plain"),
-              "/viewer/app": HTML}
+    routes = {
+        "/viewer": Route(status=302, redirect="/viewer/app", body=b"", content_type="text/plain"),
+        "/viewer/app": HTML,
+    }
     with HTTPPeer(routes) as web:
         r = view(viewer_doc(web.url("/viewer"), viewer=OWN))
         got = list(web.received)
@@ -180,11 +206,17 @@ def test_secrets_follow_a_redirect_on_the_same_origin() -> None:
 
 
 def test_no_secret_is_sent_after_an_https_to_http_redirect(tls_material: TLSMaterial) -> None:
-    with HTTPPeer({"/landing": HTML}) as plain, HTTPPeer(
-        {"/viewer": Route(status=302, redirect=plain.url("/landing"), body=b"",
-                          content_type="text/plain")},
-        ssl_context=tls_material.good().server_context(),
-    ) as web:
+    with (
+        HTTPPeer({"/landing": HTML}) as plain,
+        HTTPPeer(
+            {
+                "/viewer": Route(
+                    status=302, redirect=plain.url("/landing"), body=b"", content_type="text/plain"
+                )
+            },
+            ssl_context=tls_material.good().server_context(),
+        ) as web,
+    ):
         assert web.base_url.startswith("https://") and plain.base_url.startswith("http://")
         r = view(viewer_doc(web.url("/viewer"), viewer=OWN, caFile=str(tls_material.ca_file)))
         [first], [second] = web.received, plain.received
@@ -196,16 +228,25 @@ def test_no_secret_is_sent_after_an_https_to_http_redirect(tls_material: TLSMate
 def test_secrets_stay_off_once_a_redirect_left_the_origin() -> None:
     # viewer → other origin → back to the viewer's origin: the other origin chose that last URL,
     # so it is not sent the secrets either
-    with HTTPPeer({"/viewer": Route(status=302, redirect="/set-later", body=b"",
-                                    content_type="text/plain"),
-                   "/viewer/app": HTML}) as web, HTTPPeer() as other:
-        other.routes["/bounce"] = Route(status=302, redirect=web.url("/viewer/app"), body=b"",
-                                        content_type="text/plain")
-        web.routes["/viewer"] = Route(status=302, redirect=other.url("/bounce"), body=b"",
-                                      content_type="text/plain")
+    with (
+        HTTPPeer(
+            {
+                "/viewer": Route(
+                    status=302, redirect="/set-later", body=b"", content_type="text/plain"
+                ),
+                "/viewer/app": HTML,
+            }
+        ) as web,
+        HTTPPeer() as other,
+    ):
+        other.routes["/bounce"] = Route(
+            status=302, redirect=web.url("/viewer/app"), body=b"", content_type="text/plain"
+        )
+        web.routes["/viewer"] = Route(
+            status=302, redirect=other.url("/bounce"), body=b"", content_type="text/plain"
+        )
         r = view(viewer_doc(web.url("/viewer"), viewer=OWN))
-        got = [(x.path.split("?")[0], bool(secrets_in(x)))
-               for x in web.received + other.received]
+        got = [(x.path.split("?")[0], bool(secrets_in(x))) for x in web.received + other.received]
     assert r.ok, r.message
     assert got == [("/viewer", True), ("/viewer/app", False), ("/bounce", False)]
 
@@ -215,26 +256,35 @@ def test_secrets_stay_off_once_a_redirect_left_the_origin() -> None:
 
 def failover_doc(primary: str, secondary: str, block: dict[str, Any]) -> dict[str, Any]:
     return target(
-        "fo", only=("failover",),
+        "fo",
+        only=("failover",),
         config={"credentials": {"username": "api_user", "password": "${SECTRA_API_PASSWORD}"}},
-        sectra={"apiEndpoint": "http://127.0.0.1:9", "primaryEndpoint": primary,
-                "secondaryEndpoint": secondary,
-                "customHeaders": {"X-API-Key": "${SECTRA_API_KEY}"}},
+        sectra={
+            "apiEndpoint": "http://127.0.0.1:9",
+            "primaryEndpoint": primary,
+            "secondaryEndpoint": secondary,
+            "customHeaders": {"X-API-Key": "${SECTRA_API_KEY}"},
+        },
         probes={"failover": block},
     )
 
 
-@pytest.mark.parametrize(("block", "want"), [
-    ({}, None),
-    ({"useApiCredentials": True}, API_KEY),
-    ({"headers": {"X-API-Key": "${VIEWER_TOKEN}"}}, VIEWER_TOKEN),
-], ids=["default", "api", "own"])
+@pytest.mark.parametrize(
+    ("block", "want"),
+    [
+        ({}, None),
+        ({"useApiCredentials": True}, API_KEY),
+        ({"headers": {"X-API-Key": "${VIEWER_TOKEN}"}}, VIEWER_TOKEN),
+    ],
+    ids=["default", "api", "own"],
+)
 def test_failover_endpoints_get_only_what_their_block_gives(
     block: dict[str, Any], want: str | None
 ) -> None:
     with HTTPPeer({"/health": Route()}) as primary, HTTPPeer({"/health": Route()}) as secondary:
-        r = run_probe(plan(failover_doc(primary.base_url, secondary.base_url, block), env=ENV),
-                      "failover")
+        r = run_probe(
+            plan(failover_doc(primary.base_url, secondary.base_url, block), env=ENV), "failover"
+        )
         got = [headers_of(x) for x in primary.received + secondary.received]
     assert r.ok, r.message
     assert len(got) == 2  # the secondary is probed on every run too

@@ -19,13 +19,18 @@ TID = "pacs-chain"
 
 
 def https_target(base_url: str, ca_file: str) -> dict[str, Any]:
-    return target(TID, only=("api_ping",), config={"tls": {"caFile": ca_file}},
-                  sectra={"apiEndpoint": base_url, "healthCheckEndpoint": "/health"})
+    return target(
+        TID,
+        only=("api_ping",),
+        config={"tls": {"caFile": ca_file}},
+        sectra={"apiEndpoint": base_url, "healthCheckEndpoint": "/health"},
+    )
 
 
 def dicom_target(port: int, ca_file: str) -> dict[str, Any]:
-    return target(TID, port=port, only=("dicom_echo",),
-                  config={"enableTLS": True, "tls": {"caFile": ca_file}})
+    return target(
+        TID, port=port, only=("dicom_echo",), config={"enableTLS": True, "tls": {"caFile": ca_file}}
+    )
 
 
 @pytest.mark.parametrize("kind", ["https", "dicom"])
@@ -60,4 +65,3 @@ def test_intermediate_expiring_before_the_leaf_warns_and_is_the_earliest_expiry(
     assert h.value("pacs_tls_cert_not_after_timestamp_seconds", target=TID, probe=probe) == (
         leaf.not_after
     )
-

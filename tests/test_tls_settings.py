@@ -23,13 +23,21 @@ OTHER_NAME = "pacs.other.example"  # the name in tls_material.for_other_host()
 
 
 def https_target(base_url: str, **tls: Any) -> dict[str, Any]:
-    return target(TID, only=("api_ping",), config={"tls": tls},
-                  sectra={"apiEndpoint": base_url, "healthCheckEndpoint": "/health"})
+    return target(
+        TID,
+        only=("api_ping",),
+        config={"tls": tls},
+        sectra={"apiEndpoint": base_url, "healthCheckEndpoint": "/health"},
+    )
 
 
 def viewer_target(url: str, **tls: Any) -> dict[str, Any]:
-    return target(TID, only=("viewer",), config={"tls": tls},
-                  sectra={"viewerEndpoint": url, "enableWebViewer": True})
+    return target(
+        TID,
+        only=("viewer",),
+        config={"tls": tls},
+        sectra={"viewerEndpoint": url, "enableWebViewer": True},
+    )
 
 
 def recording_sni(ctx: ssl.SSLContext) -> list[str | None]:
@@ -57,8 +65,9 @@ def test_https_server_name_is_sent_as_sni_and_verified(tls_material: TLSMaterial
     sni = recording_sni(ctx)
     ca = str(tls_material.ca_file)
     with HTTPPeer({"/health": Route()}, ssl_context=ctx) as api:
-        named = run_probe(plan(https_target(api.base_url, caFile=ca, serverName=OTHER_NAME)),
-                          "api_ping")
+        named = run_probe(
+            plan(https_target(api.base_url, caFile=ca, serverName=OTHER_NAME)), "api_ping"
+        )
         unnamed = run_probe(plan(https_target(api.base_url, caFile=ca)), "api_ping")
         host = api.received[0].headers.get("Host") if api.received else None
     assert named.ok, named.message
@@ -74,12 +83,19 @@ def test_server_name_applies_to_every_hop_on_the_configured_host(
     tls_material: TLSMaterial,
 ) -> None:
     ctx = tls_material.for_other_host().server_context()
-    routes = {"/viewer": Route(status=302, redirect="/viewer/app", body=b"",
-                              content_type="text/plain"),
-              "/viewer/app": Route(body=b"<html>ok</html>", content_type="text/html")}
+    routes = {
+        "/viewer": Route(status=302, redirect="/viewer/app", body=b"", content_type="text/plain"),
+        "/viewer/app": Route(body=b"<html>ok</html>", content_type="text/html"),
+    }
     with HTTPPeer(routes, ssl_context=ctx) as web:
-        r = run_probe(plan(viewer_target(web.url("/viewer"), caFile=str(tls_material.ca_file),
-                                         serverName=OTHER_NAME)), "viewer")
+        r = run_probe(
+            plan(
+                viewer_target(
+                    web.url("/viewer"), caFile=str(tls_material.ca_file), serverName=OTHER_NAME
+                )
+            ),
+            "viewer",
+        )
         hits = dict(web.hits)
     assert r.ok, r.message
     assert hits == {"/viewer": 1, "/viewer/app": 1}
@@ -89,8 +105,9 @@ def test_server_name_applies_to_every_hop_on_the_configured_host(
 
 
 @pytest.mark.parametrize(("server", "version"), [("default", "TLS 1.3"), ("max12", "TLS 1.2")])
-def test_negotiated_version_is_exported(server: str, version: str,
-                                        tls_material: TLSMaterial) -> None:
+def test_negotiated_version_is_exported(
+    server: str, version: str, tls_material: TLSMaterial
+) -> None:
     leaf = tls_material.good()
     ctx = leaf.server_context() if server == "default" else max_tls12(leaf)
     with HTTPPeer({"/health": Route()}, ssl_context=ctx) as api:
@@ -98,8 +115,7 @@ def test_negotiated_version_is_exported(server: str, version: str,
         r, _ = h.run(TID, "api_ping")
     assert r.ok, r.message
     assert r.tls is not None and r.tls.version == version
-    assert h.value("probe_tls_version_info", target=TID, probe="api_ping",
-                   version=version) == 1.0
+    assert h.value("probe_tls_version_info", target=TID, probe="api_ping", version=version) == 1.0
 
 
 @pytest.mark.parametrize("kind", ["https", "dicom"])
@@ -116,8 +132,9 @@ def test_min_version_13_against_a_tls12_only_peer_fails_with_reason_tls(
             ok = run_probe(plan(https_target(api.base_url, caFile=tls["caFile"])), "api_ping")
     else:
         with DicomSCP([study("CANARY001")], ssl_context=ctx) as scp:
-            t = target(TID, port=scp.port, only=("dicom_echo",),
-                       config={"enableTLS": True, "tls": tls})
+            t = target(
+                TID, port=scp.port, only=("dicom_echo",), config={"enableTLS": True, "tls": tls}
+            )
             r = run_probe(plan(t), "dicom_echo")
             t["config"]["tls"] = {"caFile": tls["caFile"]}
             ok = run_probe(plan(t), "dicom_echo")
@@ -129,13 +146,18 @@ def test_min_version_13_against_a_tls12_only_peer_fails_with_reason_tls(
 
 def test_dicom_tls_version_is_exported(tls_material: TLSMaterial) -> None:
     with DicomSCP([study("CANARY001")], ssl_context=max_tls12(tls_material.good())) as scp:
-        t = target(TID, port=scp.port, only=("dicom_echo",),
-                   config={"enableTLS": True, "tls": {"caFile": str(tls_material.ca_file)}})
+        t = target(
+            TID,
+            port=scp.port,
+            only=("dicom_echo",),
+            config={"enableTLS": True, "tls": {"caFile": str(tls_material.ca_file)}},
+        )
         h = Harness(plan(t))
         r, _ = h.run(TID, "dicom_echo")
     assert r.ok, r.message
-    assert h.value("probe_tls_version_info", target=TID, probe="dicom_echo",
-                   version="TLS 1.2") == 1.0
+    assert (
+        h.value("probe_tls_version_info", target=TID, probe="dicom_echo", version="TLS 1.2") == 1.0
+    )
 
 
 # -- files replaced in place -------------------------------------------------------------------
@@ -155,12 +177,19 @@ def test_ca_file_replaced_in_place_is_used_by_the_next_plan(
     def probe_once() -> Any:
         if kind == "https":
             return run_probe(plan(https_target(api_url, caFile=str(ca_file))), "api_ping")
-        t = target(TID, port=port, only=("dicom_echo",),
-                   config={"enableTLS": True, "tls": {"caFile": str(ca_file)}})
+        t = target(
+            TID,
+            port=port,
+            only=("dicom_echo",),
+            config={"enableTLS": True, "tls": {"caFile": str(ca_file)}},
+        )
         return run_probe(plan(t), "dicom_echo")
 
-    peer: Any = (HTTPPeer({"/health": Route()}, ssl_context=ctx) if kind == "https"
-                 else DicomSCP([study("CANARY001")], ssl_context=ctx))
+    peer: Any = (
+        HTTPPeer({"/health": Route()}, ssl_context=ctx)
+        if kind == "https"
+        else DicomSCP([study("CANARY001")], ssl_context=ctx)
+    )
     with peer:
         api_url = peer.base_url if kind == "https" else ""
         port = peer.port
@@ -209,8 +238,14 @@ def test_client_certificate_and_key_replaced_in_place_are_used(
 
     install(wrong)
     with HTTPPeer({"/health": Route()}, ssl_context=server) as api:
-        p = plan(https_target(api.base_url, caFile=str(tls_material.ca_file),
-                              certFile=str(cert_file), keyFile=str(key_file)))
+        p = plan(
+            https_target(
+                api.base_url,
+                caFile=str(tls_material.ca_file),
+                certFile=str(cert_file),
+                keyFile=str(key_file),
+            )
+        )
         before = run_probe(p, "api_ping")
         install(right)
         after = run_probe(p, "api_ping")
