@@ -29,10 +29,14 @@ from agent.recorder import LatencyRecorder
 from agent.redaction import Redactor
 from agent.runner import run_probe
 from agent.shard import resolve_shard
-from agent.targets import TargetPlan, build_plan
+from agent.targets import PROBE_ORDER, TargetPlan, build_plan
 
-EXIT = {HealthState.HEALTHY: 0, HealthState.DEGRADED: 1, HealthState.UNHEALTHY: 2,
-        HealthState.UNKNOWN: 3}
+EXIT = {
+    HealthState.HEALTHY: 0,
+    HealthState.DEGRADED: 1,
+    HealthState.UNHEALTHY: 2,
+    HealthState.UNKNOWN: 3,
+}
 UNKNOWN = 3
 
 log = logging.getLogger("agent")
@@ -88,8 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
         return UNKNOWN
     redactor.update(loaded.secrets)
-    setup_logging(_log_level(loaded, args.verbose), redactor,
-                  args.log_format or loaded.model.agent.logFormat)
+    setup_logging(
+        _log_level(loaded, args.verbose), redactor, args.log_format or loaded.model.agent.logFormat
+    )
     web = None
     if args.web_config:
         from agent.web_config import WebConfigError, load_web_config
@@ -101,15 +106,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             return UNKNOWN
     try:
         service = AgentService(
-            loaded, shard=shard, redactor=redactor, listen=args.listen, config_path=args.config,
+            loaded,
+            shard=shard,
+            redactor=redactor,
+            listen=args.listen,
+            config_path=args.config,
             web=web,
         )
     except OSError as e:
-        print(f"agent: cannot listen on {args.listen or loaded.model.agent.listen}: {e.strerror}",
-              file=sys.stderr)
+        print(
+            f"agent: cannot listen on {args.listen or loaded.model.agent.listen}: {e.strerror}",
+            file=sys.stderr,
+        )
         if sim:
             sim.stop()
         return UNKNOWN
+    except (ValueError, OverflowError) as e:
+        # a plan that cannot run, e.g. an interval no scheduler can place
+        print(f"agent: invalid configuration: {e}", file=sys.stderr)
+        if sim:
+            sim.stop()
+        return UNKNOWN
+    if not any(t.enabled for t in loaded.model.targets):
+        print(NO_TARGET_WARNING, file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -124,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sim is not None:
         print(
             f"No --config given: probing the built-in simulated Sectra PACS "
-            f"(DICOM {sim.host}:{sim.dicom_port}, API {sim.api_url}).", file=sys.stderr)
+            f"(DICOM {sim.host}:{sim.dicom_port}, API {sim.api_url}).",
+            file=sys.stderr,
+        )
     # The port actually bound (`--listen 127.0.0.1:0` picks a free one), in one line on stdout
     # that scripts and tests read: "Listening on http://127.0.0.1:PORT".
     _say(f"Listening on {base}")
@@ -199,16 +220,30 @@ def run_once(
     return health_document(evaluator.snapshot())
 
 
+def printable(text: str) -> str:
+    """`text` with control characters, newlines and lone surrogates as escapes: a name from the
+    config must not break the table's lines, drive the terminal, or fail to encode."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )
+
+
+def _ms_text(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
 def render_table(doc: dict[str, Any]) -> str:
     lines = [f"{doc['timestamp']}  agent: {doc['status']}"]
     for t in doc["targets"]:
-        lines.append(f"\n{t['id']} ({t['name']}): {t['status']}")
+        lines.append(f"\n{printable(t['id'])} ({printable(t['name'])}): {t['status']}")
         lines.append(f"  {'CHECK':<11} {'STATUS':<6} {'TIME ms':>9}  {'REASON':<17} MESSAGE")
         for c in t["checks"]:
-            rt = "" if c["responseTime"] is None else f"{c['responseTime']:.1f}"
             lines.append(
-                f"  {c['name']:<11} {c['status']:<6} {rt:>9}  {c['reason'] or '-':<17} "
-                f"{c['message']}"
+                f"  {c['name']:<11} {c['status']:<6} {_ms_text(c['responseTime']):>9}  "
+                f"{c['reason'] or '-':<17} {printable(c['message'])}"
             )
             if c.get("phases"):
                 ph = "  ".join(f"{k}={v:.2f}" for k, v in c["phases"].items())
@@ -216,18 +251,70 @@ def render_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plugin_line(doc: dict[str, Any], plans: list[TargetPlan]) -> str:
+    """The Nagios plugin output line: `STATUS - what failed | perfdata`.
+
+    Perfdata is `name=VALUEms;WARN;CRIT` per check (WARN = degradedLatency, CRIT = the probe
+    deadline, healthCheck.timeout); name is the check, `target/check` with several targets.
+    """
+    by_id = {p.id: p for p in plans}
+    several = len(doc["targets"]) > 1
+    problems: list[str] = []
+    perf: list[str] = []
+    checks = 0
+    for t in doc["targets"]:
+        plan = by_id.get(t["id"])
+        for c in t["checks"]:
+            checks += 1
+            name = f"{t['id']}/{c['name']}" if several else c["name"]
+            if c["status"] in ("FAIL", "WARN"):
+                why = f"{c['reason']}: {c['message']}" if c["reason"] else c["message"]
+                problems.append(f"{name} {c['status']} ({why})")
+            value = "U" if c["responseTime"] is None else f"{c['responseTime']:.1f}ms"
+            if plan is not None:
+                warn = f"{plan.thresholds.degraded_latency * 1000:.0f}"
+                crit = f"{plan.timeout * 1000:.0f}"
+                perf.append(f"{name}={value};{warn};{crit}")
+            else:
+                perf.append(f"{name}={value}")
+    n = len(doc["targets"])
+    if not n:
+        return f"{doc['status']} - no enabled target"
+    summary = "; ".join(problems) or (
+        f"{n} target{'s' * (n != 1)}, {checks} check{'s' * (checks != 1)} passed"
+    )
+    # one line, and no '|' before the perfdata separator
+    text = printable(summary).replace("|", "/")
+    return f"{doc['status']} - {text} | {' '.join(perf)}".rstrip(" |")
+
+
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that went away (`| head`) ends the output quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     if not args.once:
-        print("agent probe: only --once is supported (use `agent run` for the daemon)",
-              file=sys.stderr)
+        print(
+            "agent probe: only --once is supported (use `agent run` for the daemon)",
+            file=sys.stderr,
+        )
         return UNKNOWN
     redactor = Redactor()
     sim = None
     try:
         loaded, sim = _load(args.config)
         redactor.update(loaded.secrets)
-        setup_logging("DEBUG" if args.verbose else "WARNING", redactor,
-                      args.log_format or loaded.model.agent.logFormat)
+        # stdout is the report; stderr stays empty unless asked (-v), as a plugin's should
+        setup_logging(
+            "DEBUG" if args.verbose else "ERROR",
+            redactor,
+            args.log_format or loaded.model.agent.logFormat,
+        )
         targets = [t for t in loaded.model.targets if t.enabled]
         if args.target:
             targets = [t for t in targets if t.id == args.target]
@@ -236,7 +323,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 return UNKNOWN
         plans = [build_plan(t) for t in targets]
         if args.probe and not any(args.probe in p.probes for p in plans):
-            print(f"agent probe: no target runs probe {args.probe!r}", file=sys.stderr)
+            running = [n for n in PROBE_ORDER if any(n in p.probes for p in plans)]
+            print(
+                f"agent probe: no target runs probe {args.probe!r}; configured probes: "
+                f"{', '.join(running) or 'none'}",
+                file=sys.stderr,
+            )
             return UNKNOWN
         doc = run_once(plans, redactor, args.probe)
     except ConfigError as e:
@@ -245,8 +337,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     finally:
         if sim is not None:
             sim.stop()
-    out = json.dumps(doc, indent=2) if args.output == "json" else render_table(doc)
-    print(redactor.scrub(out))
+    if args.output == "json":
+        out = json.dumps(doc, indent=2)
+    else:
+        out = plugin_line(doc, plans) + "\n" + render_table(doc)
+    _emit(redactor.scrub(out))
     return EXIT[HealthState(doc["status"])]
 
 
@@ -262,8 +357,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     try:
         loaded, sim = _load(args.config)
         redactor.update(loaded.secrets)
-        setup_logging("DEBUG" if args.verbose else "WARNING", redactor,
-                      loaded.model.agent.logFormat)
+        setup_logging(
+            "DEBUG" if args.verbose else "WARNING", redactor, loaded.model.agent.logFormat
+        )
         targets = [t for t in loaded.model.targets if t.enabled or t.id == args.target]
         if args.target:
             targets = [t for t in targets if t.id == args.target]
@@ -278,8 +374,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         if sim is not None:
             sim.stop()
     if args.output == "json":
-        doc = {"status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),
-               "targets": [r.json() for r in results]}
+        doc = {
+            "status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),
+            "targets": [r.json() for r in results],
+        }
         out = json.dumps(doc, indent=2, ensure_ascii=False)
     else:
         out = render_text(results)
@@ -300,38 +398,132 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     redactor = Redactor(loaded.secrets)
     plans = [build_plan(t) for t in loaded.model.targets if t.enabled]
-    print(f"# {args.config}: valid; {len(loaded.model.targets)} target(s), "
-          f"{sum(len(p.probes) for p in plans)} probe(s) enabled; "
-          "durations in ms, secrets redacted")
-    for p in plans:
-        print(f"# {p.id}: {', '.join(p.probes) or 'no probes'}")
-    print(redactor.scrub(yaml.safe_dump(loaded.effective(), sort_keys=False)))
+    if not plans:
+        print(NO_TARGET_WARNING, file=sys.stderr)
+    lines = [
+        f"# {args.config}: valid; {len(loaded.model.targets)} target(s), "
+        f"{sum(len(p.probes) for p in plans)} probe(s) enabled; "
+        "durations in ms, secrets redacted"
+    ]
+    lines += [f"# {p.id}: {', '.join(p.probes) or 'no probes'}" for p in plans]
+    lines.append(yaml.safe_dump(effective_for_display(loaded, plans), sort_keys=False))
+    _emit(redactor.scrub("\n".join(lines)))
     return 0
 
 
+NO_TARGET_WARNING = "warning: no target is enabled: the agent would monitor nothing"
+
+
+def _whole_numbers(node: Any) -> Any:
+    """Durations are milliseconds: 30000, not 30000.0 (any whole float reads better as an int)."""
+    if isinstance(node, dict):
+        return {k: _whole_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_whole_numbers(v) for v in node]
+    if isinstance(node, float) and node.is_integer() and abs(node) < 2**53:
+        return int(node)
+    return node
+
+
+def effective_for_display(loaded: LoadedConfig, plans: list[TargetPlan]) -> dict[str, Any]:
+    """The effective config as check-config shows it: the name a target reports (its id when
+    unset), under `probes:` only the probes that will run, durations as whole milliseconds."""
+    doc = loaded.effective()
+    running = {p.id: p for p in plans}
+    for t in doc.get("targets", []):
+        if not t.get("name"):
+            t["name"] = t["id"]
+        plan = running.get(t["id"])
+        if isinstance(t.get("probes"), dict):
+            t["probes"] = {
+                k: v for k, v in t["probes"].items() if plan is not None and k in plan.probes
+            }
+    return _whole_numbers(doc)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 3 (UNKNOWN): its own 2 reads as CRITICAL to Nagios."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
+
+
+def _listen_arg(text: str) -> str:
+    from agent.config.listen import parse_listen
+
+    try:
+        parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="agent", description="PACS health-monitoring agent")
-    ap.add_argument("--version", action="version", version=f"pacs-health-agent {__version__}")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(
+        prog="agent",
+        description="PACS health-monitoring agent. Exit codes: 0 HEALTHY, 1 DEGRADED, "
+        "2 UNHEALTHY, 3 UNKNOWN (usage error, bad config, cannot run).",
+    )
+    ap.add_argument(
+        "--version",
+        action="version",
+        version=f"pacs-health-agent {__version__}",
+        help="print the version and exit",
+    )
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the monitoring daemon")
-    run.add_argument("--config", help="config file (YAML or JSON); omit to probe the built-in "
-                     "simulated PACS")
-    run.add_argument("--listen", help="HOST:PORT for /metrics and /health (default :9887)")
+    run.add_argument(
+        "--config", help="config file (YAML or JSON); omit to probe the built-in simulated PACS"
+    )
+    run.add_argument(
+        "--listen",
+        type=_listen_arg,
+        metavar="HOST:PORT",
+        help="address for /metrics and /health (default agent.listen, :9887); "
+        "port 0 binds a free port, printed as 'Listening on URL'",
+    )
     run.add_argument("--shard", help="i/n: probe only this shard of the targets (or AGENT_SHARD)")
     run.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    run.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON "
-                     "(default: agent.logFormat, text)")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or JSON (default: agent.logFormat, text)",
+    )
     run.set_defaults(fn=cmd_run)
 
     probe = sub.add_parser("probe", help="run every enabled probe once and report")
-    probe.add_argument("--once", action="store_true", required=True)
-    probe.add_argument("--config")
+    probe.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="run each probe once and exit (required; the daemon is `agent run`)",
+    )
+    probe.add_argument(
+        "--config", help="config file (YAML or JSON); omit to probe the built-in simulated PACS"
+    )
     probe.add_argument("--target", help="only this target id")
-    probe.add_argument("--probe", help="only this probe (dicom_echo, dicom_find, api_ping, ...)")
-    probe.add_argument("--output", choices=["table", "json"], default="table")
-    probe.add_argument("-v", "--verbose", action="store_true")
+    probe.add_argument(
+        "--probe",
+        choices=PROBE_ORDER,
+        metavar="NAME",
+        help=f"only this probe: {', '.join(PROBE_ORDER)}",
+    )
+    probe.add_argument(
+        "--output",
+        choices=["table", "json"],
+        default="table",
+        help="table: a Nagios plugin line (status, failures, perfdata) and a "
+        "table; json: the /health document (default table)",
+    )
+    probe.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging on stderr (otherwise stderr stays empty)",
+    )
     probe.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     probe.set_defaults(fn=cmd_probe)
 
@@ -340,25 +532,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diag.add_argument("--config", help="config file; omit to diagnose the built-in simulator")
     diag.add_argument("--target", help="only this target id")
-    diag.add_argument("--output", choices=["text", "json"], default="text",
-                      help="text for people, json for tools (default text)")
+    diag.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="text for people, json for tools (default text)",
+    )
     diag.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     diag.set_defaults(fn=cmd_diagnose)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
-    check.add_argument("--config", required=True)
-    check.add_argument("--no-file-checks", action="store_true",
-                       help="do not check that TLS files exist (a config for another machine)")
+    check.add_argument("--config", required=True, help="config file (YAML or JSON) to check")
+    check.add_argument(
+        "--no-file-checks",
+        action="store_true",
+        help="do not check that TLS files exist (a config for another machine)",
+    )
     check.set_defaults(fn=cmd_check_config)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "fn", None) is None:  # `agent` alone
+        parser.print_help(sys.stderr)
+        return UNKNOWN
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of the agent
+        _quiet_stdout()
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def check_json(c: CheckState) -> dict[str, Any]:
         return doc
     doc.update(
         message=c.message or r.message,
-        responseTime=_ms(r.duration),
+        responseTime=_ms(r.duration if r.ok else max(r.duration, r.detail.get("elapsed", 0.0))),
         reason=r.reason.value if r.reason else None,
         phases={k: _ms(v) for k, v in r.phases.items()},
         attempts=r.attempts,

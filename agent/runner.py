@@ -27,6 +27,7 @@ def run_probe(
     probe = plan.probes[probe_name]
     deadline = Deadline(plan.timeout)
     started = ProbeResult.now()
+    t0 = time.monotonic()
     delay = plan.retry.initial_delay
     attempts = 0
     failure: ProbeError | None = None
@@ -41,10 +42,18 @@ def run_probe(
             try:
                 outcome = probe.run(deadline, phases)
                 return ProbeResult(
-                    target=plan.id, probe=probe_name, ok=True, reason=None,
-                    message=outcome.message, phases=dict(phases.values),
-                    duration=phases.total(), started_at=started, attempts=attempts,
-                    warning=outcome.warning, tls=outcome.tls, detail=outcome.detail,
+                    target=plan.id,
+                    probe=probe_name,
+                    ok=True,
+                    reason=None,
+                    message=outcome.message,
+                    phases=dict(phases.values),
+                    duration=phases.total(),
+                    started_at=started,
+                    attempts=attempts,
+                    warning=outcome.warning,
+                    tls=outcome.tls,
+                    detail=outcome.detail,
                 )
             except ProbeError as e:
                 failure = e
@@ -58,7 +67,11 @@ def run_probe(
             break
         plan.logger.info(
             "probe %s/%s attempt %d failed (%s), retrying in %.0f ms",
-            plan.id, probe_name, attempts, failure.reason, delay * 1000,
+            plan.id,
+            probe_name,
+            attempts,
+            failure.reason,
+            delay * 1000,
         )
         if stop is not None:
             if stop.wait(delay):
@@ -69,7 +82,16 @@ def run_probe(
     assert failure is not None
     message = redactor.scrub(failure.message) if redactor else failure.message
     return ProbeResult(
-        target=plan.id, probe=probe_name, ok=False, reason=failure.reason, message=message,
-        phases=dict(phases.values), duration=phases.total(), started_at=started,
-        attempts=attempts, detail={},
+        target=plan.id,
+        probe=probe_name,
+        ok=False,
+        reason=failure.reason,
+        message=message,
+        phases=dict(phases.values),
+        duration=phases.total(),
+        started_at=started,
+        attempts=attempts,
+        # what the run took, retries included: a run that failed before its first phase (refused,
+        # DNS) has no phases, and "0.0 ms" would read as an instant answer
+        detail={"elapsed": time.monotonic() - t0},
     )

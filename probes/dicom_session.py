@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.dicom_wire import DicomAssociation, open_socket, tls_handshake
+from probes.dicom_wire import DicomAssociation, open_socket, tls_handshake, tls_settings_message
 from probes.specs import DicomEndpoint, tls_context
 
 
@@ -32,7 +32,7 @@ def dicom_session(
             try:
                 ctx = tls_context(endpoint.tls)
             except (OSError, ValueError) as e:
-                raise ProbeError(Reason.TLS, f"TLS settings unusable: {type(e).__name__}") from None
+                raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
             sock, tls_info = tls_handshake(
                 sock, ctx, endpoint.tls.server_name or endpoint.host, deadline, phases
             )

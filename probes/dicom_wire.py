@@ -150,9 +150,9 @@ def resolve(host: str, port: int, deadline: Deadline, phases: Phases) -> list[tu
     try:
         infos = fut.result(timeout=deadline.left_or_raise(Reason.DNS, "name resolution"))
     except FutureTimeout:
-        raise ProbeError(Reason.DNS, "name resolution timed out") from None
+        raise ProbeError(Reason.DNS, f"{host}: name resolution timed out") from None
     except socket.gaierror:
-        raise ProbeError(Reason.DNS, "host name does not resolve") from None
+        raise ProbeError(Reason.DNS, f"{host} does not resolve") from None
     if not literal:
         phases.add("dns", time.perf_counter() - t0)
     return infos
@@ -178,17 +178,32 @@ def open_socket(host: str, port: int, deadline: Deadline, phases: Phases) -> soc
             return sock
         except TimeoutError:
             sock.close()
-            last = ProbeError(Reason.CONNECT_TIMEOUT, "TCP connect timed out")
+            last = ProbeError(Reason.CONNECT_TIMEOUT, f"TCP connect to {_where(addr)} timed out")
         except ConnectionRefusedError:
             sock.close()
-            last = ProbeError(Reason.REFUSED, "connection refused")
+            last = ProbeError(Reason.REFUSED, f"connection refused by {_where(addr)}")
         except ProbeError as e:
             sock.close()
             last = e
         except OSError as e:
             sock.close()
-            last = ProbeError(Reason.ERROR, f"connect failed: {e.strerror or type(e).__name__}")
-    raise last or ProbeError(Reason.DNS, "host name resolved to no address")
+            last = ProbeError(
+                Reason.ERROR, f"connect to {_where(addr)} failed: {e.strerror or type(e).__name__}"
+            )
+    raise last or ProbeError(Reason.DNS, f"{host} resolved to no address")
+
+
+def _where(addr: Any) -> str:
+    """host:port of a socket address, IPv6 in brackets (messages name the peer that failed)."""
+    host, port = str(addr[0]), addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tls_settings_message(e: BaseException) -> str:
+    """Why the TLS settings could not be used, naming the file that could not be read."""
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, ssl.SSLError):
+        return f"TLS settings unusable: cannot read {e.filename}: {e.strerror or type(e).__name__}"
+    return f"TLS settings unusable: {type(e).__name__}"
 
 
 def tls_handshake(
@@ -400,7 +415,10 @@ class DicomAssociation:
                 else:
                     chunk = self.sock.recv(RECV_CHUNK)
             except TimeoutError:
-                raise ProbeError(Reason.TIMEOUT, f"{what}: no answer within the deadline") from None
+                ms = f"{self.deadline.budget * 1000:.0f} ms"
+                if what == "association":
+                    raise ProbeError(Reason.TIMEOUT, f"no A-ASSOCIATE answer within {ms}") from None
+                raise ProbeError(Reason.TIMEOUT, f"{what}: no answer within {ms}") from None
             except (ConnectionResetError, BrokenPipeError):
                 raise ProbeError(Reason.ABORTED, f"{what}: connection reset by peer") from None
             except ssl.SSLError:

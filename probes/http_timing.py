@@ -33,7 +33,7 @@ import httpcore
 import httpx
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.dicom_wire import peer_cert_info, resolve, tls_failure_message
+from probes.dicom_wire import peer_cert_info, resolve, tls_failure_message, tls_settings_message
 from probes.specs import HttpEndpoint, origin, tls_context
 
 MAX_BODY = 1024 * 1024
@@ -194,10 +194,10 @@ def _verify(ep: HttpEndpoint) -> ssl.SSLContext:
     try:
         return tls_context(ep.tls)
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; same reason as DICOM TLS
-        raise ProbeError(Reason.TLS, f"TLS settings unusable: {type(e).__name__}") from None
+        raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
 
 
-def _map_error(e: Exception) -> ProbeError:
+def _map_error(e: Exception, peer: str = "") -> ProbeError:
     cause: BaseException | None = e
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -207,7 +207,7 @@ def _map_error(e: Exception) -> ProbeError:
         if isinstance(cause, ssl.SSLError):
             return ProbeError(Reason.TLS, tls_failure_message(cause))
         if isinstance(cause, ConnectionRefusedError):
-            return ProbeError(Reason.REFUSED, "connection refused")
+            return ProbeError(Reason.REFUSED, f"connection refused by {peer}".strip())
         if isinstance(cause, socket.gaierror):
             return ProbeError(Reason.DNS, "host name does not resolve")
         cause = cause.__cause__ or cause.__context__
@@ -224,6 +224,12 @@ def _map_error(e: Exception) -> ProbeError:
     if isinstance(e, httpx.ConnectError):
         return ProbeError(Reason.ERROR, "connect failed")
     return ProbeError(Reason.ERROR, f"HTTP request failed: {type(e).__name__}")
+
+
+def _peer(url: httpx.URL) -> str:
+    """host:port of the hop that failed, for the message."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"[{url.host}]:{port}" if ":" in url.host else f"{url.host}:{port}"
 
 
 def _resolve_hop(
@@ -299,7 +305,7 @@ def timed_get(
     except (httpx.HTTPError, OSError) as e:
         if tracer.expired and not isinstance(e, httpx.ConnectTimeout):
             raise ProbeError(Reason.TIMEOUT, "no answer within the deadline") from None
-        raise _map_error(e) from None
+        raise _map_error(e, _peer(current)) from None
     finally:
         watchdog.cancel()
 

@@ -99,3 +99,26 @@ def wait_health(url: str, pred: Any, timeout: float = 10) -> Any:
         timeout,
         what="/health condition",
     )
+
+
+def write_config(directory: Path, targets: list[dict[str, Any]], name: str = "c.json") -> Path:
+    p = directory / name
+    p.write_text(json.dumps({"targets": targets}))
+    return p
+
+
+def dicom_target(
+    port: int,
+    target_id: str = "pacs",
+    host: str = "127.0.0.1",
+    timeout_ms: int = 3000,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A DICOM-only target (echo and find) at host:port."""
+    doc: dict[str, Any] = {
+        "id": target_id,
+        "config": {"host": host, "port": port, "calledAET": "SECTRA_PACS"},
+        "healthCheck": {"interval": 30000, "timeout": timeout_ms},
+    }
+    doc.update(extra)
+    return doc
