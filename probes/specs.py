@@ -5,7 +5,7 @@ Probes depend on these and nothing of the agent (config flows down into probes, 
 
 from __future__ import annotations
 
-import hashlib
+import os
 import ssl
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,11 +25,8 @@ class TLSOptions:
     server_name: str | None = None
     min_version: str = "1.2"
 
-    def context(self, ca_pem: str | None = None) -> ssl.SSLContext:
-        """`ca_pem`: the CA file's text as read by the caller (so what is cached is what was
-        hashed); read from `ca_file` when not given."""
-        if ca_pem is None and self.ca_file is not None:
-            ca_pem = _read(self.ca_file).decode("ascii")
+    def context(self) -> ssl.SSLContext:
+        ca_pem = None if self.ca_file is None else _read(self.ca_file).decode("ascii")
         ctx = ssl.create_default_context(cadata=ca_pem)
         ctx.minimum_version = (
             ssl.TLSVersion.TLSv1_3 if self.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -90,30 +87,35 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _digest(path: str | None) -> bytes | None:
-    return None if path is None else hashlib.sha256(_read(path)).digest()
+def _identity(path: str | None) -> tuple[int, int, int, int] | None:
+    """Which file `path` names now: a stat, not a read (this runs on every probe run). A file
+    replaced in place, or a Kubernetes Secret's symlink swapped, changes inode, size or mtime."""
+    if path is None:
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def tls_context(options: TLSOptions) -> ssl.SSLContext:
-    """The SSL context for these options and the CURRENT content of their files.
+    """The SSL context for these options and the CURRENT files they name.
 
-    Building a context parses the CA file, so contexts are cached, keyed on the options and a hash
-    of each file's content: a CA, certificate or key replaced in place (a renewed secret, a
-    reload) is used by the next run, and unchanged files cost a read and a hash, not a parse.
+    Building a context parses the CA file, so contexts are cached, keyed on the options and each
+    file's identity (device, inode, size, mtime): a CA, certificate or key replaced in place (a
+    renewed secret, a reload) is used by the next run, and unchanged files cost a stat each.
     Raises OSError/ValueError (ssl.SSLError is an OSError) when a file is missing or unusable.
     """
-    ca = _read(options.ca_file) if options.ca_file is not None else None
     key = (
         options,
-        None if ca is None else hashlib.sha256(ca).digest(),
-        _digest(options.cert_file),
-        _digest(options.key_file),
+        _identity(options.ca_file),
+        _identity(options.cert_file),
+        _identity(options.key_file),
     )
-    return _cached_context(key, None if ca is None else ca.decode("ascii"))
+    return _cached_context(key)
+
+
+_FileId = tuple[int, int, int, int] | None
 
 
 @lru_cache(maxsize=256)
-def _cached_context(
-    key: tuple[TLSOptions, bytes | None, bytes | None, bytes | None], ca_pem: str | None
-) -> ssl.SSLContext:
-    return key[0].context(ca_pem)
+def _cached_context(key: tuple[TLSOptions, _FileId, _FileId, _FileId]) -> ssl.SSLContext:
+    return key[0].context()
