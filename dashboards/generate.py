@@ -64,6 +64,7 @@ SUCCESS_MAP = value_map((0, "FAILED", RED), (1, "OK", GREEN))
 ENDPOINT_MAP = value_map((0, "primary", GREEN), (1, "secondary", ORANGE))
 UP_MAP = value_map((0, "DOWN", RED), (1, "UP", GREEN))
 RELOAD_MAP = value_map((0, "FAILED", RED), (1, "OK", GREEN))
+MAINTENANCE_MAP = value_map((0, "no window", GREEN), (1, "MAINTENANCE", BLUE))
 CODE_THRESHOLDS = thresholds((GREEN, None), (ORANGE, 1), (RED, 2))
 
 
@@ -796,10 +797,14 @@ def target_drilldown() -> dict[str, Any]:
     lay.add(timeseries(
         "HDR quantiles",
         "p50 / p95 / p99 of successful runs over the agent's sliding window "
-        "(pacs_probe_latency_seconds). Red: above degradedLatency (2 s).",
-        targets(target(
-            f"max by (probe, quantile) (pacs_probe_latency_seconds{{{JTP}}})",
-            "{{probe}} p{{quantile}}")),
+        "(pacs_probe_latency_seconds), and the target's own degradedLatency "
+        "(pacs_target_degraded_latency_seconds) that PacsLatencyP95High compares the p95 with. "
+        "Red: above the default degradedLatency (2 s).",
+        targets(
+            target(f"max by (probe, quantile) (pacs_probe_latency_seconds{{{JTP}}})",
+                   "{{probe}} p{{quantile}}"),
+            target(f"max(pacs_target_degraded_latency_seconds{{{JT}}})", "degradedLatency"),
+        ),
         "s", threshold=DEGRADED_LATENCY,
     ), 12, 8)
     lay.add(timeseries(
@@ -883,12 +888,15 @@ def target_drilldown() -> dict[str, Any]:
         "Certificate expiry",
         "Time until expiry of the earliest certificate in the chain "
         "(probe_ssl_earliest_cert_expiry) and of the leaf "
-        "(pacs_tls_cert_not_after_timestamp_seconds).",
+        "(pacs_tls_cert_not_after_timestamp_seconds), and the target's warning period "
+        "(certExpiryWarningDays, pacs_target_cert_expiry_warning_seconds).",
         targets(
             target(f"min by (probe) (probe_ssl_earliest_cert_expiry{{{JTP}}} > 0) - time()",
                    "{{probe}} chain", instant=True),
             target(f"min by (probe) (pacs_tls_cert_not_after_timestamp_seconds{{{JTP}}} > 0)"
                    " - time()", "{{probe}} leaf", instant=True),
+            target(f"max(pacs_target_cert_expiry_warning_seconds{{{JT}}})", "warning period",
+                   instant=True),
         ),
         "s", steps=EXPIRY_STEPS, minimum=None,
     ), 8, 6)
@@ -900,6 +908,13 @@ def target_drilldown() -> dict[str, Any]:
             "[$__rate_interval]))", "{{probe}}")),
         "short", bars=True, legend=LEGEND_LIST,
     ), 8, 6)
+    lay.add(state_timeline(
+        "Maintenance window",
+        "1 while the target is inside one of its configured maintenance windows "
+        "(pacs_target_maintenance): probes run, the shipped alerts stay quiet.",
+        targets(target(f"max(pacs_target_maintenance{{{JT}}})", "maintenance")),
+        MAINTENANCE_MAP,
+    ), 24, 3)
 
     variables = [
         datasource_var(),

@@ -657,6 +657,12 @@ class SyntheticAgentMetrics:
             out.append(f'pacs_scheduler_start_lateness_seconds_bucket{{le="{le}"}} {step * 2 * n}')
         out.append(f"pacs_scheduler_start_lateness_seconds_sum {0.5 * n}")
         out.append(f"pacs_scheduler_start_lateness_seconds_count {20 * n}")
+        # per-target thresholds (the defaults) and no maintenance window open
+        family("pacs_target_degraded_latency_seconds", "gauge",
+               [({"target": t}, 2.0) for t in self.TARGETS])
+        family("pacs_target_cert_expiry_warning_seconds", "gauge",
+               [({"target": t}, 14 * 86400.0) for t in self.TARGETS])
+        family("pacs_target_maintenance", "gauge", [({"target": t}, 0) for t in self.TARGETS])
         family("pacs_agent_self_probe_overhead_seconds", "gauge", [({}, 0.0012)])
         family("pacs_agent_targets", "gauge", [({}, len(self.TARGETS))])
         family("pacs_agent_info", "gauge", [({"version": self.version, "shard": self.shard}, 1)])
