@@ -501,6 +501,11 @@ class SyntheticAgentMetrics:
             ("PacsRunningOnSecondary", "sim-pacs-dr"),
             ("PacsCertificateExpiringSoon", "sim-pacs-dr"),
             ("PacsAgentMissingProbes", "sim-pacs"),
+            # sim-pacs-dr's C-FIND availability burns 67x, but it is UNHEALTHY: the state alert
+            # pages, so only the slow-burn ticket; sim-pacs's C-FIND latency burns 10x.
+            ("PacsErrorBudgetBurnSlow", "sim-pacs-dr"),
+            ("PacsErrorBudgetBurnMedium", "sim-pacs"),
+            ("PacsErrorBudgetBurnSlow", "sim-pacs"),
         }
     )
 
@@ -646,6 +651,20 @@ class SyntheticAgentMetrics:
             [(tp(t, p), round(expiry[t]) + day) for t, p in tls],
         )
         family("pacs_latency_out_of_range_total", "counter", [(tp(t, p), 0) for t, p in pairs])
+        # SLOs on the DICOM probes: availability 99.5 %, latency 95 %; half of sim-pacs's
+        # successful C-FINDs are slow (latency budget burning 10x: medium and slow burn).
+        dicom = [(t, p) for t, p in pairs if p in ("dicom_echo", "dicom_find")]
+        family(
+            "pacs_slo_objective_ratio",
+            "gauge",
+            [(tp(t, p, slo=s), v) for t, p in dicom
+             for s, v in (("availability", 0.995), ("latency", 0.95))],
+        )
+        family(
+            "pacs_probe_slow_runs_total",
+            "counter",
+            [(tp(t, p), n if (t, p) == ("sim-pacs", "dicom_find") else 0) for t, p in dicom],
+        )
         family(
             "pacs_scheduler_missed_runs_total",
             "counter",

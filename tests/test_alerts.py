@@ -37,9 +37,8 @@ ALERTS_DIR = REPO / "alerts"
 RULE_FILES = sorted(ALERTS_DIR.glob("*.yml"))
 UNIT_TEST_FILES = sorted((ALERTS_DIR / "tests").glob("*.yml"))
 RUNBOOK = REPO / "docs" / "runbooks.md"
-RUNBOOK_PREFIX = (
-    "https://github.com/pacs-health-agent/pacs-health-agent/blob/main/docs/runbooks.md#"
-)
+# Relative by default (the chart's runbookBaseURL turns it into an absolute URL).
+RUNBOOK_PREFIX = "docs/runbooks.md#"
 JOB_MATCHER = ("=~", "pacs-health-agent.*")
 SEVERITIES = {"page", "ticket", "warning"}
 KINDS = ("fires", "blip", "healthy")
@@ -305,7 +304,8 @@ def test_runbook_has_no_section_for_a_missing_alert() -> None:
 # ---------------------------------------------------------------------- the metrics contract
 def test_rules_use_documented_metrics_labels_and_the_job_selector() -> None:
     documented = documented_metrics()
-    raw = set(documented) | {"up"}
+    # ALERTS: the burn-rate pages read whether PacsTargetUnhealthy fired (one page per outage)
+    raw = set(documented) | {"up", "ALERTS"}
     for rule in RULES:
         name = rule.get("alert") or rule.get("record")
         expr = rule["expr"]
@@ -314,7 +314,10 @@ def test_rules_use_documented_metrics_labels_and_the_job_selector() -> None:
             if metric in RECORDS:
                 continue
             assert metric in raw, f"{name}: {metric} is not in docs/metrics.md"
-            allowed = TARGET_LABELS | (documented[metric]["labels"] if metric != "up" else set())
+            allowed = TARGET_LABELS | (
+                documented[metric]["labels"] if metric not in ("up", "ALERTS")
+                else {"alertname", "alertstate"} if metric == "ALERTS" else set()
+            )
             assert set(matchers) <= allowed, f"{name}: {metric} has no label {set(matchers)}"
             assert matchers.get("job") == JOB_MATCHER, (
                 f'{name}: select {metric} with job=~"pacs-health-agent.*"'
