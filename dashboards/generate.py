@@ -36,6 +36,7 @@ JT = 'job=~"$job", target="$target"'  # drill-down: one target
 JTP = 'job=~"$job", target="$target", probe=~"$probe"'
 
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
+GREY = "#8e8e8e"  # UNKNOWN: no result yet, neither good nor bad
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -58,7 +59,11 @@ def value_map(*entries: tuple[int, str, str]) -> list[dict[str, Any]]:
     ]
 
 
-STATE_MAP = value_map((0, "HEALTHY", GREEN), (1, "DEGRADED", ORANGE), (2, "UNHEALTHY", RED))
+# State codes in the agent's own order of severity (worst target wins).
+STATE_MAP = value_map(
+    (0, "HEALTHY", GREEN), (1, "UNKNOWN", GREY), (2, "DEGRADED", ORANGE), (3, "UNHEALTHY", RED)
+)
+STATE_THRESHOLDS = thresholds((GREEN, None), (GREY, 1), (ORANGE, 2), (RED, 3))
 CHECK_MAP = value_map((0, "PASS", GREEN), (1, "WARN", ORANGE), (2, "FAIL", RED))
 SUCCESS_MAP = value_map((0, "FAILED", RED), (1, "OK", GREEN))
 ENDPOINT_MAP = value_map((0, "primary", GREEN), (1, "secondary", ORANGE))
@@ -68,12 +73,16 @@ MAINTENANCE_MAP = value_map((0, "no window", GREEN), (1, "MAINTENANCE", BLUE))
 CODE_THRESHOLDS = thresholds((GREEN, None), (ORANGE, 1), (RED, 2))
 
 
-def state_code(selector: str, by: str) -> str:
-    """0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY from the pacs_target_health enum."""
+def state_code(selector: str, by: str, metric: str = "pacs_target_health") -> str:
+    """0 HEALTHY, 1 UNKNOWN, 2 DEGRADED, 3 UNHEALTHY from a state enum: the worst state that is 1
+    (agents without the UNKNOWN series read 0 there, as before)."""
     return (
-        f'max by ({by}) (pacs_target_health{{{selector}, state="UNHEALTHY"}}) * 2\n'
-        f"+ on ({by})\n"
-        f'max by ({by}) (pacs_target_health{{{selector}, state="DEGRADED"}})'
+        f"max by ({by}) (\n"
+        f'  {metric}{{{selector}, state="UNHEALTHY"}} * 3\n'
+        f'  or {metric}{{{selector}, state="DEGRADED"}} * 2\n'
+        f'  or {metric}{{{selector}, state="UNKNOWN"}}\n'
+        f'  or {metric}{{{selector}, state="HEALTHY"}} * 0\n'
+        ")"
     )
 
 
@@ -90,6 +99,19 @@ def availability(selector: str, by: str, window: str) -> str:
     return (
         f"min by ({by}) (target_probe:pacs_probe_availability:ratio_rate{window}{{{selector}}})"
     )
+
+
+def burn_rate(selector: str, window: str) -> str:
+    """Error ratio over `window` / (1 - objective): 1 spends the 30-day budget in 30 days."""
+    return (
+        f"target_probe_slo:pacs_slo_errors:ratio_rate{window}{{{selector}}}\n"
+        f"/ on (job, target, probe, slo)\n"
+        f"(1 - target_probe_slo:pacs_slo_objective:ratio{{{selector}}})"
+    )
+
+
+def budget_remaining(selector: str) -> str:
+    return f"target_probe_slo:pacs_slo_error_budget_remaining:ratio30d{{{selector}}}"
 
 
 def target(
@@ -475,7 +497,7 @@ DASHBOARD_LINKS = [
     {
         "title": "Runbooks",
         "type": "link",
-        "url": "https://github.com/pacs-health-agent/pacs-health-agent/blob/main/docs/runbooks.md",
+        "url": "docs/runbooks.md",
         "icon": "doc",
         "asDropdown": False,
         "includeVars": False,
@@ -498,6 +520,9 @@ DRILLDOWN_LINK = [
 DAY = 86400
 EXPIRY_STEPS = thresholds((RED, None), (ORANGE, 3 * DAY), (GREEN, 14 * DAY))
 AVAILABILITY_STEPS = thresholds((RED, None), (ORANGE, 0.95), (GREEN, 0.99))
+# Budget left: red when spent, orange in its last quarter. Burn rates: the alert factors.
+BUDGET_STEPS = thresholds((RED, None), (ORANGE, 0), (GREEN, 0.25))
+BURN_STEPS = thresholds((GREEN, None), (ORANGE, 1), (RED, 6))
 
 
 # ---------------------------------------------------------------------- PACS / Overview
@@ -509,17 +534,14 @@ def overview() -> dict[str, Any]:
         "Each target's current state as the agent evaluates it (pacs_target_health). "
         "Click a target to drill down.",
         targets(target(state_code(JT_MULTI, "target"), "{{target}}", instant=True)),
-        mappings=STATE_MAP, steps=CODE_THRESHOLDS, text_mode="value_and_name",
+        mappings=STATE_MAP, steps=STATE_THRESHOLDS, text_mode="value_and_name",
         no_value="no targets", links=DRILLDOWN_LINK,
     ), 16, 6)
     lay.add(stat(
         "Agent state",
         "Worst target state per agent (pacs_agent_health).",
-        targets(target(
-            f'max(pacs_agent_health{{{J}, state="UNHEALTHY"}}) * 2\n'
-            f'+ max(pacs_agent_health{{{J}, state="DEGRADED"}})',
-            "agent", instant=True)),
-        mappings=STATE_MAP, steps=CODE_THRESHOLDS, text_mode="value",
+        targets(target(state_code(J, "", "pacs_agent_health"), "agent", instant=True)),
+        mappings=STATE_MAP, steps=STATE_THRESHOLDS, text_mode="value",
     ), 4, 6)
     lay.add(stat(
         "Targets probed",
@@ -562,6 +584,48 @@ def overview() -> dict[str, Any]:
         targets(target(availability(JT_MULTI, "target, probe", "5m"), "{{target}} / {{probe}}")),
         "percentunit", minimum=None, maximum=1, decimals=2,
     ), 12, 9)
+
+    lay.row("Error budget")
+    lay.add(table(
+        "Error budget by target, probe and SLO",
+        "Per service-level objective (slo: availability or latency, docs/slo.md): the objective, "
+        "the share of the 30-day error budget left (1 = untouched, 0 = spent, negative = "
+        "objective missed) and the burn rate over 1 hour, 6 hours and 3 days (1 spends the "
+        "budget in exactly 30 days; the burn-rate alerts fire above 14.4, 6 and 1).",
+        targets(
+            target(f"max by (target, probe, slo) (pacs_slo_objective_ratio{{{JT_MULTI}}})",
+                   instant=True, fmt="table"),
+            target(f"min by (target, probe, slo) ({budget_remaining(JT_MULTI)})",
+                   instant=True, fmt="table"),
+            *(target(f"max by (target, probe, slo) (\n{burn_rate(JT_MULTI, w)}\n)",
+                     instant=True, fmt="table") for w in ("1h", "6h", "3d")),
+        ),
+        transformations=[MERGE, organize({
+            "Value #A": "objective", "Value #B": "budget left (30d)", "Value #C": "burn 1h",
+            "Value #D": "burn 6h", "Value #E": "burn 3d",
+        })],
+        overrides=[
+            color_override("objective", "percentunit", thresholds((BLUE, None)), 2),
+            color_override("budget left (30d)", "percentunit", BUDGET_STEPS, 1),
+            *(color_override(c, "short", BURN_STEPS, 1)
+              for c in ("burn 1h", "burn 6h", "burn 3d")),
+        ],
+    ), 12, 9)
+    lay.add(timeseries(
+        "Burn rate (1h)",
+        "Error budget burn rate over the last hour per target, probe and SLO: error ratio / "
+        "(1 - objective). Above 14.4 (red) for an hour and 5 minutes, PacsErrorBudgetBurnFast "
+        "pages.",
+        targets(target(burn_rate(JT_MULTI, "1h"), "{{target}} / {{probe}} / {{slo}}")),
+        "short", threshold=14.4, decimals=1,
+    ), 6, 9)
+    lay.add(timeseries(
+        "Error budget remaining (30d)",
+        "Share of each 30-day error budget left over time "
+        "(target_probe_slo:pacs_slo_error_budget_remaining:ratio30d).",
+        targets(target(budget_remaining(JT_MULTI), "{{target}} / {{probe}} / {{slo}}")),
+        "percentunit", minimum=None, maximum=1, decimals=1,
+    ), 6, 9)
 
     lay.row("Latency")
     lay.add(timeseries(
@@ -736,7 +800,7 @@ def target_drilldown() -> dict[str, Any]:
         "Target state",
         "The target's current state (pacs_target_health).",
         targets(target(state_code(JT, "target"), "{{target}}", instant=True)),
-        mappings=STATE_MAP, steps=CODE_THRESHOLDS, text_mode="value", no_value="no data",
+        mappings=STATE_MAP, steps=STATE_THRESHOLDS, text_mode="value", no_value="no data",
     ), 5, 5)
     lay.add(stat(
         "Checks",
@@ -827,7 +891,17 @@ def target_drilldown() -> dict[str, Any]:
             f"time() - max by (probe) (pacs_probe_last_run_timestamp_seconds{{{JTP}}})",
             "{{probe}}")),
         "s",
-    ), 24, 6)
+    ), 12, 6)
+    lay.add(timeseries(
+        "Slow runs (latency SLO)",
+        "Successful runs over the latency SLO's threshold per interval "
+        "(pacs_probe_slow_runs_total), for probes with a latency objective (docs/slo.md): each "
+        "spends latency error budget.",
+        targets(target(
+            f"sum by (probe) (increase(pacs_probe_slow_runs_total{{{JTP}}}[$__rate_interval]))",
+            "{{probe}}")),
+        "short", bars=True, legend=LEGEND_LIST,
+    ), 12, 6)
     lay.add(heatmap(
         "Run duration distribution",
         "Successful runs per duration bucket (pacs_probe_duration_seconds_bucket).",

@@ -27,6 +27,8 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
     with SimulatedPACS(http_ssl_context=server_ctx) as sim:
         cfg = sim.endpoint_config(TARGET, interval_ms=500, failureThreshold=2)
         cfg["config"]["tls"] = {"caFile": str(ca_file)}  # HTTPS probes trust the test CA
+        # a latency SLO besides the default availability one, so every SLO panel has data
+        cfg["slo"] = {"latency": {"threshold": "2s", "objective": 95}}
         # The 30-day group evaluates every 5 m in production; here every second, so its first
         # evaluation falls inside the test. Nothing else in the rules is changed.
         rules = []
