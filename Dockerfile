@@ -1,15 +1,20 @@
 # syntax=docker/dockerfile:1
-# pacs-health-agent image: a virtualenv with the agent wheel on python:3.11-slim, run as 65532.
+# pacs-health-agent image: a virtualenv with the agent wheel on python:3.13-slim, run as 65532.
 #
 #   docker build -t pacs-health-agent:0.1.0 .
 #   docker run --rm -p 9887:9887 -e SECTRA_API_KEY=... \
 #     -v "$PWD/config.yaml:/etc/pacs-health-agent/config.yaml:ro" --read-only --tmpfs /tmp \
 #     pacs-health-agent:0.1.0
 #
-# tests/test_image.py repeats these steps without a Docker engine (build the wheel from the files
-# COPY'd here, install it into a clean venv, run the agent and this HEALTHCHECK).
-# Pin the base by digest as well (python:3.11.14-slim-trixie@sha256:...) in a release pipeline.
-ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
+# tests/test_image.py runs the builder's pip line without a Docker engine (on the files COPY'd
+# here), then the installed agent and this HEALTHCHECK; it also checks that every pinned
+# dependency has a wheel for this Python.
+# Python 3.13: from 3.13 the ssl module hands out the verified certificate chain publicly
+# (SSLSocket.get_verified_chain), so the certificate-expiry metrics cover the whole chain; on
+# 3.11/3.12 the agent falls back to a private API or the leaf. Every pin has a cp313 or abi3
+# wheel for x86_64 (hdrhistogram has none for arm64: hence the compiler in the builder).
+# Pin the base by digest as well (python:3.13.13-slim-trixie@sha256:...) in a release pipeline.
+ARG PYTHON_IMAGE=python:3.13.13-slim-trixie
 
 # ---- builder: wheel + virtualenv with every dependency --------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -22,7 +27,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY agent/ agent/
 COPY probes/ probes/
 RUN pip wheel --no-deps --wheel-dir /wheels . \

@@ -1,15 +1,21 @@
-"""IMAGE TEST: the container image, checked without a Docker engine (there is none here).
+"""IMAGE TEST: the container image's build steps, run without a Docker engine (there is none
+here), so no image is built; what an engine would add (the base image itself) is checked apart.
 
-Marked `image` (`pytest -m "not image"` leaves it out). It does what the Dockerfile does:
-1. builds a build context from the builder stage's COPY instructions, honouring .dockerignore;
-2. `pip wheel --no-deps` of that context (the builder's RUN);
-3. a clean venv made `--without-pip`, the wheel installed into it with `pip --python`
-   (dependencies come from PyPI, or pip's cache);
-4. runs the installed `agent check-config` on examples/sectra-pacs-prod.json from outside the
-   source tree (only the installed wheel is importable), with the ${VAR}s it needs set;
-5. starts the installed `agent run` on 127.0.0.1 and runs the Dockerfile's own HEALTHCHECK command
-   against it, then stops it with SIGTERM as Kubernetes would.
-The static tests check what a build could not show without an engine: pinned base image,
+Marked `image` (`pytest -m "not image"` leaves it out).
+1. the build context from the builder stage's COPY instructions, honouring .dockerignore;
+2. the builder's own `RUN pip wheel ... && python -m venv ... && pip --python ... install` line,
+   parsed from the Dockerfile and run by /bin/sh with the image paths (/wheels,
+   /opt/pacs-health-agent) mapped into a temporary directory, `python`/`pip` being this test's
+   interpreter (not the image's: the wheel is pure Python, its dependencies come from PyPI or
+   pip's cache, which the image build turns off);
+3. every pinned dependency resolves to wheels for the image's Python version on x86_64
+   (`pip install --dry-run --only-binary=:all: --python-version`), so the build needs no compiler
+   there;
+4. the installed `agent check-config` on examples/sectra-pacs-prod.json from outside the source
+   tree (only the installed wheel is importable), with the ${VAR}s it needs set;
+5. the installed `agent run` on 127.0.0.1 passes the Dockerfile's own HEALTHCHECK command, then
+   stops on SIGTERM as Kubernetes would stop it.
+The static tests check the rest: pinned base image (Python >= 3.13, within requires-python),
 non-root user, no build tools in the final stage, entrypoint, healthcheck.
 """
 
@@ -25,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +89,9 @@ def parse_dockerfile() -> tuple[dict[str, str], list[Stage]]:
     for keyword, args in _instructions(DOCKERFILE.read_text()):
         if keyword == "FROM":
             parts = args.split()
-            base = re.sub(r"\$\{(\w+)\}|\$(\w+)",
-                          lambda m: global_args[m.group(1) or m.group(2)], parts[0])
+            base = re.sub(
+                r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m.group(1) or m.group(2)], parts[0]
+            )
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
             stages.append(Stage(base=base, name=name))
         elif not stages:
@@ -200,7 +208,7 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     assert len(stages) >= 2
     builder, final = stages[0], stages[-1]
     assert builder.name == "builder"
-    pinned = r"python:3\.11\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?"
+    pinned = r"python:3\.\d+\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?"
     assert re.fullmatch(pinned, final.base), f"final base {final.base!r} not pinned"
     assert builder.base == final.base  # the venv is copied across: same interpreter path
     assert any("pip wheel --no-deps" in run for run in builder.all("RUN"))
@@ -219,13 +227,70 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     assert "urllib.request" in argv[2] and "/-/healthy" in argv[2]
 
 
+def image_python() -> tuple[int, int]:
+    """(major, minor) of the Python in the final stage's base image tag."""
+    _, stages = parse_dockerfile()
+    m = re.fullmatch(r"python:(\d+)\.(\d+)\.\d+-slim.*", stages[-1].base)
+    assert m, stages[-1].base
+    return int(m.group(1)), int(m.group(2))
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_image_python_reads_certificate_chains_and_suits_the_package() -> None:
+    major, minor = image_python()
+    # SSLSocket.get_verified_chain() is public from 3.13: the chain's earliest expiry, not a
+    # private-API fallback.
+    assert (major, minor) >= (3, 13)
+    floor = re.fullmatch(r">=\s*(\d+)\.(\d+)", pyproject()["project"]["requires-python"])
+    assert floor and (major, minor) >= (int(floor.group(1)), int(floor.group(2)))
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_every_pin_has_a_wheel_for_the_image_python(tmp_path: Path) -> None:
+    major, minor = image_python()
+    # The trixie base has glibc 2.41: any manylinux tag up to that runs there.
+    platforms = [f"manylinux_2_{n}_x86_64" for n in range(5, 42)]
+    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    report = tmp_path / "report.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--only-binary=:all:",
+            "--python-version",
+            f"{major}.{minor}",
+            *(a for p in platforms for a in ("--platform", p)),
+            "--target",
+            str(tmp_path / "t"),
+            "--report",
+            str(report),
+            *pyproject()["project"]["dependencies"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    installs = json.loads(report.read_text())["install"]
+    names = {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower() for i in installs}
+    assert {"cryptography", "grpcio", "bcrypt", "pydantic-core"} <= names, names
+
+
 def test_dockerignore_keeps_the_context_small_and_clean() -> None:
     files = build_context_files()
     assert "pyproject.toml" in files
     assert any(f.startswith("agent/") and f.endswith(".py") for f in files)
     for f in files:
         top = f.split("/")[0]
-        assert top in ("pyproject.toml", "README.md", "agent", "probes"), f
+        assert top in ("pyproject.toml", "README.md", "LICENSE", "agent", "probes"), f
         assert "__pycache__" not in f and not f.endswith(".pyc"), f
 
 
@@ -241,38 +306,52 @@ def test_dockerignore_matcher() -> None:
 # ------------------------------------------------------------------ build, install, run (slow)
 
 
+def env_of(stage: Stage) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for args in stage.all("ENV"):
+        for token in shlex.split(args):
+            key, _, value = token.partition("=")
+            out[key] = value
+    return out
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The agent installed from a wheel into a clean venv, as the builder stage does it.
-    Returns the venv's bin directory."""
+    """The agent installed by the builder stage's own pip line. Returns the venv's bin."""
     tmp = tmp_path_factory.mktemp("image")
     _, stages = parse_dockerfile()
+    builder, final = stages[0], stages[-1]
     root = tmp / "rootfs"
-    stage_copies(stages[0], root)
+    stage_copies(builder, root)
     src = root / "src"  # the builder's WORKDIR
     assert (src / "pyproject.toml").exists()
-    wheels = tmp / "wheels"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    (line,) = [run for run in builder.all("RUN") if "pip wheel" in run]
+    venv_path = "/opt/pacs-health-agent"
+    assert any(f"--from=builder {venv_path}" in c for c in final.all("COPY")), final.all("COPY")
+    wheels, venv = tmp / "wheels", tmp / "venv"
+    command = line.replace(venv_path, str(venv)).replace("/wheels", str(wheels))
+    # `python` and `pip` of the image are this interpreter here
+    shims = tmp / "shims"
+    shims.mkdir()
+    (shims / "python").symlink_to(sys.executable)
+    (shims / "pip").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pip "$@"\n')
+    (shims / "pip").chmod(0o755)
+    env = {**os.environ, **env_of(builder), "PATH": f"{shims}:{os.environ['PATH']}"}
+    env.pop("PIP_NO_CACHE_DIR")  # the image build has no cache to keep; here it saves downloads
     run = subprocess.run(
-        [*pip, "wheel", "-q", "--no-deps", "--wheel-dir", str(wheels), str(src)],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+        ["/bin/sh", "-c", command],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
     )
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == 0, command + "\n" + run.stdout[-3000:] + run.stderr[-3000:]
     (wheel,) = wheels.glob("pacs_health_agent-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         tops = {n.split("/")[0] for n in zf.namelist()}
-    assert tops <= {"agent", "probes", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
-                    + ".dist-info"}, tops
-
-    venv = tmp / "venv"
-    run = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    run = subprocess.run(
-        [*pip, "--python", str(venv / "bin" / "python"), "install", "-q", str(wheel)],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
+    assert tops <= {"agent", "probes", dist_info}, tops
     assert (venv / "bin" / "agent").exists()
     return venv / "bin"
 
@@ -295,7 +374,11 @@ def test_installed_wheel_accepts_the_example_config(installed: Path, tmp_path: P
     env = image_env(installed, tmp_path, **{n: f"dummy-{n.lower()}" for n in names})
     proc = subprocess.run(
         [str(installed / "agent"), "check-config", "--config", str(EXAMPLE)],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -319,14 +402,18 @@ def test_healthcheck_command_passes_against_the_installed_agent(
     log = (tmp_path / "agent.log").open("w")
     agent = subprocess.Popen(
         [str(installed / "agent"), "run", "--listen", f"127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         healthy, last = False, None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and agent.poll() is None:
-            last = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=10,
-                                  cwd=tmp_path)
+            last = subprocess.run(
+                argv, capture_output=True, text=True, env=env, timeout=10, cwd=tmp_path
+            )
             if last.returncode == 0:
                 healthy = True
                 break
