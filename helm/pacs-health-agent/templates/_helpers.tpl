@@ -115,7 +115,7 @@ protocol, interval (and headers if any) from the otlp values, its other keys kep
 {{- define "pha.alertGroups" -}}
 {{- $groups := list -}}
 {{- range $path, $_ := .Files.Glob "files/alerts/*.{yml,yaml}" -}}
-{{- $doc := $.Files.Get $path | fromYaml -}}
+{{- $doc := include "pha.runbookLinks" (dict "text" ($.Files.Get $path) "root" $) | fromYaml -}}
 {{- if hasKey $doc "Error" -}}
 {{- fail (printf "%s: %s" $path $doc.Error) -}}
 {{- end -}}
@@ -124,4 +124,18 @@ protocol, interval (and headers if any) from the otlp values, its other keys kep
 {{- end -}}
 {{- end -}}
 {{- toYaml (dict "groups" $groups) -}}
+{{- end -}}
+
+{{/*
+Alert rules and dashboards link to docs/runbooks.md (relative). With runbookBaseURL set, those
+links point at that URL instead: runbook_url annotations keep their #anchor, the dashboards'
+"Runbooks" link is the page itself.
+*/}}
+{{- define "pha.runbookLinks" -}}
+{{- $base := .root.Values.runbookBaseURL | default "" -}}
+{{- if $base -}}
+{{- .text | replace "runbook_url: docs/runbooks.md" (printf "runbook_url: %s" $base) | replace "\"url\": \"docs/runbooks.md\"" (printf "\"url\": %s" (toJson $base)) -}}
+{{- else -}}
+{{- .text -}}
+{{- end -}}
 {{- end -}}
