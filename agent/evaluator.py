@@ -176,13 +176,22 @@ class HealthEvaluator:
                 check.text = self._renderer.check(check)
                 if ts.state != target_before:
                     ts.head = self._renderer.head(ts)
-        first_pass = tr.check_before is None and tr.check_after == CheckStatus.PASS
-        if tr.check_before != tr.check_after and not first_pass:
+        if tr.check_before is None:
+            # a check's first result is not a change: say what it is, in plain words
+            if tr.check_after != CheckStatus.PASS:
+                log.warning(
+                    "check %s/%s first result: %s (%s)",
+                    result.target,
+                    result.probe,
+                    tr.check_after,
+                    check.message,
+                )
+        elif tr.check_before != tr.check_after:
             log.warning(
                 "check %s/%s %s -> %s (%s)",
                 result.target,
                 result.probe,
-                tr.check_before or "NEW",
+                tr.check_before,
                 tr.check_after,
                 check.message,
             )

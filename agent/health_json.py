@@ -88,5 +88,6 @@ def health_json_bytes(ev: HealthEvaluator, shard: str | None = None) -> tuple[He
 
 
 def http_status_for(state: HealthState) -> int:
-    """200 when HEALTHY or DEGRADED (still serving), 503 when UNHEALTHY (or nothing known yet)."""
+    """503 when UNHEALTHY; 200 when HEALTHY, DEGRADED (still serving) or UNKNOWN (no result yet:
+    an agent just started must not fail a load balancer's or uptime checker's test)."""
     return 503 if state in (HealthState.UNHEALTHY,) else 200

@@ -78,7 +78,7 @@ MAX_EXPORT_BATCH = 2_000
 # series spans 1 ms .. 60 s, finer when it spans less (the SDK picks the scale per series).
 HISTOGRAM_MAX_SIZE = 160
 
-STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
+STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
 FAILOVER_ENDPOINTS = ("primary", "secondary")
 
@@ -754,7 +754,10 @@ class OTLPExporter:
 
     def _obs_target_health(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = [(t, self._target_state.get(t)) for t in self._targets]
+            # no result yet reads UNKNOWN, as on /metrics
+            items = [
+                (t, self._target_state.get(t, HealthState.UNKNOWN)) for t in self._targets
+            ]
         return [
             Observation(1 if state == s else 0, {"target": t, "state": s.value})
             for t, state in items for s in STATES
@@ -762,7 +765,7 @@ class OTLPExporter:
 
     def _obs_agent_health(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            state = self._agent_state
+            state = self._agent_state or HealthState.UNKNOWN
         return [Observation(1 if state == s else 0, {"state": s.value}) for s in STATES]
 
     def _obs_failover_active(self, _: CallbackOptions) -> Iterable[Observation]:

@@ -49,7 +49,9 @@ DURATION_BUCKETS = (
     60,
 )
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY)
+# UNKNOWN: no result yet. Exported as a state of its own, so a target that has not reported
+# reads 1 there instead of 0 everywhere (which dashboards painted green).
+STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
 # Endpoints a failover target exports before its first successful run says which it has; after
 # that, the probe's own node names (primary, secondary, secondary2, ... as configured).
@@ -178,7 +180,7 @@ class PrometheusExporter:
             "pacs_otlp_export_failures", "OTLP export attempts that failed", registry=r
         )
         for s in STATES:
-            self.agent.labels(s.value).set(0)
+            self.agent.labels(s.value).set(1 if s == HealthState.UNKNOWN else 0)
 
     # -- fragments -------------------------------------------------------------------------------
 
@@ -262,7 +264,8 @@ class PrometheusExporter:
                 "pacs_target_health",
                 (target, ""),
                 (
-                    f'pacs_target_health{{target="{target}",state="{s.value}"}} 0.0\n'
+                    f'pacs_target_health{{target="{target}",state="{s.value}"}} '
+                    f"{1.0 if s == HealthState.UNKNOWN else 0.0}\n"
                     for s in STATES
                 ),
             )

@@ -158,7 +158,7 @@ def test_labels_are_bounded(scraped: dict[str, Any]) -> None:
         "probe": {"dicom_echo", "dicom_find", "api_ping", "viewer", "failover"},
         "result": {"success", "failure"},
         "status": {"PASS", "WARN", "FAIL"},
-        "state": {"HEALTHY", "DEGRADED", "UNHEALTHY"},
+        "state": {"HEALTHY", "DEGRADED", "UNHEALTHY", "UNKNOWN"},
         "endpoint": {"primary", "secondary"},
         "quantile": {"0.5", "0.95", "0.99"},
         "reason": {"dns", "refused", "connect_timeout", "tls", "rejected", "aborted", "timeout",

@@ -354,7 +354,7 @@ def _check_export(rx: GrpcReceiver | HttpReceiver, svc: AgentService) -> dict[st
         vals = {p.attributes["status"]: p.value for p in checks if p.attributes["probe"] == probe}
         assert set(vals) == {s.value for s in CheckStatus} and sum(vals.values()) == 1
     agent_states = {p.attributes["state"]: p.value for p in m["pacs.agent.health"]}
-    assert agent_states == {"HEALTHY": 1, "DEGRADED": 0, "UNHEALTHY": 0}
+    assert agent_states == {"HEALTHY": 1, "DEGRADED": 0, "UNHEALTHY": 0, "UNKNOWN": 0}
     failover = {p.attributes["endpoint"]: p.value for p in m["pacs.failover.active"]}
     assert failover == {"primary": 1, "secondary": 0}
     [overhead] = m["pacs.agent.self_probe.overhead"]
