@@ -12,6 +12,7 @@ a step slower than degradedLatency), 2 a step failed, 3 the config or target id 
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,10 +196,12 @@ class _Run:
         self.result.steps.append(
             Step("dns", OK, dns_time, f"{ep.host} → {', '.join(addrs)}{literal}")
         )
+        t0 = time.perf_counter()
         try:
             sock = open_socket(ep.host, ep.port, deadline, phases)
         except ProbeError as e:
-            self._fail("tcp", e, phases.values.get("connect"), self.where)
+            # a failed connect records no phase: the time until it failed is what there is
+            self._fail("tcp", e, time.perf_counter() - t0, self.where)
             return
         try:
             peer = sock.getpeername()
@@ -312,7 +315,9 @@ def render_text(results: list[Diagnosis]) -> str:
             reason = f" [{s.reason}]" if s.reason else ""
             lines.append(f"  {TITLES[s.name]:<12} {s.status:<4} {ms:>10}  {s.detail}{reason}")
         if d.hint:
-            lines.append(f"  Hint: {d.hint}")
+            lines.extend(
+                textwrap.wrap(d.hint, 96, initial_indent="  Hint: ", subsequent_indent="        ")
+            )
         lines.append(f"  Result: {d.status}")
     return "\n".join(lines)
 
