@@ -75,6 +75,13 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("pacs_check_status", "gauge", "1 for the check's current status"),
     ("pacs_target_health", "gauge", "1 for the target's current state"),
     ("pacs_failover_active", "gauge", "1 for the endpoint currently serving"),
+    ("pacs_failover_endpoint_up", "gauge", "1 if the failover endpoint answered in the last run"),
+    ("pacs_probe_dicom_status_total", "counter", "Failed runs by DICOM status or rejection"),
+    (
+        "pacs_dicom_context_accepted",
+        "gauge",
+        "1 if the PACS accepted the SOP class with the transfer syntax",
+    ),
     ("probe_ssl_earliest_cert_expiry", "gauge", "Earliest certificate expiry (unix time)"),
     ("pacs_tls_cert_not_after_timestamp_seconds", "gauge", "Leaf certificate expiry (unix time)"),
     ("probe_tls_version_info", "gauge", "TLS version the last handshake negotiated"),
@@ -122,6 +129,7 @@ class _ProbeState:
         "lat_count",
         "lat_sum",
         "slow",
+        "dicom_status",
     )
 
     def __init__(self) -> None:
@@ -136,6 +144,7 @@ class _ProbeState:
         self.lat_count = 0
         self.lat_sum = 0.0
         self.slow = 0
+        self.dicom_status: dict[str, int] = {}  # bounded labels (probes.dicom_status)
 
 
 class PrometheusExporter:
@@ -148,6 +157,8 @@ class PrometheusExporter:
         self._state: dict[tuple[str, str], _ProbeState] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
+        # (target, probe) → the last (sop_class, transfer_syntax, accepted) of dicom_capabilities
+        self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.agent = Gauge(
             "pacs_agent_health", "1 for the worst target state", ["state"], registry=r
@@ -281,6 +292,8 @@ class PrometheusExporter:
             for key in [k for k in self._slos if k[0] == target]:
                 del self._slos[key]
             self._failover_eps.pop(target, None)
+            for key in [k for k in self._contexts if k[0] == target]:
+                del self._contexts[key]
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
@@ -353,6 +366,17 @@ class PrometheusExporter:
             else:
                 reason = (r.reason or Reason.ERROR).value
                 st.failures[reason] = st.failures.get(reason, 0) + 1
+                dicom_status = r.detail.get("dicom_status")
+                if dicom_status:
+                    st.dicom_status[dicom_status] = st.dicom_status.get(dicom_status, 0) + 1
+                    self._set(
+                        "pacs_probe_dicom_status_total",
+                        key,
+                        (
+                            f'pacs_probe_dicom_status_total{{{tp},status="{sv}"}} {_v(n)}\n'
+                            for sv, n in sorted(st.dicom_status.items())
+                        ),
+                    )
             self._counters(t, p, st)
             obj = self._slos.get(key)
             if obj is not None and obj.is_slow(r.ok, r.duration):
@@ -452,6 +476,31 @@ class PrometheusExporter:
                         f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
                         f"{1.0 if active == ep else 0.0}\n"
                         for ep in eps
+                    ),
+                )
+                # a run that failed has every node down (it raised before reporting `up`)
+                self._set(
+                    "pacs_failover_endpoint_up",
+                    (t, ""),
+                    (
+                        f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
+                        f"{1.0 if r.ok and up and up.get(ep) else 0.0}\n"
+                        for ep in eps
+                    ),
+                )
+            if p == "dicom_capabilities":
+                contexts = r.detail.get("contexts")
+                if contexts is None:  # a failed run: nothing was accepted
+                    contexts = [(sop, ts, False) for sop, ts, _ in self._contexts.get(key, ())]
+                self._contexts[key] = list(contexts)
+                # one series per configured (SOP class, transfer syntax) pair: bounded by config
+                self._set(
+                    "pacs_dicom_context_accepted",
+                    key,
+                    (
+                        f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
+                        f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
+                        for sop, ts, ok in contexts
                     ),
                 )
         for s in STATES:

@@ -13,6 +13,7 @@ import time
 from agent.redaction import Redactor
 from agent.targets import TargetPlan
 from probes.base import Deadline, Phases, ProbeError, ProbeResult, Reason
+from probes.dicom_status import DicomStatusError
 
 log = logging.getLogger("agent.runner")
 
@@ -93,5 +94,10 @@ def run_probe(
         attempts=attempts,
         # what the run took, retries included: a run that failed before its first phase (refused,
         # DNS) has no phases, and "0.0 ms" would read as an instant answer
-        detail={"elapsed": time.monotonic() - t0},
+        detail={"elapsed": time.monotonic() - t0, **_dicom_status(failure)},
     )
+
+
+def _dicom_status(failure: ProbeError) -> dict[str, str]:
+    """The bounded label of a DIMSE status or association rejection, for the status counter."""
+    return {"dicom_status": failure.status} if isinstance(failure, DicomStatusError) else {}

@@ -7,6 +7,7 @@ from pynetdicom.dimse_primitives import C_ECHO
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
+from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
@@ -42,6 +43,6 @@ class DicomEchoProbe:
                 phases.add("dimse", elapsed)
                 status = dimse_status(rsp)
                 if status != 0x0000:
-                    raise ProbeError(Reason.DIMSE_STATUS, f"C-ECHO status 0x{status:04X}")
+                    raise status_failure(status, "C-ECHO")
                 break
         return ProbeOutcome("Echo successful", tls=tls[0] if tls else None)

@@ -16,6 +16,7 @@ from pynetdicom.dimse_primitives import C_FIND
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
+from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
@@ -143,7 +144,7 @@ class DicomFindProbe:
                     continue
                 phases.add("dimse", elapsed)
                 if status != 0x0000:
-                    raise ProbeError(Reason.DIMSE_STATUS, f"C-FIND status 0x{status:04X}")
+                    raise status_failure(status, "C-FIND")
                 break
         if q.expected_count is not None and count != q.expected_count:
             raise ProbeError(

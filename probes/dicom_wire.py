@@ -59,6 +59,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
+from probes.dicom_status import reject_failure
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -517,11 +518,8 @@ class DicomAssociation:
         if pdu_type == PDU_ASSOC_RJ:
             rj = A_ASSOCIATE_RJ()
             rj.decode(data)
-            raise ProbeError(
-                Reason.REJECTED,
-                f"association rejected (result {rj.result}, source {rj.source}, "
-                f"reason {rj.reason_diagnostic})",
-            )
+            # PS3.8 Table 9-21 names, e.g. "called AE title not recognized"
+            raise reject_failure(rj.result, rj.source, rj.reason_diagnostic)
         if pdu_type != PDU_ASSOC_AC:
             raise ProbeError(
                 Reason.INVALID_RESPONSE, f"association: unexpected PDU 0x{pdu_type:02x}"
