@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,17 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def busy_between(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return round((b[0] - a[0]) / max(1.0, b[1] - a[1]), 3)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -286,9 +298,13 @@ def run_variant(
         scraper.snapshot(30)  # first successful scrape: the password is verified once
         time.sleep(a.warmup_s)  # warm-up: let every job run a few times
         tq0, quiet0 = scraper.snapshot()
+        busy_q0 = machine_busy()
+        cpu_q0 = cpu_seconds(agent.pid)
         time.sleep(a.quiet_s)
         ta0, attack0 = scraper.snapshot()
+        busy_a0 = machine_busy()
         cpu0 = cpu_seconds(agent.pid)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"[{label}] {a.clients} attackers for {a.attack_s} s", flush=True)
         attack = subprocess.run(
             [
@@ -308,6 +324,8 @@ def run_variant(
             timeout=a.attack_s + 60,
         )
         t_end = time.monotonic()
+        busy_a1 = machine_busy()
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu1 = cpu_seconds(agent.pid)
         ta1, attack1 = scraper.snapshot()
         result = {
@@ -315,7 +333,17 @@ def run_variant(
             "quiet": window(quiet0, attack0) | scrapes_between(scraper, tq0, ta0),
             "attack": window(attack0, attack1) | scrapes_between(scraper, ta0, t_end),
             "attack_snapshot_delay_s": round(ta1 - t_end, 2),
+            "agent_cpu_cores_quiet": round((cpu0 - cpu_q0) / (ta0 - tq0), 2),
             "agent_cpu_cores_during_attack": round((cpu1 - cpu0) / (t_end - ta0), 2),
+            # the attack process is the only child reaped in between
+            "attacker_cpu_cores": round(
+                (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime) / (t_end - ta0),
+                2,
+            ),
+            "machine_busy": {
+                "quiet": busy_between(busy_q0, busy_a0),
+                "attack": busy_between(busy_a0, busy_a1),
+            },
             "attackers": json.loads(attack.stdout.strip().splitlines()[-1])
             if attack.returncode == 0
             else {"error": attack.stderr[-2000:]},
@@ -337,18 +365,25 @@ def report(doc: dict[str, Any]) -> str:
         f"probed every {doc['interval_ms']} ms; before = auth code at {doc['before_rev']}, "
         f"after = {doc['after_rev']}.",
         "",
-        "| variant | window | starts | missed | lateness p50 | p99 | within 50 ms | > 100 ms "
-        "| scrapes failed / total | slowest scrape | agent CPU (cores) | attacker responses |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | window | machine busy | starts | missed | lateness p50 | p99 | within 50 ms "
+        "| > 100 ms | scrapes failed / total | slowest scrape | agent / attacker CPU (cores) "
+        "| attacker responses |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in doc["results"]:
         for w in ("quiet", "attack"):
             x = r[w]
             att = r["attackers"].get("responses", r["attackers"]) if w == "attack" else ""
             rate = f" ({r['attackers'].get('requests_per_s')}/s)" if w == "attack" else ""
-            cpu = r["agent_cpu_cores_during_attack"] if w == "attack" else ""
+            cpu = (
+                f"{r['agent_cpu_cores_during_attack']} / {r['attacker_cpu_cores']}"
+                if w == "attack"
+                else f"{r['agent_cpu_cores_quiet']} / -"
+            )
+            busy = f"{r['machine_busy'][w]:.0%}"
             lines.append(
-                f"| {r['label']} | {w} | {x['starts']} | {x['missed_runs']} | {x['p50_ms']} ms "
+                f"| {r['label']} | {w} | {busy} | {x['starts']} | {x['missed_runs']} "
+                f"| {x['p50_ms']} ms "
                 f"| {x['p99_ms']} ms "
                 f"| {x['within_50ms']:.2%} | {x['over_100ms']} | {x['failed']} / {x['scrapes']} "
                 f"| {x['max_ms']} ms | {cpu} | {att}{rate} |"
