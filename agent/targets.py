@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from agent.config.listen import parse_listen
 from agent.config.schema import Endpoint, HttpProbeSecrets, TLSConfig
 from agent.evaluator import Thresholds
 from agent.maintenance import Schedule, schedule_from_config
@@ -20,13 +21,16 @@ from probes.api_ping import ApiPingProbe
 from probes.base import Probe
 from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import DicomFindProbe, FindQuery
+from probes.dicom_retrieve import DicomRetrieveProbe, RetrieveSpec
 from probes.failover import FailoverProbe
 from probes.specs import DicomEndpoint, HttpEndpoint, TLSOptions
 from probes.viewer import ViewerProbe
 
 log = logging.getLogger("agent.targets")
 
-PROBE_ORDER = ("dicom_echo", "dicom_find", "api_ping", "viewer", "failover")
+PROBE_ORDER = (
+    "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve",
+)
 
 _TARGET_LOG = logging.getLogger("agent.target")
 
@@ -212,6 +216,22 @@ def build_plan(ep: Endpoint) -> TargetPlan:
             for h in c.secondaryHosts
         ]
         probes["failover"] = FailoverProbe.for_dicom(nodes, failover_timeout=s.failoverTimeout)
+
+    if p.dicom_retrieve is not None and p.dicom_retrieve.enabled:
+        g = p.dicom_retrieve
+        assert g.studyInstanceUID is not None  # the schema requires it when enabled
+        store_host, store_port = parse_listen(g.storeListen) if g.storeListen else (None, None)
+        probes["dicom_retrieve"] = DicomRetrieveProbe(
+            dicom,
+            RetrieveSpec(
+                study_uid=g.studyInstanceUID,
+                method=g.method,
+                move_destination=g.moveDestination,
+                store_host=store_host,
+                store_port=store_port,
+                expected_instances=g.expectedInstances,
+            ),
+        )
 
     hc, r = ep.healthCheck, ep.retryPolicy
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel

@@ -88,7 +88,7 @@ class Phases:
 
 
 # Phases reported for insight that overlap another phase, so they are not summed into the duration.
-NON_ADDITIVE_PHASES = frozenset({"first_match"})
+NON_ADDITIVE_PHASES = frozenset({"first_match", "first_image"})
 
 
 @dataclass(frozen=True)

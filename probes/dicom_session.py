@@ -23,8 +23,13 @@ def dicom_session(
     deadline: Deadline,
     phases: Phases,
     on_tls: Callable[[TLSInfo], None] | None = None,
+    *,
+    scp_roles: tuple[str, ...] = (),
+    role_transfer_syntaxes: tuple[str, ...] = (),
 ) -> Iterator[Session]:
-    """Connect (+TLS), associate, yield, release; abort and close on any failure."""
+    """Connect (+TLS), associate, yield, release; abort and close on any failure.
+
+    `scp_roles`: optional storage contexts we offer to take C-STOREs on (C-GET)."""
     sock = open_socket(endpoint.host, endpoint.port, deadline, phases)
     tls_info: TLSInfo | None = None
     try:
@@ -40,7 +45,10 @@ def dicom_session(
                 on_tls(tls_info)
         assoc = DicomAssociation(sock, deadline, phases, max_pdu=endpoint.max_pdu)
         try:
-            assoc.associate(endpoint.calling_aet, endpoint.called_aet, abstract_syntaxes)
+            assoc.associate(
+                endpoint.calling_aet, endpoint.called_aet, abstract_syntaxes,
+                scp_roles=scp_roles, role_transfer_syntaxes=role_transfer_syntaxes,
+            )
             yield Session(assoc, tls_info)
             assoc.release()
         except ProbeError:

@@ -55,6 +55,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
 
@@ -309,11 +310,15 @@ def associate_rq_bytes(
     abstract_syntaxes: tuple[str, ...],
     transfer_syntaxes: tuple[str, ...],
     max_pdu: int,
+    scp_roles: tuple[str, ...] = (),
+    role_transfer_syntaxes: tuple[str, ...] = (),
 ) -> bytes:
     """The encoded A-ASSOCIATE-RQ; context i (from 0) gets id 2i+1.
 
     A probe sends the same request every run: encoding it once saves most of the CPU a C-ECHO
-    costs (pynetdicom's encoder builds and validates pydicom objects).
+    costs (pynetdicom's encoder builds and validates pydicom objects). Syntaxes in `scp_roles`
+    are proposed with SCP role selection (PS3.7 D.3.3.4: we take C-STOREs, as C-GET needs) and
+    with `role_transfer_syntaxes` when given.
     """
     prim = A_ASSOCIATE()
     prim.application_context_name = APPLICATION_CONTEXT
@@ -324,7 +329,8 @@ def associate_rq_bytes(
         cx = PresentationContext()
         cx.context_id = 2 * i + 1
         cx.abstract_syntax = syntax
-        cx.transfer_syntax = list(transfer_syntaxes)
+        roled = syntax in scp_roles and role_transfer_syntaxes
+        cx.transfer_syntax = list(role_transfer_syntaxes if roled else transfer_syntaxes)
         cxs.append(cx)
     prim.presentation_context_definition_list = cxs
     ml = MaximumLengthNotification()
@@ -333,7 +339,14 @@ def associate_rq_bytes(
     impl.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
     ver = ImplementationVersionNameNotification()
     ver.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
-    prim.user_information = [ml, impl, ver]
+    roles = []
+    for syntax in scp_roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = syntax
+        role.scu_role = False
+        role.scp_role = True
+        roles.append(role)
+    prim.user_information = [ml, impl, ver, *roles]
     rq = A_ASSOCIATE_RQ()
     rq.from_primitive(prim)
     return bytes(rq.encode())
@@ -502,12 +515,20 @@ class DicomAssociation:
         called_aet: str,
         abstract_syntaxes: list[str],
         transfer_syntaxes: tuple[str, ...] = (IMPLICIT_VR_LE, EXPLICIT_VR_LE),
+        *,
+        scp_roles: tuple[str, ...] = (),
+        role_transfer_syntaxes: tuple[str, ...] = (),
     ) -> None:
-        """A-ASSOCIATE-RQ → AC (phase `associate`), or ProbeError(rejected/aborted/...)."""
+        """A-ASSOCIATE-RQ → AC (phase `associate`), or ProbeError(rejected/aborted/...).
+
+        Contexts in `scp_roles` (storage SOP classes a C-GET may send back) are optional: the
+        peer may refuse some of them without failing the association."""
         payload = associate_rq_bytes(
             calling_aet, called_aet, tuple(abstract_syntaxes), tuple(transfer_syntaxes),
-            self.max_pdu,
+            self.max_pdu, tuple(scp_roles), tuple(role_transfer_syntaxes),
         )
+        # the role contexts' syntaxes are proposed too (checked against the peer's choice below)
+        transfer_syntaxes = tuple(dict.fromkeys((*transfer_syntaxes, *role_transfer_syntaxes)))
         by_id = {2 * i + 1: syntax for i, syntax in enumerate(abstract_syntaxes)}
 
         t0 = self._send(payload, "association")
@@ -548,7 +569,7 @@ class DicomAssociation:
                     cx.context_id, syntax, str(cx.transfer_syntax[0])
                 )
         self._open = True
-        missing = [s for s in abstract_syntaxes if s not in self.contexts]
+        missing = [s for s in abstract_syntaxes if s not in self.contexts and s not in scp_roles]
         if missing:
             raise ProbeError(
                 Reason.REJECTED, "association accepted, but no presentation context for the service"
@@ -692,6 +713,65 @@ class DicomAssociation:
         self.phases.add("release", self.received_at - t0)
         self._open = False
 
+    # -- sub-operations (C-GET's C-STOREs on this association; a storage SCP's) ----------------
+
+    def send_pdus(self, pdus: list[bytes], what: str) -> float:
+        """Send encoded PDUs; returns perf_counter() just before the first byte left."""
+        started = self._send(pdus[0], what)
+        for pdu in pdus[1:]:
+            self._send(pdu, what)
+        return started
+
+    def read_message_counted(self, what: str, *, release_ok: bool = False) -> CountedMessage | None:
+        """One DIMSE message whose data set is counted and dropped, never kept or decoded.
+
+        An image can be far larger than MAX_DIMSE_MESSAGE: only the command set is assembled
+        (bounded), the data-set fragments are counted as they pass. `received_at` is then when
+        the message's last byte arrived. With `release_ok` (a storage SCP) a peer's
+        A-RELEASE-RQ between messages returns None.
+        """
+        command = bytearray()
+        fields: dict[int, int] | None = None
+        context_id = 0
+        data_bytes = 0
+        while True:
+            pdu_type, data = self.read_pdu(what)
+            if release_ok and pdu_type == PDU_RELEASE_RQ and not command:
+                return None
+            self._fail_on_abort(pdu_type, data, what)
+            if pdu_type != PDU_DATA:
+                raise ProbeError(
+                    Reason.INVALID_RESPONSE, f"{what}: unexpected PDU 0x{pdu_type:02x}"
+                )
+            done = False
+            off = 6
+            while off < len(data):
+                if off + 6 > len(data):
+                    raise ProbeError(Reason.INVALID_RESPONSE, f"{what}: malformed P-DATA")
+                item_len = struct.unpack_from(">L", data, off)[0]
+                if item_len < 2 or off + 4 + item_len > len(data):
+                    raise ProbeError(Reason.INVALID_RESPONSE, f"{what}: malformed P-DATA")
+                context_id, control = data[off + 4], data[off + 5]
+                size = item_len - 2
+                if control & 0x01:  # command fragment
+                    command += data[off + 6 : off + 4 + item_len]
+                    if len(command) > MAX_CONTROL_PDU:
+                        raise ProbeError(Reason.INVALID_RESPONSE, f"{what}: command too large")
+                    if control & 0x02:
+                        fields = command_fields(bytes(command))
+                        done = fields.get(0x0800, NO_DATA_SET) == NO_DATA_SET
+                elif fields is None:
+                    raise ProbeError(Reason.INVALID_RESPONSE, f"{what}: data set before command")
+                else:
+                    data_bytes += size
+                    done = bool(control & 0x02)
+                off += 4 + item_len
+            if done:
+                assert fields is not None
+                return CountedMessage(
+                    context_id, fields, command_uids(bytes(command)), data_bytes, self.received_at
+                )
+
     def abort(self) -> None:
         """Best effort A-ABORT, never blocking past a short bound."""
         if not self._open:
@@ -705,6 +785,66 @@ class DicomAssociation:
             self.sock.sendall(abort.encode())
         except (OSError, ValueError):
             pass
+
+
+@dataclass
+class CountedMessage:
+    """A DIMSE message read by read_message_counted(): its command, the size of its data set."""
+
+    context_id: int
+    fields: dict[int, int]  # the command's US elements: CommandField, MessageID, Status, counts
+    uids: dict[int, str]  # the command's UI elements: Affected SOP Class/Instance UID
+    data_bytes: int  # data-set bytes received (counted, then dropped)
+    received_at: float  # perf_counter() when the last byte reached the socket
+
+
+# Command set elements (group 0000, PS3.7 Annex E)
+AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE = 0x0002, 0x1000
+COMMAND_FIELD, MESSAGE_ID, STATUS = 0x0100, 0x0110, 0x0900
+REMAINING, COMPLETED, FAILED, WARNING = 0x1020, 0x1021, 0x1022, 0x1023
+C_STORE_RQ_FIELD, C_STORE_RSP_FIELD = 0x0001, 0x8001
+
+
+def command_uids(command: bytes) -> dict[int, str]:
+    """The Affected SOP Class/Instance UIDs of an encoded command set (implicit VR LE)."""
+    out: dict[int, str] = {}
+    off = 0
+    while off + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHL", command, off)
+        off += 8
+        if off + length > len(command):
+            break
+        if group == 0 and element in (AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE) and length <= 64:
+            out[element] = command[off : off + length].decode("ascii", "replace").strip("\x00 ")
+        off += length
+    return out
+
+
+def _ui(value: str) -> bytes:
+    raw = value.encode("ascii", "replace")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def c_store_rsp_pdu(
+    context_id: int, message_id: int, sop_class: str, sop_instance: str, status: int = 0x0000
+) -> bytes:
+    """A P-DATA-TF holding a C-STORE-RSP (no data set), encoded by hand.
+
+    A retrieve answers one of these per image; the command set is six fixed elements in implicit
+    VR little endian (PS3.7 9.3.1.2), so building it through pydicom would only cost CPU.
+    """
+    elements = (
+        (AFFECTED_SOP_CLASS, _ui(sop_class)),
+        (COMMAND_FIELD, struct.pack("<H", C_STORE_RSP_FIELD)),
+        (0x0120, struct.pack("<H", message_id)),  # Message ID Being Responded To
+        (0x0800, struct.pack("<H", NO_DATA_SET)),
+        (STATUS, struct.pack("<H", status)),
+        (AFFECTED_SOP_INSTANCE, _ui(sop_instance)),
+    )
+    body = b"".join(struct.pack("<HHL", 0, el, len(v)) + v for el, v in elements)
+    command = struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+    pdv = struct.pack(">LBB", len(command) + 2, context_id, 0x03) + command
+    return struct.pack(">BBL", PDU_DATA, 0, len(pdv)) + pdv
 
 
 def dimse_status(msg: DIMSEMessage) -> int:

@@ -367,12 +367,46 @@ class FailoverSettings(HttpProbeSecrets):
     enabled: bool = True
 
 
+# A DICOM UID: dotted decimal components, at most 64 characters (PS3.5 9.1).
+DicomUID = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
+]
+
+
+class DicomRetrieveSettings(Strict):
+    """`probes.dicom_retrieve`: fetch a canary study with C-GET (default) or C-MOVE. Off unless
+    this block is given."""
+
+    enabled: bool = True
+    studyInstanceUID: DicomUID | None = None
+    method: Literal["get", "move"] = "get"
+    moveDestination: AETitle | None = None  # the AE title the PACS knows the agent by (move)
+    storeListen: Listen | None = None  # HOST:PORT of the agent's storage SCP (move)
+    expectedInstances: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> DicomRetrieveSettings:
+        if not self.enabled:
+            return self
+        if self.studyInstanceUID is None:
+            raise ValueError("studyInstanceUID is required (the canary study to retrieve)")
+        if self.method == "move":
+            if not self.moveDestination or not self.storeListen:
+                raise ValueError("method move needs moveDestination and storeListen")
+            if parse_listen(self.storeListen)[1] == 0:
+                raise ValueError("storeListen needs a fixed port: the PACS connects to it")
+        elif self.moveDestination or self.storeListen:
+            raise ValueError("moveDestination and storeListen are for method: move only")
+        return self
+
+
 class ProbesConfig(Strict):
     dicom_echo: ProbeToggle = ProbeToggle()
     dicom_find: DicomFindSettings = DicomFindSettings()
     api_ping: ApiPingSettings = ApiPingSettings()
     viewer: ViewerSettings = ViewerSettings()
     failover: FailoverSettings = FailoverSettings()
+    dicom_retrieve: DicomRetrieveSettings | None = None
 
 
 class MaintenanceWindow(Strict):
