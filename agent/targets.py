@@ -22,6 +22,7 @@ from probes.base import Probe
 from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import DicomFindProbe, FindQuery
 from probes.dicom_retrieve import DicomRetrieveProbe, RetrieveSpec
+from probes.dicom_store import DicomStoreProbe
 from probes.failover import FailoverProbe
 from probes.specs import DicomEndpoint, HttpEndpoint, TLSOptions
 from probes.viewer import ViewerProbe
@@ -29,7 +30,7 @@ from probes.viewer import ViewerProbe
 log = logging.getLogger("agent.targets")
 
 PROBE_ORDER = (
-    "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve",
+    "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve", "dicom_store",
 )
 
 _TARGET_LOG = logging.getLogger("agent.target")
@@ -232,6 +233,8 @@ def build_plan(ep: Endpoint) -> TargetPlan:
                 expected_instances=g.expectedInstances,
             ),
         )
+    if p.dicom_store.enabled:
+        probes["dicom_store"] = DicomStoreProbe(dicom, ep.id, verify=p.dicom_store.verify)
 
     hc, r = ep.healthCheck, ep.retryPolicy
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel

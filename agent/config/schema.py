@@ -400,6 +400,13 @@ class DicomRetrieveSettings(Strict):
         return self
 
 
+class DicomStoreSettings(Strict):
+    """`probes.dicom_store`: C-STORE one synthetic, non-patient instance (opt-in)."""
+
+    enabled: bool = False
+    verify: bool = False  # then C-FIND it until found (phase `findable`)
+
+
 class ProbesConfig(Strict):
     dicom_echo: ProbeToggle = ProbeToggle()
     dicom_find: DicomFindSettings = DicomFindSettings()
@@ -407,6 +414,7 @@ class ProbesConfig(Strict):
     viewer: ViewerSettings = ViewerSettings()
     failover: FailoverSettings = FailoverSettings()
     dicom_retrieve: DicomRetrieveSettings | None = None
+    dicom_store: DicomStoreSettings = DicomStoreSettings()
 
 
 class MaintenanceWindow(Strict):
