@@ -559,6 +559,13 @@ INSTRUMENTS = (
                "Service-level objective (0.999 for 99.9 %)", "pacs_slo_objective_ratio"),
     Instrument("slow_runs", "pacs.probe.slow_runs", "counter", "{run}",
                "Successful runs over the latency SLO threshold", "pacs_probe_slow_runs_total"),
+    Instrument("maintenance", "pacs.target.maintenance", "gauge", "",
+               "1 while the target is in a maintenance window", "pacs_target_maintenance"),
+    Instrument("degraded_latency", "pacs.target.degraded_latency", "gauge", "s",
+               "The target's degradedLatency", "pacs_target_degraded_latency_seconds"),
+    Instrument("cert_warning", "pacs.target.cert_expiry_warning", "gauge", "s",
+               "The target's certExpiryWarningDays, in seconds",
+               "pacs_target_cert_expiry_warning_seconds"),
 )
 
 
@@ -589,6 +596,8 @@ class OTLPExporter:
         self._tls: dict[tuple[str, str], tuple[float, float]] = {}
         self._self_probe: float | None = None
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
+        self._maintenance: dict[str, bool] = {}
+        self._settings: dict[str, tuple[float, float]] = {}  # target → (degraded, cert warning)
 
         self.failure_log = FailureLog(display_url(settings.endpoint))
         self.exporter = CountingExporter(
@@ -669,6 +678,8 @@ class OTLPExporter:
             self._target_state.pop(target, None)
             self._failover.pop(target, None)
             self._failover_eps.pop(target, None)
+            self._maintenance.pop(target, None)
+            self._settings.pop(target, None)
             for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls,
                       self._slos):
                 for key in [k for k in d if k[0] == target]:
@@ -801,6 +812,31 @@ class OTLPExporter:
             Observation(v, {"target": t, "probe": p, "slo": slo})
             for (t, p), ratios in items for slo, v in ratios.items()
         ]
+
+    def set_maintenance(self, active: Mapping[str, bool]) -> None:
+        with self._lock:
+            self._maintenance.update(active)
+
+    def set_target_settings(
+        self, target: str, degraded_latency: float, cert_warning_seconds: float
+    ) -> None:
+        with self._lock:
+            self._settings[target] = (degraded_latency, cert_warning_seconds)
+
+    def _obs_maintenance(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(t, self._maintenance.get(t, False)) for t in self._targets]
+        return [Observation(1 if on else 0, {"target": t}) for t, on in items]
+
+    def _obs_degraded_latency(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(t, v[0]) for t, v in self._settings.items() if t in self._targets]
+        return [Observation(v, {"target": t}) for t, v in items]
+
+    def _obs_cert_warning(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(t, v[1]) for t, v in self._settings.items() if t in self._targets]
+        return [Observation(v, {"target": t}) for t, v in items]
 
     def _obs_targets_count(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:

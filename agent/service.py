@@ -170,7 +170,7 @@ class AgentService:
         active = self.maintenance.active()
         self.evaluator.set_maintenance(active)
         self.prometheus.set_maintenance(active)
-        if self.otlp is not None and hasattr(self.otlp, "set_maintenance"):
+        if self.otlp is not None:
             self.otlp.set_maintenance(active)
 
     def _metrics(self) -> bytes:
@@ -223,11 +223,13 @@ class AgentService:
             self.prometheus.targets_gauge.set(len(plans))
             for p in plans:
                 if p.metrics_enabled:
-                    self.prometheus.set_target_settings(
-                        p.id,
-                        p.thresholds.degraded_latency,
-                        p.thresholds.cert_warning_days * 86400,
-                    )
+                    for exporter in (self.prometheus, self.otlp):
+                        if exporter is not None:
+                            exporter.set_target_settings(
+                                p.id,
+                                p.thresholds.degraded_latency,
+                                p.thresholds.cert_warning_days * 86400,
+                            )
             self.maintenance.install({p.id: p.maintenance for p in plans})
         self._refresh_maintenance()
 

@@ -150,3 +150,35 @@ def test_thresholds_are_exported_per_target() -> None:
     assert sample(s, "pacs_target_cert_expiry_warning_seconds", target="pacs-default") == (
         14 * 86400
     )
+
+
+def test_otlp_carries_maintenance_and_thresholds() -> None:
+    from tests.helpers.otlp_receiver import GrpcReceiver
+
+    now = datetime.now(UTC)
+    with SimulatedPACS() as sim, GrpcReceiver() as rx:
+        maint = sim.endpoint_config("pacs-maint", interval_ms=5000, degradedLatency=750)
+        maint["maintenance"] = [
+            {"from": iso(now - timedelta(hours=1)), "to": iso(now + timedelta(hours=1))}
+        ]
+        free = sim.endpoint_config("pacs-free", interval_ms=5000)
+        otlp = {"endpoint": rx.endpoint, "protocol": "grpc", "interval": 300}
+        with running_agent([maint, free], {"selfProbe": {"enabled": False}, "otlp": otlp}):
+
+            def exported() -> dict[str, dict[str, float]] | None:
+                out = {}
+                for name in (
+                    "pacs.target.maintenance",
+                    "pacs.target.degraded_latency",
+                    "pacs.target.cert_expiry_warning",
+                ):
+                    pts = rx.latest(name)
+                    if len(pts) < 2:
+                        return None
+                    out[name] = {p.attributes["target"]: p.value for p in pts}
+                return out
+
+            got = wait_until(exported, 20, what="an OTLP export with the target settings")
+    assert got["pacs.target.maintenance"] == {"pacs-maint": 1, "pacs-free": 0}
+    assert got["pacs.target.degraded_latency"] == {"pacs-maint": 0.75, "pacs-free": 2.0}
+    assert got["pacs.target.cert_expiry_warning"]["pacs-free"] == 14 * 86400

@@ -252,6 +252,8 @@ def test_names_translate_to_the_prometheus_names() -> None:
     prom.observe(result("t", "failover", ok=False), {0.5: 0.1}, CheckState("failover"),
                  HealthState.HEALTHY, HealthState.HEALTHY)
     prom.self_probe.set(0.001)
+    prom.set_target_settings("t", 2.0, 14 * 86400.0)
+    prom.set_maintenance({"t": False})
     samples = parse_prom(prom.render())
     names = {n for n, _ in samples}
     for spec in INSTRUMENTS:
