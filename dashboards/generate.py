@@ -988,7 +988,14 @@ def target_drilldown() -> dict[str, Any]:
         "(pacs_target_maintenance): probes run, the shipped alerts stay quiet.",
         targets(target(f"max(pacs_target_maintenance{{{JT}}})", "maintenance")),
         MAINTENANCE_MAP,
-    ), 24, 3)
+    ), 16, 3)
+    lay.add(stat(
+        "TLS version",
+        "TLS version the last handshake of each TLS probe negotiated (probe_tls_version_info).",
+        targets(target(f"max by (probe, version) (probe_tls_version_info{{{JTP}}})",
+                       "{{probe}}: {{version}}", instant=True)),
+        steps=thresholds((BLUE, None)), text_mode="name", no_value="no TLS",
+    ), 8, 3)
 
     variables = [
         datasource_var(),

@@ -650,6 +650,9 @@ class SyntheticAgentMetrics:
             "gauge",
             [(tp(t, p), round(expiry[t]) + day) for t, p in tls],
         )
+        family(
+            "probe_tls_version_info", "gauge", [(tp(t, p, version="TLS 1.3"), 1) for t, p in tls]
+        )
         family("pacs_latency_out_of_range_total", "counter", [(tp(t, p), 0) for t, p in pairs])
         # SLOs on the DICOM probes: availability 99.5 %, latency 95 %; half of sim-pacs's
         # successful C-FINDs are slow (latency budget burning 10x: medium and slow burn).
