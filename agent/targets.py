@@ -26,11 +26,13 @@ from probes.dicom_store import DicomStoreProbe
 from probes.failover import FailoverProbe
 from probes.specs import DicomEndpoint, HttpEndpoint, TLSOptions
 from probes.viewer import ViewerProbe
+from probes.worklist import WorklistProbe, WorklistQuery
 
 log = logging.getLogger("agent.targets")
 
 PROBE_ORDER = (
     "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve", "dicom_store",
+    "worklist",
 )
 
 _TARGET_LOG = logging.getLogger("agent.target")
@@ -236,6 +238,18 @@ def build_plan(ep: Endpoint) -> TargetPlan:
     if p.dicom_store.enabled:
         probes["dicom_store"] = DicomStoreProbe(dicom, ep.id, verify=p.dicom_store.verify)
 
+    if p.worklist is not None and p.worklist.enabled:
+        w = p.worklist
+        probes["worklist"] = WorklistProbe(
+            dicom,
+            WorklistQuery(
+                station_aet=w.scheduledStationAETitle or c.callingAET,
+                modality=w.modality,
+                scheduled_date=w.scheduledDate,
+                min_count=w.minCount,
+                max_results=w.maxResults,
+            ),
+        )
     hc, r = ep.healthCheck, ep.retryPolicy
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel
     logger = TargetLogger(

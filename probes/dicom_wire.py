@@ -665,6 +665,14 @@ class DicomAssociation:
             raise ProbeError(Reason.ERROR, "could not encode the query identifier")
         return BytesIO(raw)
 
+    def send_request(self, pdus: list[bytes]) -> float:
+        """Send a request's PDUs; returns the perf_counter() at its first byte (for a probe that
+        reads the responses itself, as the worklist probe counts them without decoding)."""
+        t0 = self._send(pdus[0], "DIMSE request")
+        for pdu in pdus[1:]:
+            self._send(pdu, "DIMSE request")
+        return t0
+
     def exchange(
         self, message: DIMSEMessage | list[bytes], abstract_syntax: str
     ) -> Iterator[tuple[DIMSEMessage, float]]:

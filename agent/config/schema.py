@@ -363,6 +363,27 @@ class ViewerSettings(HttpProbeSecrets):
     worklist: bool = False
 
 
+class WorklistSettings(Strict):
+    """`probes.worklist`: a Modality Worklist C-FIND for one station. Off unless given. Counts
+    only: worklist items are patient data."""
+
+    enabled: bool = True
+    scheduledStationAETitle: AETitle | None = None  # default: config.callingAET
+    modality: str | None = Field(default=None, pattern=r"^[A-Z0-9_ ]{1,16}$")
+    # today | any | a DICOM date or range (YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD, YYYYMMDD-)
+    scheduledDate: str = Field(
+        default="today", pattern=r"^(today|any|\d{8}(-\d{8})?|-\d{8}|\d{8}-)$"
+    )
+    minCount: int = Field(default=0, ge=0)  # an empty worklist passes by default
+    maxResults: int = Field(default=1000, ge=1, le=100_000)  # counted up to here, then stopped
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> WorklistSettings:
+        if self.minCount > self.maxResults:
+            raise ValueError("minCount must not exceed maxResults")
+        return self
+
+
 class FailoverSettings(HttpProbeSecrets):
     enabled: bool = True
 
@@ -412,6 +433,7 @@ class ProbesConfig(Strict):
     dicom_find: DicomFindSettings = DicomFindSettings()
     api_ping: ApiPingSettings = ApiPingSettings()
     viewer: ViewerSettings = ViewerSettings()
+    worklist: WorklistSettings | None = None
     failover: FailoverSettings = FailoverSettings()
     dicom_retrieve: DicomRetrieveSettings | None = None
     dicom_store: DicomStoreSettings = DicomStoreSettings()
