@@ -143,6 +143,14 @@ class HealthEvaluator:
                 for c in ts.checks.values():
                     c.text = self._renderer.check(c)
 
+    def set_thresholds(self, target_id: str, thresholds: Thresholds) -> None:
+        """New thresholds for a kept target (a reload): its checks keep their history and
+        state, and their next result is judged by the new thresholds."""
+        with self._lock:
+            ts = self.targets.get(target_id)
+            if ts is not None:
+                ts.thresholds = thresholds
+
     def remove_target(self, target_id: str) -> None:
         with self._lock:
             ts = self.targets.pop(target_id, None)

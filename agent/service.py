@@ -55,8 +55,9 @@ def check_schedulable(plans: list[TargetPlan]) -> None:
 
 
 def _checks_shape(p: TargetPlan) -> tuple:
-    """What the evaluator and exporters were set up with for a target."""
-    return (p.name, p.thresholds, tuple(p.probes), p.metrics_enabled)
+    """What the evaluator and exporters were set up with for a target (thresholds apply to the
+    next result and are swapped in place)."""
+    return (p.name, tuple(p.probes), p.metrics_enabled)
 
 
 class AgentService:
@@ -214,6 +215,10 @@ class AgentService:
             for tid, p in new.items():
                 prev = self._installed.get(tid)
                 if prev is not None and _checks_shape(prev) == _checks_shape(p):
+                    if prev.thresholds != p.thresholds:
+                        # judged by the new thresholds from its next result on; its history,
+                        # state and series stay (no counter reset, no UNKNOWN flash)
+                        self.evaluator.set_thresholds(tid, p.thresholds)
                     continue
                 if prev is not None:
                     self.pipeline.remove_target(tid)

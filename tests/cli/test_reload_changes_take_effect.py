@@ -43,8 +43,12 @@ def test_a_lower_failure_threshold_makes_a_failing_target_unhealthy(tmp_path: Pa
                 what="three failed runs",
             )
             assert _state(svc) == "DEGRADED"  # 3 of 100 failures: WARN, not FAIL
+            before = total(scrape(svc), "pacs_probe_runs_total", probe="dicom_echo")
             _reload(svc, cfg, _target(sim, 200, failureThreshold=1))
             wait_until(lambda: _state(svc) == "UNHEALTHY", 10, what="new threshold applied")
+            # the target kept its series: counters went on, not back to 0
+            after = total(scrape(svc), "pacs_probe_runs_total", probe="dicom_echo")
+            assert after > before
 
 
 def test_a_shorter_interval_runs_more_often(tmp_path: Path) -> None:
