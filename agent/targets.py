@@ -19,6 +19,7 @@ from agent.maintenance import Schedule, schedule_from_config
 from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
 from probes.base import Probe
+from probes.dicom_capabilities import DicomCapabilitiesProbe, capability_set
 from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import DicomFindProbe, FindQuery
 from probes.dicom_retrieve import DicomRetrieveProbe, RetrieveSpec
@@ -33,6 +34,7 @@ log = logging.getLogger("agent.targets")
 PROBE_ORDER = (
     "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve", "dicom_store",
     "worklist",
+    "dicom_capabilities",
 )
 
 _TARGET_LOG = logging.getLogger("agent.target")
@@ -248,6 +250,15 @@ def build_plan(ep: Endpoint) -> TargetPlan:
                 scheduled_date=w.scheduledDate,
                 min_count=w.minCount,
                 max_results=w.maxResults,
+            ),
+        )
+    if p.dicom_capabilities is not None and p.dicom_capabilities.enabled:
+        cap = p.dicom_capabilities
+        probes["dicom_capabilities"] = DicomCapabilitiesProbe(
+            dicom,  # the schema has checked that these resolve and fit one association
+            capability_set(
+                cap.sopClasses or ep.dicomConfig.supportedSOPClasses,
+                cap.transferSyntaxes or s.preferredTransferSyntax,
             ),
         )
     hc, r = ep.healthCheck, ep.retryPolicy

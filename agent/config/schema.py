@@ -384,6 +384,16 @@ class WorklistSettings(Strict):
         return self
 
 
+class DicomCapabilitiesSettings(Strict):
+    """`probes.dicom_capabilities`: one association proposing every SOP class with every
+    transfer syntax. Off unless given; the lists default to dicomConfig.supportedSOPClasses and
+    sectraConfig.preferredTransferSyntax (UIDs or names, checked on the target)."""
+
+    enabled: bool = True
+    sopClasses: list[str] = Field(default_factory=list)
+    transferSyntaxes: list[str] = Field(default_factory=list)
+
+
 class FailoverSettings(HttpProbeSecrets):
     enabled: bool = True
 
@@ -434,6 +444,7 @@ class ProbesConfig(Strict):
     api_ping: ApiPingSettings = ApiPingSettings()
     viewer: ViewerSettings = ViewerSettings()
     worklist: WorklistSettings | None = None
+    dicom_capabilities: DicomCapabilitiesSettings | None = None
     failover: FailoverSettings = FailoverSettings()
     dicom_retrieve: DicomRetrieveSettings | None = None
     dicom_store: DicomStoreSettings = DicomStoreSettings()
@@ -554,6 +565,22 @@ class Endpoint(Strict):
             data = dict(data)
             data["sectraConfig"] = data.pop("secttraConfig")
         return data
+
+    @model_validator(mode="after")
+    def _capabilities_proposable(self) -> Endpoint:
+        # names resolve and the pairs fit one association (128 contexts), or the config is refused
+        c = self.probes.dicom_capabilities
+        if c is not None and c.enabled:
+            from probes.dicom_capabilities import capability_set
+
+            try:
+                capability_set(
+                    c.sopClasses or self.dicomConfig.supportedSOPClasses,
+                    c.transferSyntaxes or self.sectraConfig.preferredTransferSyntax,
+                )
+            except ValueError as e:
+                raise ValueError(f"probes.dicom_capabilities: {e}") from None
+        return self
 
 
 class OTLPConfig(Strict):
