@@ -341,7 +341,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         out = json.dumps(doc, indent=2)
     else:
         out = plugin_line(doc, plans) + "\n" + render_table(doc)
-    _emit(redactor.scrub(out))
+    # no text search here: the document holds no secret (probe messages are fixed strings and
+    # the runner scrubs what a probe reports), and replacing text would corrupt the JSON
+    _emit(out)
     return EXIT[HealthState(doc["status"])]
 
 
@@ -378,10 +380,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             "status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),
             "targets": [r.json() for r in results],
         }
-        out = json.dumps(doc, indent=2, ensure_ascii=False)
+        out = json.dumps(redactor.scrub_values(doc), indent=2, ensure_ascii=False)
     else:
-        out = render_text(results)
-    print(redactor.scrub(out))
+        out = redactor.scrub(render_text(results))
+    print(out)
     return exit_code(results)
 
 
@@ -396,7 +398,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return UNKNOWN
     for warning in config_warnings(loaded):
         print(warning, file=sys.stderr)
-    redactor = Redactor(loaded.secrets)
     plans = [build_plan(t) for t in loaded.model.targets if t.enabled]
     if not plans:
         print(NO_TARGET_WARNING, file=sys.stderr)
@@ -407,7 +408,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     ]
     lines += [f"# {p.id}: {', '.join(p.probes) or 'no probes'}" for p in plans]
     lines.append(yaml.safe_dump(effective_for_display(loaded, plans), sort_keys=False))
-    _emit(redactor.scrub("\n".join(lines)))
+    _emit("\n".join(lines))  # the effective config is redacted by key (LoadedConfig.effective)
     return 0
 
 
