@@ -217,6 +217,7 @@ def run_once(
     for r in results:
         q = recorder.record(r.target, r.probe, r.duration) if r.ok else {}
         evaluator.update(r, q.get(0.95))
+    evaluator.set_maintenance({p.id: p.maintenance.active() for p in plans})
     return health_document(evaluator.snapshot())
 
 

@@ -182,3 +182,23 @@ def test_otlp_carries_maintenance_and_thresholds() -> None:
     assert got["pacs.target.maintenance"] == {"pacs-maint": 1, "pacs-free": 0}
     assert got["pacs.target.degraded_latency"] == {"pacs-maint": 0.75, "pacs-free": 2.0}
     assert got["pacs.target.cert_expiry_warning"]["pacs-free"] == 14 * 86400
+
+
+def test_probe_once_reports_the_window() -> None:
+    from agent.cli import run_once
+    from agent.redaction import Redactor
+    from agent.targets import build_plan
+
+    now = datetime.now(UTC)
+    with SimulatedPACS() as sim:
+        maint = sim.endpoint_config("pacs-maint")
+        maint["maintenance"] = [
+            {"from": iso(now - timedelta(hours=1)), "to": iso(now + timedelta(hours=1))}
+        ]
+        doc = {"targets": [maint, sim.endpoint_config("pacs-free")]}
+        loaded = load_config_text(json.dumps(doc), "<test>", {})
+        plans = [build_plan(t) for t in loaded.model.targets]
+        result = run_once(plans, Redactor(), "dicom_echo")
+    flags = {t["id"]: t["maintenance"] for t in result["targets"]}
+    assert flags == {"pacs-maint": True, "pacs-free": False}
+    assert result["status"] == "HEALTHY"  # the window marks the target, it does not change state
