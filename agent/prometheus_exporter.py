@@ -325,6 +325,8 @@ class PrometheusExporter:
             for target, on in active.items():
                 if (target, "") not in health:
                     continue  # removed, or metrics disabled for it
+                if current.get((target, ""), b"").endswith(b" 1.0\n" if on else b" 0.0\n"):
+                    continue  # unchanged: every scrape refreshes, few windows ever change
                 self._set(
                     "pacs_target_maintenance",
                     (target, ""),
