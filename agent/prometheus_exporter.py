@@ -322,6 +322,7 @@ class PrometheusExporter:
         """pacs_target_maintenance for the given targets (only those already added)."""
         with self._lock:
             health = self._frag["pacs_target_health"]
+            current = self._frag["pacs_target_maintenance"]
             for target, on in active.items():
                 if (target, "") not in health:
                     continue  # removed, or metrics disabled for it
