@@ -23,6 +23,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
@@ -97,9 +98,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+@lru_cache(maxsize=16)
 def accept_response(rq_pdu: bytes, max_pdu: int) -> bytes:
     """The A-ASSOCIATE-AC for a peer's A-ASSOCIATE-RQ: every context accepted with the first
-    transfer syntax it proposes (we never decode a data set, so any encoding will do)."""
+    transfer syntax it proposes (we never decode a data set, so any encoding will do).
+
+    Cached on the request's bytes: a PACS proposes the same hundred-odd storage contexts on
+    every run, and decoding them and encoding the answer with pynetdicom was most of a C-MOVE
+    probe's CPU (bench/imaging, BENCHMARKS.md)."""
     rq = A_ASSOCIATE_RQ()
     try:
         rq.decode(rq_pdu)
