@@ -24,6 +24,7 @@ from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import DicomFindProbe, FindQuery
 from probes.dicom_retrieve import DicomRetrieveProbe, RetrieveSpec
 from probes.dicom_store import DicomStoreProbe
+from probes.dicomweb import DicomwebProbe
 from probes.failover import FailoverProbe
 from probes.specs import DicomEndpoint, HttpEndpoint, TLSOptions
 from probes.viewer import ViewerProbe
@@ -35,6 +36,7 @@ PROBE_ORDER = (
     "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve", "dicom_store",
     "worklist",
     "dicom_capabilities",
+    "dicomweb",
 )
 
 _TARGET_LOG = logging.getLogger("agent.target")
@@ -261,6 +263,14 @@ def build_plan(ep: Endpoint) -> TargetPlan:
                 cap.transferSyntaxes or s.preferredTransferSyntax,
             ),
         )
+    if p.dicomweb is not None and p.dicomweb.enabled and p.dicomweb.endpoint:
+        dw = p.dicomweb
+        probes["dicomweb"] = DicomwebProbe(
+            http(dw.endpoint, _block_secrets(dw, api_secrets)),
+            study_uid=dw.studyInstanceUID,
+            max_redirects=dw.maxRedirects,
+        )
+
     hc, r = ep.healthCheck, ep.retryPolicy
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel
     logger = TargetLogger(

@@ -394,6 +394,23 @@ class DicomCapabilitiesSettings(Strict):
     transferSyntaxes: list[str] = Field(default_factory=list)
 
 
+class DicomwebSettings(HttpProbeSecrets):
+    """`probes.dicomweb`: QIDO-RS (+ WADO-RS metadata for a canary) at a DICOMweb base URL."""
+
+    enabled: bool = True
+    endpoint: HttpUrl | None = None
+    studyInstanceUID: str | None = Field(
+        default=None, max_length=64, pattern=r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$"
+    )
+    maxRedirects: int = Field(default=3, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> DicomwebSettings:
+        if self.enabled and self.endpoint is None:
+            raise ValueError("endpoint (the DICOMweb base URL) is required")
+        return self
+
+
 class FailoverSettings(HttpProbeSecrets):
     enabled: bool = True
 
@@ -445,6 +462,7 @@ class ProbesConfig(Strict):
     viewer: ViewerSettings = ViewerSettings()
     worklist: WorklistSettings | None = None
     dicom_capabilities: DicomCapabilitiesSettings | None = None
+    dicomweb: DicomwebSettings | None = None
     failover: FailoverSettings = FailoverSettings()
     dicom_retrieve: DicomRetrieveSettings | None = None
     dicom_store: DicomStoreSettings = DicomStoreSettings()
