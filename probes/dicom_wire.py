@@ -553,6 +553,10 @@ class DicomAssociation:
             raise ProbeError(
                 Reason.INVALID_RESPONSE, "association: malformed A-ASSOCIATE-AC"
             ) from None
+        # PS3.8 9.3.3: version 1 is bit 0 of the protocol version; the application context
+        # item is mandatory and names DICOM's (PS3.7 A.2). The decoder checks neither.
+        if not ac.protocol_version & 1 or ac.application_context_name != APPLICATION_CONTEXT:
+            raise ProbeError(Reason.INVALID_RESPONSE, "association: malformed A-ASSOCIATE-AC")
         for item in accepted.user_information or []:
             if isinstance(item, MaximumLengthNotification):
                 self.peer_max_pdu = item.maximum_length_received or 0
@@ -564,6 +568,13 @@ class DicomAssociation:
             )
         for cx in accepted.presentation_context_definition_results_list or []:
             if cx.result == 0 and cx.context_id in by_id and cx.transfer_syntax:
+                if str(cx.transfer_syntax[0]) not in transfer_syntaxes:
+                    # PS3.8 9.3.3.2: the acceptor picks one of the proposed syntaxes; encoding
+                    # in any other would send the PACS bytes it did not agree to read
+                    raise ProbeError(
+                        Reason.INVALID_RESPONSE,
+                        "association: peer accepted a transfer syntax that was not proposed",
+                    )
                 syntax = str(by_id[cx.context_id])
                 self.contexts[syntax] = AcceptedContext(
                     cx.context_id, syntax, str(cx.transfer_syntax[0])
@@ -607,6 +618,8 @@ class DicomAssociation:
             if total > MAX_DIMSE_MESSAGE:
                 raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE response larger than allowed")
             units.append(data)
+            if len(data) <= 6:  # PS3.8 9.3.5: a P-DATA-TF carries one or more PDV items
+                raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE: P-DATA without a PDV item")
             done = False
             off = 6
             while off < len(data):
@@ -615,6 +628,8 @@ class DicomAssociation:
                 item_len = struct.unpack_from(">L", data, off)[0]
                 if item_len < 2 or off + 4 + item_len > len(data):
                     raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE: malformed P-DATA")
+                if data[off + 4] not in {cx.context_id for cx in self.contexts.values()}:
+                    raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE: PDV on a context not agreed")
                 control = data[off + 5]
                 fragment = data[off + 6 : off + 4 + item_len]
                 off += 4 + item_len
@@ -623,7 +638,9 @@ class DicomAssociation:
                     if control & 0x02:
                         fields = command_fields(bytes(command))
                         done = fields.get(0x0800, NO_DATA_SET) == NO_DATA_SET
-                elif control & 0x02 and fields is not None:  # last data-set fragment
+                elif fields is None:  # PS3.7 6.3.1: the command set comes first
+                    raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE: data set before a command")
+                elif control & 0x02:  # last data-set fragment
                     done = True
             if done:
                 assert fields is not None

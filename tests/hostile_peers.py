@@ -74,8 +74,9 @@ class ScriptServer:
         s.settimeout(0.05)
         self._sock = s
         self.port = int(s.getsockname()[1])
-        self._acceptor = threading.Thread(target=self._accept_loop, name="hostile-accept",
-                                          daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="hostile-accept", daemon=True
+        )
         self._acceptor.start()
         return self
 
@@ -279,7 +280,10 @@ def rq_context_ids(rq: bytes) -> list[int]:
 
 
 def ac_items(
-    context_ids: list[int], *, max_pdu: int | None = 16384, result: int = 0,
+    context_ids: list[int],
+    *,
+    max_pdu: int | None = 16384,
+    result: int = 0,
     transfer_syntax: bytes = IMPLICIT_VR_LE,
 ) -> bytes:
     items = _item(0x10, APPLICATION_CONTEXT)
@@ -416,11 +420,65 @@ def echo_ok(conn: socket.socket, server: ScriptServer) -> None:
     finish(conn, server)
 
 
+def _command_rsp(command: bytes) -> bytes | None:
+    """The success response to a C-ECHO-RQ or C-FIND-RQ command set (implicit VR LE), or None."""
+    from io import BytesIO
+
+    from pynetdicom.dsutils import decode as decode_dataset
+
+    try:
+        rq = decode_dataset(BytesIO(command), True, True)
+        field, sop, mid = int(rq.CommandField), str(rq.AffectedSOPClassUID), int(rq.MessageID)
+    except Exception:  # noqa: BLE001 - not a command we can answer
+        return None
+    if field not in (0x0030, 0x0020):
+        return None
+    ds = Dataset()
+    ds.CommandGroupLength = 0
+    ds.AffectedSOPClassUID = sop
+    ds.CommandField = field | 0x8000
+    ds.MessageIDBeingRespondedTo = mid
+    ds.CommandDataSetType = 0x0101
+    ds.Status = 0
+    raw = encode_dataset(ds, True, True)
+    assert raw is not None
+    ds.CommandGroupLength = len(raw) - 12
+    raw = encode_dataset(ds, True, True)
+    assert raw is not None
+    return bytes(raw)
+
+
+def _pdvs(pdata: bytes) -> list[tuple[int, int, bytes]]:
+    """(context id, control header, fragment) of each PDV item of a P-DATA-TF PDU."""
+    out, off = [], 6
+    while off + 6 <= len(pdata):
+        (n,) = struct.unpack(">L", pdata[off : off + 4])
+        out.append((pdata[off + 4], pdata[off + 5], pdata[off + 6 : off + 4 + n]))
+        off += 4 + n
+    return out
+
+
+# (0000,0800) CommandDataSetType = 0x0101 in implicit VR little endian: no data set follows
+NO_DATA_SET = b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x01"
+
+
+def truncated(payload: bytes) -> bool:
+    """True when the first PDU of `payload` is cut short (header or body incomplete)."""
+    if len(payload) < 6:
+        return True
+    return struct.unpack(">L", payload[2:6])[0] > len(payload) - 6
+
+
 def scripted_reply(conn: socket.socket, server: ScriptServer) -> None:
     """For the fuzzer: server.state = {"after_ac": bool, "payload": bytes}.
 
-    Reads the RQ; if `after_ac`, accepts it and reads the DIMSE request; then sends `payload`
-    and ends the stream cleanly.
+    Reads the RQ; if `after_ac`, accepts it and reads the DIMSE request; then sends `payload`.
+    A payload whose first PDU is cut short is followed by a clean end of stream (otherwise the
+    probe could only wait for the rest until its deadline). After a complete PDU the peer goes on
+    as a PACS would: an A-RELEASE-RQ is answered with A-RELEASE-RP, an A-ABORT ends it, and a
+    C-ECHO or C-FIND request (sent when the payload was an acceptable A-ASSOCIATE-AC) is
+    reassembled from its fragments and answered with success. What it answered is recorded in
+    `server.state["answered"]`.
     """
     plan = dict(server.state)
     if plan.get("after_ac"):
@@ -429,17 +487,41 @@ def scripted_reply(conn: socket.socket, server: ScriptServer) -> None:
     elif read_pdu(conn, server) is None:
         return
     payload = plan.get("payload", b"")
-    if callable(payload):
-        payload = payload(conn)
     conn.sendall(payload)
-    finish(conn, server)
+    if truncated(payload):
+        finish(conn, server)
+        return
+    command, cid = b"", 1
+    while (got := read_pdu(conn, server)) is not None:
+        if got[0] == 0x05:
+            conn.sendall(RELEASE_RP)
+            with server._lock:  # noqa: SLF001
+                server.state.setdefault("answered", []).append("release")
+            finish(conn, server)
+            return
+        if got[0] == 0x07:
+            return
+        if got[0] != 0x04:
+            continue
+        for cid, control, frag in _pdvs(got[1]):
+            if control & 1:
+                command += frag
+            # a command without a data set ends with its last command fragment; a C-FIND's
+            # identifier with the last data-set fragment
+            if control & 2 and (not control & 1 or NO_DATA_SET in command):
+                rsp = _command_rsp(command)
+                command = b""
+                if rsp is not None:
+                    conn.sendall(p_data(cid, rsp))
+                    with server._lock:  # noqa: SLF001
+                        server.state.setdefault("answered", []).append("dimse")
 
 
 # -- HTTP scripts ----------------------------------------------------------------------------------
 
 SLOW_LORIS_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
-    b"X-Padding: slow-loris-slow-loris-slow-loris\r\n\r\n{\"status\":\"UP\"}"
+    b'X-Padding: slow-loris-slow-loris-slow-loris\r\n\r\n{"status":"UP"}'
 )
 
 
@@ -457,8 +539,10 @@ def slow_loris(conn: socket.socket, server: ScriptServer) -> None:
 def http_ok(conn: socket.socket, server: ScriptServer) -> None:
     if read_http_request(conn, server) is None:
         return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
-                 b"Connection: close\r\n\r\n{\"status\":\"UP\"}")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+        b'Connection: close\r\n\r\n{"status":"UP"}'
+    )
     finish(conn, server)
 
 
@@ -476,8 +560,9 @@ def endless_chunked(conn: socket.socket, server: ScriptServer, every: float = 0.
     """A 200 with a chunked body that never ends (64 KiB chunks, optionally every `every` s)."""
     if read_http_request(conn, server) is None:
         return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
     conn.settimeout(1.0)
     while not server.stopping.is_set():
@@ -495,8 +580,9 @@ def endless_chunked_slow(conn: socket.socket, server: ScriptServer) -> None:
     """Endless, but slow: one small chunk every 50 ms, so the deadline (not the cap) ends it."""
     if read_http_request(conn, server) is None:
         return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     while not server.stopping.is_set():
         try:
             conn.sendall(b"10\r\n" + b"y" * 16 + b"\r\n")

@@ -30,7 +30,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning
 
 # What malformed bytes may legitimately be called. `error` is not among them: it means a bug.
 BOUNDED = {
-    Reason.INVALID_RESPONSE, Reason.ABORTED, Reason.REJECTED, Reason.TIMEOUT, Reason.DIMSE_STATUS,
+    Reason.INVALID_RESPONSE,
+    Reason.ABORTED,
+    Reason.REJECTED,
+    Reason.TIMEOUT,
+    Reason.DIMSE_STATUS,
 }
 DEADLINE = 2.0
 MARGIN = 0.5
@@ -69,13 +73,102 @@ def _run(
     return r, took, peak
 
 
-def _check(r: ProbeResult, took: float, peak: int) -> None:
-    assert not r.ok, "malformed bytes must not pass as a healthy PACS"
+PROPOSED_SYNTAXES = (b"1.2.840.10008.1.2", b"1.2.840.10008.1.2.1")
+
+
+def _items(body: bytes) -> list[tuple[int, bytes]] | None:
+    """The (type, value) items of a PDU's variable part; None when they do not tile it."""
+    out, off = [], 0
+    while off < len(body):
+        if off + 4 > len(body):
+            return None
+        item_type, _, n = struct.unpack(">BBH", body[off : off + 4])
+        if off + 4 + n > len(body):
+            return None
+        out.append((item_type, body[off + 4 : off + 4 + n]))
+        off += 4 + n
+    return out
+
+
+def _acceptable_ac(payload: bytes) -> bool:
+    """An A-ASSOCIATE-AC that has what the probe needs (PS3.8 9.3.3): version 1, DICOM's
+    application context, context 1 accepted in a proposed transfer syntax. Anything else in it
+    a lenient acceptor may ignore. Read by this walker, not by the probe's decoder."""
+    if payload[0] != 0x02 or len(payload) < 74 or not payload[7] & 1:
+        return False
+    items = _items(payload[74:])
+    if items is None or (0x10, hp.APPLICATION_CONTEXT) not in items:
+        return False
+    for item_type, value in items:
+        if item_type == 0x21 and len(value) >= 4 and value[0] == 1 and value[2] == 0:
+            subs = _items(value[4:])
+            if subs and subs[0][0] == 0x40 and subs[0][1].rstrip(b"\0") in PROPOSED_SYNTAXES:
+                return True
+    return False
+
+
+def _incomplete_message(payload: bytes) -> bool:
+    """A P-DATA-TF none of whose PDV items ends a command or data set: the rest may follow."""
+    off, last = 6, False
+    while off + 6 <= len(payload):
+        (n,) = struct.unpack(">L", payload[off : off + 4])
+        last |= bool(payload[off + 5] & 2)
+        off += 4 + max(n, 1)
+    return payload[0] == 0x04 and not last
+
+
+def expected_outcomes(payload: bytes, after_ac: bool) -> set[Reason | None]:
+    """What the probe may make of `payload`, from the bytes alone (independent of the probe);
+    None stands for success.
+
+    The peer answers A-RELEASE, and C-ECHO/C-FIND after an acceptable A-ASSOCIATE-AC, and stays
+    connected after a complete PDU: so `aborted` is only right when the bytes say so (an
+    A-ABORT, the peer's own A-RELEASE-RQ) or the stream ended mid-PDU, and `timeout` only when a
+    well-framed P-DATA-TF leaves its message unfinished.
+    """
+    if hp.truncated(payload):
+        return {Reason.INVALID_RESPONSE, Reason.ABORTED}
+    out: set[Reason | None] = {Reason.INVALID_RESPONSE}
+    pdu_type = payload[0]
+    if pdu_type in (0x05, 0x07):
+        out.add(Reason.ABORTED)
+    if not after_ac:
+        if pdu_type in (0x02, 0x03):
+            out.add(Reason.REJECTED)  # refused, or accepted without the probe's context
+        if _acceptable_ac(payload):
+            out.add(None)
+    elif pdu_type == 0x04 and len(payload) > 11 and payload[10] == 1 and payload[11] & 3 == 3:
+        # one whole command PDV on the probe's context: a C-ECHO-RSP that may well be valid
+        out |= {None, Reason.DIMSE_STATUS}
+    elif _incomplete_message(payload):
+        out.add(Reason.TIMEOUT)  # well framed, but the message's end is still to come
+    return out
+
+
+def _check(
+    r: ProbeResult,
+    took: float,
+    peak: int,
+    server: hp.ScriptServer | None = None,
+    payload: bytes | None = None,
+    after_ac: bool = False,
+) -> None:
     assert r.reason != Reason.ERROR, r.message  # an exception inside the probe ends up here
-    assert r.reason in BOUNDED, (r.reason, r.message)
     assert took < DEADLINE + MARGIN, took
     assert peak < PEAK_LIMIT, f"{peak} bytes allocated during one run"
     assert "Traceback" not in r.message and "internal error" not in r.message
+    if server is not None:
+        wait_until(lambda: server.active() == 0, 5, what="the peer's script finished")
+        assert server.errors == []  # the peer itself raised nothing
+    if payload is not None:
+        want = expected_outcomes(payload, after_ac)
+        assert r.reason in want, (r.reason, r.message, want, payload[:16].hex())
+    else:
+        assert not r.ok, "malformed bytes must not pass as a healthy PACS"
+        assert r.reason in BOUNDED, (r.reason, r.message)
+    if r.ok and server is not None:
+        # a success is a real exchange with the peer, released cleanly
+        assert server.state.get("answered") == ["dimse", "release"], server.state
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -93,8 +186,9 @@ def any_pdu(draw: st.DrawFn) -> bytes:
     return struct.pack(">BBL", draw(pdu_types), draw(st.integers(0, 255)), declared) + body
 
 
-item_types = st.one_of(st.sampled_from([0x10, 0x20, 0x21, 0x30, 0x40, 0x50, 0x51, 0x52, 0x55]),
-                       st.integers(0, 255))
+item_types = st.one_of(
+    st.sampled_from([0x10, 0x20, 0x21, 0x30, 0x40, 0x50, 0x51, 0x52, 0x55]), st.integers(0, 255)
+)
 
 
 @st.composite
@@ -104,8 +198,14 @@ def garbage_item(draw: st.DrawFn) -> bytes:
     return struct.pack(">BBH", draw(item_types), 0, declared) + value
 
 
-FAKE_RQ = hp.pdu(0x01, struct.pack(">HH", 1, 0) + b"ANY-SCP".ljust(16) + b"PACS_HEALTH".ljust(16)
-                 + bytes(32) + hp._item(0x20, bytes([1, 0, 0, 0])))
+FAKE_RQ = hp.pdu(
+    0x01,
+    struct.pack(">HH", 1, 0)
+    + b"ANY-SCP".ljust(16)
+    + b"PACS_HEALTH".ljust(16)
+    + bytes(32)
+    + hp._item(0x20, bytes([1, 0, 0, 0])),
+)
 
 
 @st.composite
@@ -143,8 +243,10 @@ def garbage_pdata(draw: st.DrawFn) -> bytes:
     if kind == "pdv_len":
         data = struct.pack(">LBB", draw(lengths), 1, 3) + cmd
     elif kind == "control":
-        data = struct.pack(">LBB", len(cmd) + 2, draw(st.integers(0, 255)), draw(
-            st.integers(0, 255))) + cmd
+        data = (
+            struct.pack(">LBB", len(cmd) + 2, draw(st.integers(0, 255)), draw(st.integers(0, 255)))
+            + cmd
+        )
     elif kind == "truncated_cmd":
         part = cmd[: draw(st.integers(0, len(cmd) - 1))]
         data = struct.pack(">LBB", len(part) + 2, 1, 3) + part
@@ -156,15 +258,19 @@ def garbage_pdata(draw: st.DrawFn) -> bytes:
     return hp.pdu(0x04, data)
 
 
-association_replies = st.one_of(any_pdu(), garbage_ac(), truncated_ac(), odd_max_pdu_ac(),
-                                st.binary(min_size=1, max_size=200))
+association_replies = st.one_of(
+    any_pdu(), garbage_ac(), truncated_ac(), odd_max_pdu_ac(), st.binary(min_size=1, max_size=200)
+)
 dimse_replies = st.one_of(garbage_pdata(), any_pdu(), st.binary(min_size=1, max_size=200))
 
 
 # -- the fuzzer ----------------------------------------------------------------------------------
 
 FUZZ = settings(
-    max_examples=120, deadline=None, derandomize=True, database=None,
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -174,14 +280,15 @@ FUZZ = settings(
 @example(reply=hp.pdu(0x02, b"", declared=0xFFFFFFF0), probe="dicom_echo")
 @example(reply=hp.associate_ac(FAKE_RQ, max_pdu=1), probe="dicom_echo")
 @example(reply=hp.associate_ac(FAKE_RQ, max_pdu=6), probe="dicom_find")
-def test_malformed_association_replies(fuzz_server: hp.ScriptServer, reply: bytes,
-                                       probe: str) -> None:
+def test_malformed_association_replies(
+    fuzz_server: hp.ScriptServer, reply: bytes, probe: str
+) -> None:
     tracemalloc.start()
     try:
         r, took, peak = _run(fuzz_server, probe, reply, after_ac=False)
     finally:
         tracemalloc.stop()
-    _check(r, took, peak)
+    _check(r, took, peak, fuzz_server, reply, after_ac=False)
 
 
 @FUZZ
@@ -193,7 +300,7 @@ def test_malformed_dimse_replies(fuzz_server: hp.ScriptServer, reply: bytes, pro
         r, took, peak = _run(fuzz_server, probe, reply, after_ac=True)
     finally:
         tracemalloc.stop()
-    _check(r, took, peak)
+    _check(r, took, peak, fuzz_server, reply, after_ac=True)
 
 
 # -- named cases: huge declared lengths on every PDU type -----------------------------------------
@@ -211,7 +318,7 @@ def test_huge_declared_length_is_refused_before_allocation(
         r, took, peak = _run(fuzz_server, "dicom_echo", reply, after_ac)
     finally:
         tracemalloc.stop()
-    _check(r, took, peak)
+    _check(r, took, peak, fuzz_server)
     assert r.reason == Reason.INVALID_RESPONSE, (r.reason, r.message)
     assert peak < 1024 * 1024
 
@@ -245,17 +352,26 @@ def test_hostile_target_does_not_delay_a_healthy_one() -> None:
     # the healthy PACS is a plain socket SCP: it answers in microseconds even on a loaded machine
     with hp.ScriptServer(_garbage_or_stall) as hostile, hp.ScriptServer(hp.echo_ok) as good:
         targets = [
-            target("hostile", port=hostile.port, only=("dicom_echo",), timeout_ms=500,
-                   interval_ms=500),
-            target("healthy", port=good.port, only=("dicom_echo",),
-                   timeout_ms=int(interval * 1000), interval_ms=int(interval * 1000)),
+            target(
+                "hostile", port=hostile.port, only=("dicom_echo",), timeout_ms=500, interval_ms=500
+            ),
+            target(
+                "healthy",
+                port=good.port,
+                only=("dicom_echo",),
+                timeout_ms=int(interval * 1000),
+                interval_ms=int(interval * 1000),
+            ),
         ]
         with running_agent(targets, {"selfProbe": {"enabled": False}}) as svc:
 
             def runs(t: str) -> float:
                 s = scrape(svc)
-                return sum(sample(s, "pacs_probe_runs_total", target=t, probe="dicom_echo",
-                                  result=res) or 0 for res in ("success", "failure"))
+                return sum(
+                    sample(s, "pacs_probe_runs_total", target=t, probe="dicom_echo", result=res)
+                    or 0
+                    for res in ("success", "failure")
+                )
 
             wait_until(lambda: runs("healthy") >= 1 and runs("hostile") >= 1, 10)
             h0, t0 = runs("healthy"), time.monotonic()
@@ -264,14 +380,21 @@ def test_hostile_target_does_not_delay_a_healthy_one() -> None:
             s = scrape(svc)
     expected = (t1 - t0) / interval
     assert h1 - h0 >= expected * 0.7 - 1, (h1 - h0, expected)
-    assert sample(s, "pacs_probe_runs_total", target="healthy", probe="dicom_echo",
-                  result="failure") == 0
+    assert (
+        sample(s, "pacs_probe_runs_total", target="healthy", probe="dicom_echo", result="failure")
+        == 0
+    )
     # start lateness of every job (both targets): the hostile one does not hold the scheduler up
     late = sample(s, "pacs_scheduler_start_lateness_seconds_bucket", le="0.25") or 0
     starts = sample(s, "pacs_scheduler_start_lateness_seconds_count") or 0
     assert starts >= 8 and late >= 0.9 * starts, (late, starts)
-    bad = {r.value: sample(s, "pacs_probe_failures_total", target="hostile", probe="dicom_echo",
-                           reason=r.value) or 0 for r in Reason}
+    bad = {
+        r.value: sample(
+            s, "pacs_probe_failures_total", target="hostile", probe="dicom_echo", reason=r.value
+        )
+        or 0
+        for r in Reason
+    }
     assert bad["error"] == 0, bad
     assert bad["invalid_response"] >= 1 and bad["timeout"] >= 1, bad
     assert hostile.errors == []
