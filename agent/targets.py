@@ -213,6 +213,7 @@ def build_plan(ep: Endpoint) -> TargetPlan:
             http(_join(s.primaryEndpoint, s.healthCheckEndpoint), own),
             http(_join(s.secondaryEndpoint, s.healthCheckEndpoint), own),
             failover_timeout=s.failoverTimeout,
+            load_balancing=s.loadBalancing,  # ROUND_ROBIN: every node must serve
         )
     elif p.failover.enabled and c.secondaryHosts:
         nodes = [dicom] + [
@@ -222,7 +223,9 @@ def build_plan(ep: Endpoint) -> TargetPlan:
             )
             for h in c.secondaryHosts
         ]
-        probes["failover"] = FailoverProbe.for_dicom(nodes, failover_timeout=s.failoverTimeout)
+        probes["failover"] = FailoverProbe.for_dicom(
+            nodes, failover_timeout=s.failoverTimeout, load_balancing=s.loadBalancing
+        )
 
     if p.dicom_retrieve is not None and p.dicom_retrieve.enabled:
         g = p.dicom_retrieve

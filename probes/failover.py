@@ -1,10 +1,15 @@
-"""failover: which of a primary/secondary pair is serving.
+"""failover: which of a primary/secondary pair is serving, and whether the pair is still a pair.
 
 Primary up → success. Primary down and secondary answering (within failoverTimeout) → success
 with the warning "running on secondary" (check WARN, target DEGRADED). All down → failure with
 the primary's reason. Each endpoint's time is its own phase (`primary`, `secondary`, ...).
-The secondary is probed on every run, even when the primary serves, so a dead standby is seen
-(`detail["up"]`) before it is needed.
+
+Every endpoint is probed on every run, even when the primary serves, and a dead one is a warning
+too: with the standby down the PACS has lost its redundancy ("no standby"), which is what the
+failover setup is for, so the check goes WARN before the day the primary fails.
+`loadBalancing: ROUND_ROBIN` means every node takes its share of the traffic: any node down is a
+warning ("round robin degraded"), whichever it is. Each endpoint's up/down is `detail["up"]`
+(exported as pacs_failover_endpoint_up).
 """
 
 from __future__ import annotations
@@ -42,26 +47,42 @@ def _dicom_check(ep: DicomEndpoint) -> Check:
 class FailoverProbe:
     name = "failover"
 
-    def __init__(self, checks: list[tuple[str, Check]], failover_timeout: float | None) -> None:
+    def __init__(
+        self,
+        checks: list[tuple[str, Check]],
+        failover_timeout: float | None,
+        load_balancing: str | None = None,
+    ) -> None:
         self.checks = checks
         self.failover_timeout = failover_timeout
+        self.round_robin = load_balancing == "ROUND_ROBIN"
 
     @classmethod
     def for_http(
-        cls, primary: HttpEndpoint, secondary: HttpEndpoint, failover_timeout: float | None = None
+        cls,
+        primary: HttpEndpoint,
+        secondary: HttpEndpoint,
+        failover_timeout: float | None = None,
+        load_balancing: str | None = None,
     ) -> FailoverProbe:
         return cls(
             [("primary", _http_check(primary)), ("secondary", _http_check(secondary))],
             failover_timeout,
+            load_balancing,
         )
 
     @classmethod
     def for_dicom(
-        cls, nodes: list[DicomEndpoint], failover_timeout: float | None = None
+        cls,
+        nodes: list[DicomEndpoint],
+        failover_timeout: float | None = None,
+        load_balancing: str | None = None,
     ) -> FailoverProbe:
         names = ["primary", "secondary"] + [f"secondary{i}" for i in range(2, len(nodes))]
         return cls(
-            [(n, _dicom_check(ep)) for n, ep in zip(names, nodes, strict=False)], failover_timeout
+            [(n, _dicom_check(ep)) for n, ep in zip(names, nodes, strict=False)],
+            failover_timeout,
+            load_balancing,
         )
 
     def _budget(self, deadline: Deadline, index: int) -> Deadline:
@@ -102,13 +123,24 @@ class FailoverProbe:
                 first.reason,
                 "all endpoints down: " + "; ".join(f"{n}: {e.message}" for n, e in errors.items()),
             )
+        down = [n for n, ok in up.items() if not ok]
+        why = "; ".join(f"{n} {errors[n].message}" for n in down)
         if active == "primary":
-            down = [n for n, ok in up.items() if not ok]
-            msg = "primary serving" + (f"; {', '.join(down)} down" if down else "")
-            return ProbeOutcome(msg, tls=tls, detail=detail)
+            if not down:
+                msg = "all endpoints serving (round robin)" if self.round_robin else ""
+                return ProbeOutcome(msg or "primary serving", tls=tls, detail=detail)
+            msg = f"primary serving; {', '.join(down)} down"
+            if self.round_robin:
+                warning = f"round robin degraded: {why}"
+            elif all(not ok for n, ok in up.items() if n != "primary"):
+                warning = f"no standby: {why}"  # the next primary failure is an outage
+            else:
+                warning = f"standby down: {why}"
+            return ProbeOutcome(msg, warning=warning, tls=tls, detail=detail)
+        warning = f"running on {active}: {why}"
         return ProbeOutcome(
             f"running on {active}",
-            warning=f"running on {active}: primary {errors['primary'].message}",
+            warning=f"round robin degraded: {warning}" if self.round_robin else warning,
             tls=tls,
             detail=detail,
         )

@@ -153,8 +153,50 @@ def test_dead_standby_is_seen_while_the_primary_serves(kind: str) -> None:
     assert r.ok, r.message
     assert r.detail == {"active": "primary", "up": {"primary": True, "secondary": False}}
     assert "secondary down" in r.message
-    assert check.status == CheckStatus.PASS
+    # still served, but the redundancy is gone: WARN, target DEGRADED, before the primary fails
+    assert check.status == CheckStatus.WARN
+    assert check.message.startswith("no standby: secondary ")
+    assert h.target_state(TID) == HealthState.DEGRADED
     assert active(h) == {"primary": 1.0, "secondary": 0.0}
+    assert endpoint_up(h) == {"primary": 1.0, "secondary": 0.0}
+
+
+def endpoint_up(h: Harness) -> dict[str, float | None]:
+    return {
+        ep: h.value("pacs_failover_endpoint_up", target=TID, endpoint=ep)
+        for ep in ("primary", "secondary")
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_round_robin_needs_both_nodes(kind: str) -> None:
+    with PAIRS[kind]() as (primary, secondary, t):
+        t.setdefault("sectraConfig", {})["loadBalancing"] = "ROUND_ROBIN"
+        h = Harness(plan(t))
+        r, check = h.run(TID, "failover")
+        assert r.ok and r.warning is None, r.message
+        assert r.message == "all endpoints serving (round robin)"
+        assert check.status == CheckStatus.PASS
+        assert endpoint_up(h) == {"primary": 1.0, "secondary": 1.0}
+        # either node down is DEGRADED: the other one carries all the load
+        for stopped in (secondary, primary):
+            stopped.stop()
+            r, check = h.run(TID, "failover")
+            assert r.ok, r.message
+            assert check.status == CheckStatus.WARN
+            assert check.message.startswith("round robin degraded: ")
+            assert h.target_state(TID) == HealthState.DEGRADED
+            down = "primary" if stopped is primary else "secondary"
+            assert endpoint_up(h)[down] == 0.0
+            stopped.start()
+        r, check = h.run(TID, "failover")
+        assert check.status == CheckStatus.PASS
+        # both down: a failure, every endpoint 0
+        primary.stop()
+        secondary.stop()
+        r, _ = h.run(TID, "failover")
+        assert not r.ok
+        assert endpoint_up(h) == {"primary": 0.0, "secondary": 0.0}
 
 
 def test_failing_primary_status_fails_over_to_the_secondary() -> None:
