@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, NoReturn
 
-import yaml
-
 from agent import __version__
 from agent.config import ConfigError, LoadedConfig, load_config, load_config_text
+from agent.config.render import dump_yaml
 from agent.config.warnings import config_warnings
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
@@ -290,18 +289,9 @@ def plugin_line(doc: dict[str, Any], plans: list[TargetPlan]) -> str:
 
 
 def _emit(text: str) -> None:
-    """Print to stdout as UTF-8; a reader that went away (`| head`) ends the output quietly.
-
-    A lone surrogate (from a config's "\\udc80") cannot be encoded: it is written as the escape
-    `\\udc80`, never as a raw byte that makes the whole output invalid UTF-8."""
-    data = (text + "\n").encode("utf-8", "backslashreplace")
+    """Print to stdout; a reader that went away (`| head`) ends the output quietly."""
     try:
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:  # a replaced stdout (tests): text only
-            sys.stdout.write(data.decode("utf-8"))
-        else:
-            sys.stdout.flush()
-            buffer.write(data)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
@@ -417,7 +407,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "durations in ms, secrets redacted"
     ]
     lines += [f"# {p.id}: {', '.join(p.probes) or 'no probes'}" for p in plans]
-    lines.append(yaml.safe_dump(effective_for_display(loaded, plans), sort_keys=False))
+    lines.append(dump_yaml(effective_for_display(loaded, plans)))
     _emit("\n".join(lines))  # the effective config is redacted by key (LoadedConfig.effective)
     return 0
 

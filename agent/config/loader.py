@@ -53,10 +53,11 @@ class LoadedConfig:
     model: AgentConfig
     source: str
     secrets: frozenset[str]
-    raw: dict[str, Any]
     # Where the file holds a literal secret, or a URL with a password (file paths, for warnings).
     literal_secrets: tuple[Path_, ...] = ()
     url_passwords: tuple[Path_, ...] = ()
+    # indexes of targets written with the guide's `secttraConfig` spelling (for file paths)
+    secttra_targets: frozenset[int] = frozenset()
     # the file path of targets[i]: (i,) in a list, ("targets", i) in {targets}; None: one endpoint
     target_prefix: Path_ | None = ("targets",)
     line: Callable[[Path_], int] = field(default=lambda path: 0, repr=False, compare=False)
@@ -72,19 +73,31 @@ class LoadedConfig:
         return (*self.target_prefix, index)
 
 
-def _redact_tree(node: Any, key: str | None = None) -> Any:
-    """Secrets masked by where they are (key, header map, URL password), never by searching text:
-    the rest of the tree comes out exactly as it went in."""
-    if isinstance(node, dict):
-        if key in SECRET_MAPS:
-            return {k: REDACTED for k in node}
-        return {k: _redact_tree(v, k) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_redact_tree(v) for v in node]
-    if key in SECRET_KEYS and node is not None:
-        return REDACTED
-    if isinstance(node, str) and "@" in node:
-        return redact_url(node)
+def _redact_tree(node: Any) -> Any:
+    """Secrets masked where they are (a secret key, a header map, a URL's password), in place,
+    never by searching text: everything else comes out exactly as it went in."""
+    if type(node) is dict:
+        for k, v in node.items():
+            t = type(v)
+            if t is dict:
+                if k in SECRET_MAPS:
+                    node[k] = dict.fromkeys(v, REDACTED)
+                else:
+                    _redact_tree(v)
+            elif t is list:
+                _redact_tree(v)
+            elif k in SECRET_KEYS:
+                if v is not None:
+                    node[k] = REDACTED
+            elif t is str and "@" in v:
+                node[k] = redact_url(v)
+    elif type(node) is list:
+        for i, v in enumerate(node):
+            t = type(v)
+            if t is dict or t is list:
+                _redact_tree(v)
+            elif t is str and "@" in v:
+                node[i] = redact_url(v)
     return node
 
 
@@ -100,13 +113,21 @@ class _Walk:
 
 
 def _substitute(node: Any, w: _Walk, path: Path_, secret_ctx: bool, header: bool = False) -> Any:
+    """A copy of `node` with ${VAR} replaced, noting secrets and literal secrets on the way.
+    (A copy, not in place: a YAML alias may share one node between a secret and a plain key.)"""
     if len(path) > MAX_DEPTH and isinstance(node, dict | list):
         w.errors.append((path, f"nested deeper than {MAX_DEPTH} levels"))
         return node
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k in SECRET_MAPS and isinstance(v, dict):
+            t = type(v)
+            # fast path: most values are numbers, booleans or plain strings in plain places
+            if t is not dict and t is not list and not secret_ctx and k not in SECRET_KEYS:
+                if t is not str or ("$" not in v and "@" not in v):
+                    out[k] = v
+                    continue
+            if k in SECRET_MAPS and t is dict:
                 out[k] = {
                     hk: _substitute(
                         hv,
@@ -121,7 +142,15 @@ def _substitute(node: Any, w: _Walk, path: Path_, secret_ctx: bool, header: bool
                 out[k] = _substitute(v, w, (*path, k), secret_ctx or k in SECRET_KEYS)
         return out
     if isinstance(node, list):
-        return [_substitute(v, w, (*path, i), secret_ctx) for i, v in enumerate(node)]
+        return [
+            v
+            if type(v) is not dict
+            and type(v) is not list
+            and not secret_ctx
+            and (type(v) is not str or ("$" not in v and "@" not in v))
+            else _substitute(v, w, (*path, i), secret_ctx)
+            for i, v in enumerate(node)
+        ]
     if not isinstance(node, str):
         return node
 
@@ -227,6 +256,7 @@ def load_config_text(
     # Substitute inside the file's own shape so error paths match the file.
     w = _Walk(env)
     substituted = _substitute(data, w, (), False)
+    del data  # the parsed copy; only the substituted one is needed from here
     if w.errors:
         raise ConfigError([f"{source}:{line(p)}: {fmt_path(p)}: {msg}" for p, msg in w.errors])
     try:
@@ -249,7 +279,11 @@ def load_config_text(
         model=model,
         source=source,
         secrets=frozenset(w.secrets),
-        raw=shaped,
+        secttra_targets=frozenset(
+            i
+            for i, t in enumerate(shaped.get("targets") or [])
+            if isinstance(t, dict) and "secttraConfig" in t
+        ),
         literal_secrets=tuple(w.literal_secrets),
         url_passwords=tuple(w.url_passwords),
         target_prefix=None if prefix == ("<single>",) else prefix,

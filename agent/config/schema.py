@@ -458,12 +458,14 @@ class DicomStoreSettings(Strict):
 class ProbesConfig(Strict):
     dicom_echo: ProbeToggle = ProbeToggle()
     dicom_find: DicomFindSettings = DicomFindSettings()
-    api_ping: ApiPingSettings = ApiPingSettings()
-    viewer: ViewerSettings = ViewerSettings()
+    # default_factory, not a default instance: pydantic deep-copies an unhashable default for
+    # every target (a third of check-config's time for 5,000 targets)
+    api_ping: ApiPingSettings = Field(default_factory=ApiPingSettings)
+    viewer: ViewerSettings = Field(default_factory=ViewerSettings)
     worklist: WorklistSettings | None = None
     dicom_capabilities: DicomCapabilitiesSettings | None = None
     dicomweb: DicomwebSettings | None = None
-    failover: FailoverSettings = FailoverSettings()
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     dicom_retrieve: DicomRetrieveSettings | None = None
     dicom_store: DicomStoreSettings = DicomStoreSettings()
 

@@ -6,8 +6,6 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-import httpx
-
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
 # scheme://user:password@ : the password is group 2 (up to the last @ before the path)
@@ -41,10 +39,6 @@ def url_problem(url: str) -> str | None:
             return "the host is not a valid host name"
         if not _HOSTNAME.match(ascii_host):
             return "the host is not a valid host name or IP address"
-    try:
-        httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
-        return "the URL cannot be parsed"
     return None
 
 
