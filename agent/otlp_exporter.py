@@ -545,6 +545,13 @@ INSTRUMENTS = (
                "1 for the worst target state", "pacs_agent_health"),
     Instrument("failover_active", "pacs.failover.active", "gauge", "{endpoint}",
                "1 for the endpoint currently serving", "pacs_failover_active"),
+    Instrument("failover_endpoint_up", "pacs.failover.endpoint.up", "gauge", "{endpoint}",
+               "1 if the failover endpoint answered in the last run", "pacs_failover_endpoint_up"),
+    Instrument("dicom_status", "pacs.probe.dicom_status", "counter", "{run}",
+               "Failed runs by DICOM status or rejection", "pacs_probe_dicom_status_total"),
+    Instrument("context_accepted", "pacs.dicom.context.accepted", "gauge", "",
+               "1 if the PACS accepted the SOP class with the transfer syntax",
+               "pacs_dicom_context_accepted"),
     Instrument("tls_earliest", "probe.ssl_earliest_cert_expiry", "gauge", "",
                "Earliest certificate expiry (unix time, seconds)",
                "probe_ssl_earliest_cert_expiry"),
@@ -593,6 +600,9 @@ class OTLPExporter:
         self._agent_state: HealthState | None = None
         self._failover: dict[str, str | None] = {}
         self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
+        self._failover_up: dict[str, dict[str, bool]] = {}  # target → node → answered
+        # (target, probe) → (sop_class, transfer_syntax, accepted) of dicom_capabilities
+        self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         self._tls: dict[tuple[str, str], tuple[float, float]] = {}
         self._self_probe: float | None = None
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
@@ -678,10 +688,11 @@ class OTLPExporter:
             self._target_state.pop(target, None)
             self._failover.pop(target, None)
             self._failover_eps.pop(target, None)
+            self._failover_up.pop(target, None)
             self._maintenance.pop(target, None)
             self._settings.pop(target, None)
             for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls,
-                      self._slos):
+                      self._slos, self._contexts):
                 for key in [k for k in d if k[0] == target]:
                     del d[key]
 
@@ -707,6 +718,8 @@ class OTLPExporter:
                 self.phase.record(v, {**tp, "phase": name})
         else:
             self.failures.add(1, {**tp, "reason": (r.reason or Reason.ERROR).value})
+            if r.detail.get("dicom_status"):  # a bounded label (probes.dicom_status)
+                self.dicom_status.add(1, {**tp, "status": r.detail["dicom_status"]})
         if out_of_range:
             self.out_of_range.add(out_of_range, tp)
         with self._lock:
@@ -730,6 +743,15 @@ class OTLPExporter:
                 up = r.detail.get("up")
                 if up:
                     self._failover_eps[t] = tuple(up)
+                self._failover_up[t] = {
+                    ep: bool(r.ok and up and up.get(ep))
+                    for ep in self._failover_eps.get(t, FAILOVER_ENDPOINTS)
+                }
+            if p == "dicom_capabilities":
+                contexts = r.detail.get("contexts")
+                if contexts is None:  # a failed run: nothing was accepted
+                    contexts = [(sop, ts, False) for sop, ts, _ in self._contexts.get((t, p), ())]
+                self._contexts[(t, p)] = list(contexts)
 
     def set_self_probe_overhead(self, seconds: float) -> None:
         with self._lock:
@@ -788,6 +810,22 @@ class OTLPExporter:
         return [
             Observation(1 if active == ep else 0, {"target": t, "endpoint": ep})
             for t, active, eps in items for ep in eps
+        ]
+
+    def _obs_failover_endpoint_up(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(t, list(up.items())) for t, up in self._failover_up.items()]
+        return [
+            Observation(1 if ok else 0, {"target": t, "endpoint": ep})
+            for t, up in items for ep, ok in up
+        ]
+
+    def _obs_context_accepted(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(t, list(cx)) for (t, _p), cx in self._contexts.items()]
+        return [
+            Observation(1 if ok else 0, {"target": t, "sop_class": sop, "transfer_syntax": ts})
+            for t, cx in items for sop, ts, ok in cx
         ]
 
     def _obs_tls_earliest(self, _: CallbackOptions) -> Iterable[Observation]:

@@ -251,6 +251,12 @@ def test_names_translate_to_the_prometheus_names() -> None:
                  HealthState.HEALTHY, out_of_range=1)
     prom.observe(result("t", "failover", ok=False), {0.5: 0.1}, CheckState("failover"),
                  HealthState.HEALTHY, HealthState.HEALTHY)
+    # the families that exist only after a DICOM status or a capabilities run
+    prom.observe(result("t", "dicom_echo", ok=False, detail={"dicom_status": "RJ-1-1-7"}), {},
+                 CheckState("dicom_echo"), HealthState.HEALTHY, HealthState.HEALTHY)
+    prom.observe(result("t", "dicom_capabilities",
+                        detail={"contexts": [("1.2.840.10008.1.1", "1.2.840.10008.1.2", True)]}),
+                 {}, CheckState("dicom_capabilities"), HealthState.HEALTHY, HealthState.HEALTHY)
     prom.self_probe.set(0.001)
     prom.set_target_settings("t", 2.0, 14 * 86400.0)
     prom.set_maintenance({"t": False})
