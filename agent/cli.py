@@ -94,6 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(
         _log_level(loaded, args.verbose), redactor, args.log_format or loaded.model.agent.logFormat
     )
+    for warning in config_warnings(loaded):
+        log.warning("%s", warning)
     web = None
     if args.web_config:
         from agent.web_config import WebConfigError, load_web_config
