@@ -30,7 +30,8 @@ EXAMPLE = ROOT / "examples" / "sectra-pacs-prod.json"
 ENV = {"SECTRA_API_PASSWORD": "bench-password-value", "SECTRA_API_KEY": "bench-api-key-value"}
 RESULTS = Path(__file__).resolve().parent / "results"
 TIME_BOUND = 30.0  # seconds a check-config may take before it counts as hung
-RUN_BOUND = 8.0  # seconds an `agent run` on a bad config may take to refuse it
+RUN_BOUND = 30.0  # seconds an `agent run` may take to refuse a bad config (or start serving)
+SERVE_FOR = 2.0  # a started `agent run` is stopped this long after it printed its address
 MEMORY_BOUND_MB = 300.0
 SECTION = "## Config mistakes (bench/config_mistakes)"
 
@@ -180,17 +181,20 @@ class Row:
     stderr_lines: int
     first_line: str
     traceback: bool
+    listening_s: float | None
     ok: bool
 
 
-def measure(args: list[str], bound: float) -> tuple[int | None, float, float, str]:
-    """Run the agent, bounded; (exit code or None if killed, seconds, peak RSS MB, stderr)."""
+def measure(args: list[str], bound: float) -> tuple[int | None, float, float, str, float | None]:
+    """Run the agent, bounded; (exit code or None if killed, seconds, peak RSS MB, stderr,
+    seconds until it printed "Listening on" or None). A started daemon is stopped SERVE_FOR
+    seconds after it started listening."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_"))}
     env.update(ENV)
     t0 = time.monotonic()
     p = subprocess.Popen(
         [sys.executable, "-m", "agent", *args],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env=env,
@@ -208,6 +212,16 @@ def measure(args: list[str], bound: float) -> tuple[int | None, float, float, st
         except ProcessLookupError:
             pass
 
+    listening: list[float] = []
+
+    def watch_stdout() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if line.startswith(b"Listening on") and not listening:
+                listening.append(time.monotonic() - t0)
+                threading.Timer(SERVE_FOR, kill).start()
+
+    threading.Thread(target=watch_stdout, daemon=True).start()
     timer = threading.Timer(bound, kill)
     timer.start()
     # wait4: this child's own rusage (ru_maxrss in KiB on Linux), not the sum of all children
@@ -218,11 +232,18 @@ def measure(args: list[str], bound: float) -> tuple[int | None, float, float, st
     reader.join(5)
     text = b"".join(err).decode("utf-8", "replace")
     code = None if killed.is_set() else p.returncode
-    return code, elapsed, usage.ru_maxrss / 1024.0, text
+    return code, elapsed, usage.ru_maxrss / 1024.0, text, (listening or [None])[0]
 
 
 def judge(
-    case: Case, code: int | None, seconds: float, mb: float, err: str, bound: float, run: bool
+    case: Case,
+    code: int | None,
+    seconds: float,
+    mb: float,
+    err: str,
+    bound: float,
+    run: bool,
+    listening: float | None,
 ) -> bool:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     tb = "Traceback" in err
@@ -230,7 +251,7 @@ def judge(
         return False
     if case.expect == 0:
         # a valid config: check-config exits 0; `agent run` keeps running until the bound
-        return code is None if run else code == 0 and seconds < bound
+        return listening is not None if run else code == 0 and seconds < bound
     return code == 3 and seconds < bound and 0 < len(lines) <= 5
 
 
@@ -257,11 +278,13 @@ def run_case(case: Case, directory: Path) -> list[Row]:
             ("run", ["run", "--listen", "127.0.0.1:0", "--config", str(path)], RUN_BOUND, True)
         )
     for label, args, bound, is_run in plans:
-        code, seconds, mb, err = measure(args, bound)
+        code, seconds, mb, err, listening = measure(args, bound)
         lines = [ln.replace(str(path), "<input>") for ln in err.splitlines() if ln.strip()]
         # the reason, not the "<input>: invalid" / "invalid configuration:" header above it
         reasons = [ln for ln in lines if not ln.rstrip().endswith(("invalid", ":"))]
         first = (reasons or lines or [""])[0]
+        if listening is not None:
+            first = f"(serving after {listening:.2f} s, stopped {SERVE_FOR:.0f} s later)"
         rows.append(
             Row(
                 case=case.name,
@@ -273,7 +296,8 @@ def run_case(case: Case, directory: Path) -> list[Row]:
                 stderr_lines=len(lines),
                 first_line=first[:160],
                 traceback="Traceback" in err,
-                ok=judge(case, code, seconds, mb, err, bound, is_run),
+                listening_s=None if listening is None else round(listening, 2),
+                ok=judge(case, code, seconds, mb, err, bound, is_run, listening),
             )
         )
     return rows
@@ -303,7 +327,11 @@ def table(rows: list[Row]) -> str:
         first = r.first_line.replace("|", "\\|")
         if r.traceback:
             first = "Traceback ... " + first
-        exit_text = "killed at bound" if r.exit is None else str(r.exit)
+        exit_text = (
+            ("stopped" if r.listening_s is not None else "killed at bound")
+            if (r.exit is None)
+            else str(r.exit)
+        )
         verdict = "ok" if r.ok else "**RED**"
         out.append(
             f"| {r.case} | {r.command} | {exit_text} | {r.seconds:.2f} | {r.peak_mb:.0f} | "
@@ -319,7 +347,8 @@ def section(rows: list[Row], when: str, commit: str) -> str:
 What the agent does with each kind of config mistake: `agent check-config` on the input, and for
 the mistakes that `agent run` would also meet, a bounded `agent run` ({RUN_BOUND:.0f} s). "ok" means
 it exits 3 in time with at most five lines on stderr, no traceback, under {MEMORY_BOUND_MB:.0f} MB
-(for the two valid references: exit 0, and `run` still running at the bound). Peak memory is the
+(for the two valid references: check-config exits 0 and `run` starts serving, printing its
+address; it is then stopped {SERVE_FOR:.0f} s later). Peak memory is the
 agent process's own maximum RSS (`os.wait4` rusage of the child; the inputs are generated in a
 separate process so that the measuring parent, whose RSS at fork a child's maximum starts from,
 stays small). The valid guide sample and 5,000
