@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from agent.redaction import Redactor
 from agent.runner import run_probe
 from probes.base import Reason
 from probes.dicom_find import NO_MATCH_PATIENT_ID
+from tests.helpers import LOOPBACK, bind_retry
 from tests.helpers.config import plan, plans, target
 from tests.helpers.dicom_scp import Dcmqrscp, DicomSCP, study
 
@@ -44,8 +46,12 @@ def pacs_studies() -> list[Any]:
 
 
 def find_target(port: int, timeout_ms: int = 3000, **find: Any) -> dict[str, Any]:
-    return target(port=port, timeout_ms=timeout_ms, only=("dicom_find",),
-                  probes={"dicom_find": find} if find else None)
+    return target(
+        port=port,
+        timeout_ms=timeout_ms,
+        only=("dicom_find",),
+        probes={"dicom_find": find} if find else None,
+    )
 
 
 def run_find(port: int, timeout_ms: int = 3000, **find: Any):
@@ -115,8 +121,7 @@ def test_stall_after_first_match_times_out_within_the_deadline() -> None:
     timeout = 1.0
     with DicomSCP(pacs_studies(), stall_after_first=True) as scp:
         t0 = time.monotonic()
-        r = run_find(scp.port, timeout_ms=int(timeout * 1000), patientID="SIM0002",
-                     expectedCount=2)
+        r = run_find(scp.port, timeout_ms=int(timeout * 1000), patientID="SIM0002", expectedCount=2)
         elapsed = time.monotonic() - t0
         assert scp.stalled.is_set(), "the SCP never reached its stall"
     assert not r.ok
@@ -185,8 +190,10 @@ def test_returned_identifiers_never_appear_in_results_json_or_logs(
     # Records from the SCP side (pynetdicom logging what it sends, in its own threads) are the
     # test peer's, not the agent's; everything else must be clean.
     ours = [
-        rec for rec in caplog.records
-        if not rec.name.startswith("pynetdicom") or rec.thread in probe_thread_ids
+        rec
+        for rec in caplog.records
+        if not rec.name.startswith("pynetdicom")
+        or rec.thread in probe_thread_ids
         or (rec.threadName or "").startswith("ThreadPoolExecutor")
     ]
     for rec in ours:
@@ -199,7 +206,9 @@ def test_cli_once_json_and_verbose_logs_hold_no_identifiers(tmp_path: Path) -> N
         cfg.write_text(json.dumps(find_target(scp.port, patientID=CANARY, expectedCount=1)))
         proc = subprocess.run(
             [AGENT, "probe", "--once", "--config", str(cfg), "--output", "json", "-v"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert scp.find_count >= 1
     assert proc.returncode == 0, proc.stderr
@@ -231,8 +240,14 @@ def dcmqrscp(tmp_path: Path):
 
 def test_dcmqrscp_canary_found_and_default_query_returns_zero(dcmqrscp: Dcmqrscp) -> None:
     canary = run_probe(
-        plan(target(port=dcmqrscp.port, called_aet="QRSCP", only=("dicom_find",),
-                    probes={"dicom_find": {"patientID": "QRCANARY01", "expectedCount": 1}})),
+        plan(
+            target(
+                port=dcmqrscp.port,
+                called_aet="QRSCP",
+                only=("dicom_find",),
+                probes={"dicom_find": {"patientID": "QRCANARY01", "expectedCount": 1}},
+            )
+        ),
         "dicom_find",
     )
     assert canary.ok, canary.message
@@ -246,8 +261,14 @@ def test_dcmqrscp_canary_found_and_default_query_returns_zero(dcmqrscp: Dcmqrscp
     assert default.detail == {"matches": 0}
 
     missing = run_probe(
-        plan(target(port=dcmqrscp.port, called_aet="QRSCP", only=("dicom_find",),
-                    probes={"dicom_find": {"patientID": "NOT-THERE", "expectedCount": 1}})),
+        plan(
+            target(
+                port=dcmqrscp.port,
+                called_aet="QRSCP",
+                only=("dicom_find",),
+                probes={"dicom_find": {"patientID": "NOT-THERE", "expectedCount": 1}},
+            )
+        ),
         "dicom_find",
     )
     assert not missing.ok and missing.reason == Reason.UNEXPECTED_RESULT
@@ -258,10 +279,14 @@ def test_dcmqrscp_canary_found_and_default_query_returns_zero(dcmqrscp: Dcmqrscp
 def test_dcmqrscp_stopped_is_refused(tmp_path: Path) -> None:
     server = Dcmqrscp(tmp_path / "qr", [study("QRCANARY01")]).start()
     port = server.port
-    up = run_probe(plan(target(port=port, called_aet="QRSCP", only=("dicom_echo",))),
-                   "dicom_echo")
+    up = run_probe(plan(target(port=port, called_aet="QRSCP", only=("dicom_echo",))), "dicom_echo")
     assert up.ok, up.message
     assert server.stop() is not None
-    down = run_probe(plan(target(port=port, called_aet="QRSCP", only=("dicom_echo",))),
-                     "dicom_echo")
+    # hold the released port (bound, not listening): no other process and no client's source
+    # port (a self-connect) can take it while the probe runs
+    with socket.socket() as hold:
+        bind_retry(lambda: hold.bind((LOOPBACK, port)))
+        down = run_probe(
+            plan(target(port=port, called_aet="QRSCP", only=("dicom_echo",))), "dicom_echo"
+        )
     assert not down.ok and down.reason == Reason.REFUSED

@@ -13,6 +13,7 @@ and storage area in a temporary directory, synthetic files indexed with `dcmqrid
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -23,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
-from agent.simulator import study_matches
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -51,7 +52,44 @@ def study(
     return ds
 
 
-matches = study_matches  # the simulator's matching, one implementation
+UID_KEYS = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+DATE_KEYS = frozenset({"StudyDate", "PatientBirthDate"})
+RETURN_ONLY = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
+
+
+def _wildcard(pattern: str, value: str) -> bool:
+    """PS3.4 C.2.2.2.4: `*` any run of characters, `?` any one; everything else literal."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, re.S) is not None
+
+
+def matches(study: Dataset, query: Dataset) -> bool:
+    """Study Root matching written from PS3.4 C.2.2.2, independent of the agent's simulator (a
+    bug there must not hide in the test oracle): universal (empty), single value, wildcard, UID
+    list (backslash-separated) and date range (`lo-hi`, `-hi`, `lo-`) matching, on every key the
+    query gives a value for."""
+    for elem in query:
+        key = elem.keyword
+        if not key or key in RETURN_ONLY:
+            continue
+        raw = elem.value
+        want = "\\".join(str(v) for v in raw) if isinstance(raw, MultiValue) else str(raw or "")
+        if want == "":
+            continue  # universal matching
+        got = str(study.get(key, "") or "")
+        if key in UID_KEYS:
+            if got not in want.split("\\"):
+                return False
+        elif key in DATE_KEYS and "-" in want:
+            lo, _, hi = want.partition("-")
+            if (lo and got < lo) or (hi and got > hi) or not got:
+                return False
+        elif "*" in want or "?" in want:
+            if not _wildcard(want, got):
+                return False
+        elif got != want:
+            return False
+    return True
 
 
 class DicomSCP:
@@ -147,7 +185,9 @@ class DicomSCP:
         ]
         self._server = bind_retry(
             lambda: ae.start_server(
-                (self.host, self.port), block=False, evt_handlers=handlers,
+                (self.host, self.port),
+                block=False,
+                evt_handlers=handlers,
                 ssl_context=self.ssl_context,
             )
         )
@@ -226,7 +266,9 @@ class Dcmqrscp:
             write_instance(f, st)
             files.append(str(f))
         subprocess.run(
-            [_tool("dcmqridx"), str(storage), *files], check=True, timeout=30,
+            [_tool("dcmqridx"), str(storage), *files],
+            check=True,
+            timeout=30,
             capture_output=True,
         )
         assert (storage / "index.dat").exists(), "dcmqridx wrote no index"
@@ -248,9 +290,21 @@ class Dcmqrscp:
         if self.proc.poll() is not None:
             return True  # exited: let start() see it
         r = subprocess.run(
-            [_tool("echoscu"), "-to", "2", "-ta", "2", "-td", "2", "-aec", self.ae_title,
-             self.host, str(self.port)],
-            capture_output=True, timeout=10,
+            [
+                _tool("echoscu"),
+                "-to",
+                "2",
+                "-ta",
+                "2",
+                "-td",
+                "2",
+                "-aec",
+                self.ae_title,
+                self.host,
+                str(self.port),
+            ],
+            capture_output=True,
+            timeout=10,
         )
         return r.returncode == 0
 
@@ -263,7 +317,9 @@ class Dcmqrscp:
             # Fork mode (the default): DCMTK 3.6.7's --single-process crashes after one association.
             self.proc = subprocess.Popen(
                 [binary, "-c", str(cfg), str(self.port)],
-                stdout=self._log_file, stderr=subprocess.STDOUT, cwd=self.workdir,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
                 start_new_session=True,
             )
             wait_until(self._ready, 15, 0.1, "dcmqrscp accepting associations")
