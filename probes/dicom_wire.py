@@ -352,6 +352,19 @@ def associate_rq_bytes(
     return bytes(rq.encode())
 
 
+@lru_cache(maxsize=64)
+def decode_associate_ac(data: bytes) -> tuple[A_ASSOCIATE_AC, A_ASSOCIATE]:
+    """An A-ASSOCIATE-AC decoded with pynetdicom, cached on its bytes (read, never modified).
+
+    A PACS answers a probe's (cached) request with the same bytes every run; decoding the answer
+    to a C-GET's 31 contexts validated ~100 UIDs through pydicom, more CPU than the rest of the
+    run (bench/imaging, BENCHMARKS.md). A decoding error is raised again, never cached.
+    """
+    ac = A_ASSOCIATE_AC()
+    ac.decode(data)
+    return ac, ac.to_primitive()
+
+
 @dataclass
 class AcceptedContext:
     context_id: int
@@ -545,10 +558,8 @@ class DicomAssociation:
             raise ProbeError(
                 Reason.INVALID_RESPONSE, f"association: unexpected PDU 0x{pdu_type:02x}"
             )
-        ac = A_ASSOCIATE_AC()
         try:
-            ac.decode(data)
-            accepted = ac.to_primitive()
+            ac, accepted = decode_associate_ac(data)
         except Exception:  # noqa: BLE001 - any decoder failure on hostile input is a bad response
             raise ProbeError(
                 Reason.INVALID_RESPONSE, "association: malformed A-ASSOCIATE-AC"
