@@ -275,6 +275,10 @@ def load_config_text(
             msg = msg.removeprefix("Value error, ")
             problems.append(f"{source}:{line(path)}: {fmt_path(path)}: {msg}")
         raise ConfigError(problems) from None
+    except Exception as e:  # noqa: BLE001 - a validator bug must be one line, not a traceback
+        raise ConfigError(
+            [f"{source}:0: (top level): could not be validated ({type(e).__name__})"]
+        ) from None
     return LoadedConfig(
         model=model,
         source=source,
