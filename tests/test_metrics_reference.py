@@ -66,6 +66,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                    sectra={"apiEndpoint": https.base_url, "healthCheckEndpoint": "/health"}),
             target("down", port=free_port(), only=("dicom_echo",), timeout_ms=1000,
                    interval_ms=1000),
+            # Verification accepted, JPEG 2000 refused: pacs_dicom_context_accepted 1 and 0
+            target("caps", port=sim.dicom_port, only=("dicom_capabilities",), timeout_ms=1000,
+                   interval_ms=1000,
+                   probes={"dicom_capabilities": {"sopClasses": ["1.2.840.10008.1.1"],
+                                                  "transferSyntaxes": ["IMPLICIT", "JPEG2000"]}}),
         ]
         doc = {"targets": targets,
                "agent": {"listen": "127.0.0.1:0", "selfProbe": {"interval": 500}}}
@@ -149,13 +154,18 @@ def test_conditional_families_carry_real_values(scraped: dict[str, Any]) -> None
     [oor] = _samples(scraped, "pacs_latency_out_of_range", target="sim", probe="dicom_echo")
     assert oor.value == 0.0
     [otlp] = scraped["families"]["pacs_otlp_export_failures"].samples
+    accepted = {s.labels["transfer_syntax"]: s.value
+                for s in _samples(scraped, "pacs_dicom_context_accepted", target="caps",
+                                  sop_class="1.2.840.10008.1.1")}
+    assert accepted == {"1.2.840.10008.1.2": 1.0, "1.2.840.10008.1.2.4.91": 0.0}
     assert otlp.value == 0.0
 
 
 def test_labels_are_bounded(scraped: dict[str, Any]) -> None:
     """No label value is free text: only target ids and values from fixed sets."""
     fixed = {
-        "probe": {"dicom_echo", "dicom_find", "api_ping", "viewer", "failover"},
+        "probe": {"dicom_echo", "dicom_find", "api_ping", "viewer", "failover",
+                  "dicom_capabilities"},
         "result": {"success", "failure"},
         "status": {"PASS", "WARN", "FAIL"},
         "state": {"HEALTHY", "DEGRADED", "UNHEALTHY", "UNKNOWN"},
@@ -164,7 +174,7 @@ def test_labels_are_bounded(scraped: dict[str, Any]) -> None:
         "reason": {"dns", "refused", "connect_timeout", "tls", "rejected", "aborted", "timeout",
                    "dimse_status", "http_status", "invalid_response", "unexpected_result",
                    "error"},
-        "target": {"sim", "tls-api", "down"},
+        "target": {"sim", "tls-api", "down", "caps"},
     }
     for name, fam in scraped["families"].items():
         if not name.startswith(("pacs_", "probe_")):
