@@ -37,32 +37,57 @@ def echo_scp(mode: str = "accept", ae_title: str = "SECTRA_PACS", status: int = 
 
 
 @contextmanager
-def silent_listener(read: bool = False) -> Iterator[int]:
-    """Accepts TCP connections and never answers (optionally reads and discards)."""
+def silent_listener(read: bool = False, stats: dict[str, int] | None = None) -> Iterator[int]:
+    """Accepts TCP connections and never answers; with `read`, reads and discards what the
+    client sends (so its sends never block on a full window), counting the bytes in
+    `stats["received"]`."""
     sock = socket.socket()
     sock.bind((LOOPBACK, 0))
     sock.listen(64)
     stop = threading.Event()
     conns: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+    port = int(sock.getsockname()[1])
+    counts = stats if stats is not None else {}
+    counts["received"] = 0
+    lock = threading.Lock()
+
+    def drain(c: socket.socket) -> None:
+        c.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                chunk = c.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            with lock:
+                counts["received"] += len(chunk)
 
     def loop() -> None:
         sock.settimeout(0.1)
         while not stop.is_set():
             try:
                 c, _ = sock.accept()
-                conns.append(c)
             except OSError:
                 continue
+            conns.append(c)
             if read:
-                c.settimeout(0.1)
+                t = threading.Thread(target=drain, args=(c,), daemon=True)
+                threads.append(t)
+                t.start()
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     try:
-        yield sock.getsockname()[1]
+        yield port
     finally:
         stop.set()
         t.join(2)
+        for th in threads:
+            th.join(2)
         for c in conns:
             c.close()
         sock.close()

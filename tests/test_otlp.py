@@ -231,8 +231,13 @@ def test_failure_log_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> 
     assert "resumed" in lines[2]
 
 
-def test_names_translate_to_the_prometheus_names() -> None:
-    """The Collector's Prometheus translation of each OTLP name is the /metrics name."""
+def test_names_follow_our_restatement_of_the_collector_translation() -> None:
+    """Each OTLP name, put through translate() below, is its /metrics name, and that name exists.
+
+    translate() is this test's own restatement of the Collector's Prometheus naming (dots to
+    underscores, a unit suffix, `_total` on counters), not the Collector itself: it checks the
+    OTLP and Prometheus names are consistent by that rule, not what a given Collector emits.
+    """
 
     def translate(name: str, unit: str, kind: str) -> str:
         out = name.replace(".", "_")

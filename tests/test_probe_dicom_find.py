@@ -126,8 +126,8 @@ def test_stall_after_first_match_times_out_within_the_deadline() -> None:
         assert scp.stalled.is_set(), "the SCP never reached its stall"
     assert not r.ok
     assert r.reason == Reason.TIMEOUT, r.message
-    # it waited for the deadline, and not (much) longer: generous margin for a loaded machine
-    assert timeout - 0.05 <= elapsed < timeout + 1.5, elapsed
+    # it waited for the deadline, and not (much) longer: at most twice it
+    assert timeout - 0.05 <= elapsed < 2 * timeout, elapsed
     # it never got a final response, so no dimse phase (and no release: the association aborted)
     assert "dimse" not in r.phases and "release" not in r.phases
     assert {"connect", "associate"} <= set(r.phases)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from agent.shard import Shard, owner, parse_shard, resolve_shard
@@ -26,9 +31,19 @@ def test_growing_moves_only_what_the_new_shard_takes(n: int) -> None:
 
 
 def test_assignment_is_stable_across_processes() -> None:
-    # blake2b, not Python's salted hash(): the same in every replica and every restart
-    assert [owner(t, 4) for t in ("a", "b", "sectra-pacs-prod")] == [
-        owner("a", 4), owner("b", 4), owner("sectra-pacs-prod", 4)]
+    # blake2b, not Python's salted hash(): the same in every replica and every restart. Two
+    # other interpreters with different hash seeds must assign every id as this one does.
+    code = (
+        "import json, sys; from agent.shard import owner; "
+        "print(json.dumps([owner(t, n) for t in json.load(sys.stdin) for n in (2, 4, 7)]))"
+    )
+    here = [owner(t, n) for t in IDS[:500] for n in (2, 4, 7)]
+    for seed in ("1", "4242"):
+        out = subprocess.run(
+            [sys.executable, "-c", code], input=json.dumps(IDS[:500]), capture_output=True,
+            text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
+        )
+        assert json.loads(out.stdout) == here, f"PYTHONHASHSEED={seed}"
     assert owner("sectra-pacs-prod", 4) == 0  # pinned: a change would reshuffle fleets
 
 
