@@ -291,9 +291,18 @@ def plugin_line(doc: dict[str, Any], plans: list[TargetPlan]) -> str:
 
 
 def _emit(text: str) -> None:
-    """Print to stdout; a reader that went away (`| head`) ends the output quietly."""
+    """Print to stdout as UTF-8; a reader that went away (`| head`) ends the output quietly.
+
+    A lone surrogate (from a config's "\\udc80") cannot be encoded: it is written as the escape
+    `\\udc80`, never as a raw byte that makes the whole output invalid UTF-8."""
+    data = (text + "\n").encode("utf-8", "backslashreplace")
     try:
-        sys.stdout.write(text + "\n")
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a replaced stdout (tests): text only
+            sys.stdout.write(data.decode("utf-8"))
+        else:
+            sys.stdout.flush()
+            buffer.write(data)
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
