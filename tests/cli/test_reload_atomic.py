@@ -80,8 +80,10 @@ def test_unschedulable_interval_is_refused_and_the_old_target_keeps_running(
 
 
 def test_a_scheduler_failure_mid_swap_puts_the_old_jobs_back(
-    tmp_path: Path, sim: SimulatedPACS
+    tmp_path: Path, sim: SimulatedPACS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    secret = "pw-Reload-5521-secret"
+    monkeypatch.setenv("PACS_RELOAD_PW", secret)
     cfg = tmp_path / "agent.json"
     old = [_echo_only(sim, "old")]
     _write(cfg, old)
@@ -96,14 +98,18 @@ def test_a_scheduler_failure_mid_swap_puts_the_old_jobs_back(
             calls.append([p.id for p in plans])
             if len(calls) == 1:
                 real([])
-                raise OverflowError("date value out of range")
+                # an error text that happens to carry the new config's secret
+                raise OverflowError(f"date value out of range near {secret}")
             real(plans)
 
         svc.scheduler.set_plans = failing_once  # type: ignore[method-assign]
-        _write(cfg, [_echo_only(sim, "new")])
+        new = _echo_only(sim, "new")
+        new["config"]["credentials"] = {"username": "svc", "password": "${PACS_RELOAD_PW}"}
+        _write(cfg, [new])
         reply = httpx.post(base_url(svc) + "/-/reload", timeout=10)
         assert calls == [["new"], ["old"]]
         assert "date value out of range" in reply.text
+        assert secret not in reply.text
         _assert_rejected_and_unchanged(svc, reply)
 
 
