@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from typing import Any
 
 import httpx
@@ -19,17 +20,18 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
-from agent.selfprobe import LoopbackEchoSCP, association_accept
+from agent.selfprobe import LoopbackEchoSCP
 from agent.simulator import CANARY_PATIENT_ID, SimulatedPACS
 from probes import dicom_wire
 from probes.api_ping import ApiPingProbe
 from probes.base import Deadline, Phases
 from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import STUDY_ROOT_FIND, DicomFindProbe, FindQuery
-from probes.dicom_wire import IMPLICIT_VR_LE
 from probes.specs import DicomEndpoint, HttpEndpoint
+from tests import hostile_peers as hp
 from tests.agent_fixtures import base_url, running_agent, sample, scrape
 
 MS = 1e-3
@@ -249,7 +251,7 @@ class NagleFindSCP:
                 ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1082.7.{i + 1}"
                 ds.AccessionNumber = ""
                 rsp.Status = 0xFF00
-                rsp.Identifier = dicom_wire.DicomAssociation.encode_identifier(ds, IMPLICIT_VR_LE)
+                rsp.Identifier = BytesIO(encode_dataset(ds, True, True))  # pydicom's encoder
             else:
                 rsp.Status = 0x0000
             msg = C_FIND_RSP()
@@ -262,7 +264,7 @@ class NagleFindSCP:
         try:
             with conn:
                 _, data = self._read_pdu(conn)
-                self._send_split(conn, association_accept(data))
+                self._send_split(conn, hp.associate_ac(data))  # hand-built, not the agent's
                 while True:
                     kind, data = self._read_pdu(conn)
                     if kind == 0x04:
