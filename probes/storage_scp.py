@@ -182,6 +182,8 @@ class StorageSCP:
         self.max_pdu = max_pdu
         self.received = Received()
         self._stop = threading.Event()
+        # close() writes here so the accept loop wakes at once instead of at its next poll
+        self._wake_r, self._wake_w = socket.socketpair()
         self._conns: list[socket.socket] = []
         self._workers: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, name="storage-scp", daemon=True)
@@ -193,7 +195,9 @@ class StorageSCP:
             if left <= 0:
                 return
             try:
-                ready, _, _ = select.select([self.sock], [], [], min(left, 0.05))
+                ready, _, _ = select.select([self.sock, self._wake_r], [], [], min(left, 1.0))
+                if self._wake_r in ready:
+                    return
                 if not ready:
                     continue
                 conn, _ = self.sock.accept()
@@ -235,11 +239,14 @@ class StorageSCP:
     def close(self) -> None:
         self._stop.set()
         with contextlib.suppress(OSError):
-            self.sock.close()
+            self._wake_w.send(b"x")
+        self._acceptor.join(timeout=1.0)
+        for s in (self.sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
         for conn in list(self._conns):
             with contextlib.suppress(OSError):
                 conn.close()
-        self._acceptor.join(timeout=1.0)
         for worker in self._workers:
             worker.join(timeout=1.0)
 
