@@ -466,6 +466,15 @@ class MetricsEndpoint:
         self.stop()
 
 
+# The synthetic runs of one scrape interval, per series: p95 between 0.5 and 1 s.
+RUN_DURATIONS = (0.008, 0.02, 0.04, 0.04, 0.08, 0.08, 0.2, 0.2, 0.4, 0.8)
+
+
+def _cumulative(les: Sequence[str]) -> tuple[int, ...]:
+    """Cumulative bucket counts of RUN_DURATIONS for the bounds `les`."""
+    return tuple(sum(d <= float(le) for d in RUN_DURATIONS) for le in les)
+
+
 class SyntheticAgentMetrics:
     """Agent-shaped exposition following docs/metrics.md; counters advance on every render().
 
@@ -485,11 +494,19 @@ class SyntheticAgentMetrics:
         "viewer": ("dns", "connect", "tls", "first_byte", "transfer"),
         "failover": ("connect", "associate", "dimse", "release"),
     }
+    # The agent's own bucket bounds (a test compares them with a real scrape), formatted as the
+    # agent formats them; cumulative counts added per scrape come from 10 runs per scrape and
+    # series with these durations (p95 between 0.5 and 1 s, as before).
     BUCKETS = (
-        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0",
+        "2.5", "5.0", "10.0", "30.0", "60.0", "+Inf",
     )
-    # Cumulative bucket counts added per scrape (10 successful runs per scrape and series).
-    BUCKET_STEP = (0, 1, 2, 4, 6, 8, 9, 10, 10, 10, 10, 10)
+    BUCKET_STEP = _cumulative(BUCKETS)
+    LATENESS_LE = (
+        "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
+        "10.0", "+Inf",
+    )
+    LATENESS_STEP = _cumulative(LATENESS_LE)
     EXPECTED_ACTIVE_ALERTS = frozenset(
         {
             ("PacsTargetUnhealthy", "sim-pacs-dr"),
@@ -675,7 +692,7 @@ class SyntheticAgentMetrics:
         )
         out.append("# HELP pacs_scheduler_start_lateness_seconds synthetic test data")
         out.append("# TYPE pacs_scheduler_start_lateness_seconds histogram")
-        for le, step in zip(self.BUCKETS, self.BUCKET_STEP, strict=True):
+        for le, step in zip(self.LATENESS_LE, self.LATENESS_STEP, strict=True):
             out.append(f'pacs_scheduler_start_lateness_seconds_bucket{{le="{le}"}} {step * 2 * n}')
         out.append(f"pacs_scheduler_start_lateness_seconds_sum {0.5 * n}")
         out.append(f"pacs_scheduler_start_lateness_seconds_count {20 * n}")
