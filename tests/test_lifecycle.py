@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.scheduler import jitter_fraction
 from tests import hostile_peers as hp
-from tests.peers import echo_scp, free_port, wait_until
+from tests.helpers.daemon import start_agent
+from tests.peers import echo_scp, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,17 +53,13 @@ def write_config(path: Path, doc: Any) -> None:
 
 @contextmanager
 def daemon(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    port = free_port()
     log = config.with_suffix(".log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with log.open("w") as err:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config),
-             "--listen", f"127.0.0.1:{port}", *extra],
-            stdout=subprocess.DEVNULL, stderr=err, text=True, env=env, cwd=ROOT,
-        )
+        # the agent binds port 0 and prints its URL: no released port to race for
+        p, url = start_agent(["--config", str(config), *extra], stderr=err, env=env, cwd=ROOT)
         try:
-            yield p, f"http://127.0.0.1:{port}", log
+            yield p, url, log
         finally:
             if p.poll() is None:
                 p.kill()

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 from pydicom.dataset import Dataset
 
+from tests.helpers.daemon import start_agent
 from tests.helpers.dicom_scp import DicomSCP, study
-from tests.peers import free_port, wait_until
+from tests.peers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY_ACCESSION = "CANARY-ACC-0001"
@@ -144,15 +145,12 @@ def test_once_output_and_debug_log_hold_no_phi(tmp_path: Path) -> None:
 
 
 def test_daemon_health_metrics_and_debug_log_hold_no_phi(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "agent.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with Pacs() as pacs, log.open("w") as err:
         cfg = pacs.config(tmp_path / "phi.json")
-        p = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                              "--listen", f"127.0.0.1:{port}", "-v"],
-                             stdout=err, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        # the agent binds port 0 and prints its URL: no released port to race for
+        p, url = start_agent(["--config", str(cfg), "-v"], stderr=err, env=env, cwd=ROOT)
         try:
             with httpx.Client(timeout=2) as c:
 
@@ -177,7 +175,7 @@ def test_daemon_health_metrics_and_debug_log_hold_no_phi(tmp_path: Path) -> None
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-    text = log.read_text()
+    text = log.read_text() + "".join(getattr(p, "stdout_lines", []))
     check_results(json.loads(health))
     assert "DEBUG" in text and "does not satisfy the query" in text
     for where, body in (("/health", health), ("/metrics", metrics), ("/", status),

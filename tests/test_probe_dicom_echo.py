@@ -13,7 +13,8 @@ from agent.targets import RetrySettings, TargetPlan
 from probes.base import Reason
 from probes.dicom_echo import DicomEchoProbe
 from probes.specs import DicomEndpoint
-from tests.peers import LOOPBACK, echo_scp, free_port, silent_listener
+from tests.helpers.ports import refused_port
+from tests.peers import LOOPBACK, echo_scp, silent_listener
 
 
 def plan_for(port: int, timeout: float = 2.0, host: str = LOOPBACK) -> TargetPlan:
@@ -53,7 +54,8 @@ def test_aborted_association() -> None:
 
 
 def test_closed_port_is_refused() -> None:
-    r = run_probe(plan_for(free_port()), "dicom_echo")
+    with refused_port() as port:  # bound, not listening: nothing else can take it meanwhile
+        r = run_probe(plan_for(port), "dicom_echo")
     assert not r.ok and r.reason == Reason.REFUSED
 
 
