@@ -7,8 +7,10 @@ checked against the query (a worklist that ignores its query is broken) and drop
 an item is kept, logged or exported: the result is a count.
 
 An empty worklist is a success by default (`minCount: 0`): an idle modality at 3 a.m. is not an
-outage. A worklist of thousands of items is counted up to `maxResults`; there the association is
-aborted and the run ends with "at least N", so its length cannot stretch a run past its deadline.
+outage. A worklist of thousands of items is counted up to `maxResults`; there the query is
+cancelled (C-CANCEL, then the SCP's final response is awaited for at most CANCEL_WAIT, without
+decoding what still arrives) and the run ends with "at least N". An SCP that ignores the cancel
+gets an A-ABORT instead, so a worklist's length can never stretch a run past its deadline.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from pydicom.dataset import Dataset
-from pynetdicom.dimse_messages import C_FIND_RQ
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_messages import C_CANCEL_RQ, C_FIND_RQ
+from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_find import raw_text
@@ -30,6 +32,7 @@ from probes.specs import DicomEndpoint
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 C_FIND_RSP_FIELD = 0x8020
 SPS_SEQUENCE = 0x00400100  # Scheduled Procedure Step Sequence
+CANCEL_WAIT = 1.0  # seconds an SCP gets to end a cancelled query before it is aborted
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,11 @@ class WorklistProbe:
         self.endpoint = endpoint
         self.query = query
 
-    def _request(self, assoc: DicomAssociation, when: str) -> list[bytes]:
+    def _request(self, assoc: DicomAssociation, when: str, message_id: int) -> list[bytes]:
         # built per run: "today" changes (the worklist probe runs rarely, encoding is cheap)
         cx = assoc.contexts[MODALITY_WORKLIST_FIND]
         req = C_FIND()
-        req.MessageID = assoc.next_message_id()
+        req.MessageID = message_id
         req.AffectedSOPClassUID = MODALITY_WORKLIST_FIND
         req.Priority = 2  # LOW
         req.Identifier = DicomAssociation.encode_identifier(
@@ -108,6 +111,26 @@ class WorklistProbe:
         msg = C_FIND_RQ()
         msg.primitive_to_message(req)
         return assoc.encode_dimse(msg, MODALITY_WORKLIST_FIND)
+
+    @staticmethod
+    def _cancel(assoc: DicomAssociation, message_id: int) -> None:
+        """C-CANCEL the query and read on, undecoded, until the SCP's final response (within
+        CANCEL_WAIT and the run's deadline); the association is then released as usual. An SCP
+        that goes on sending, or closes, is aborted instead: the count is known either way."""
+        prim = C_CANCEL()
+        prim.MessageIDBeingRespondedTo = message_id
+        msg = C_CANCEL_RQ()
+        msg.primitive_to_message(prim)
+        run_deadline = assoc.deadline
+        assoc.deadline = run_deadline.sub(min(CANCEL_WAIT, run_deadline.remaining() / 2))
+        try:
+            assoc.send_request(assoc.encode_dimse(msg, MODALITY_WORKLIST_FIND))
+            while assoc.recv_message_raw()[1] in PENDING_STATUSES:
+                pass  # matches still in flight: neither counted nor decoded
+        except ProbeError:
+            assoc.abort()
+        finally:
+            assoc.deadline = run_deadline
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         q = self.query
@@ -119,7 +142,8 @@ class WorklistProbe:
             self.endpoint, [MODALITY_WORKLIST_FIND], deadline, phases, tls.append
         ) as s:
             assoc = s.assoc
-            t0 = assoc.send_request(self._request(assoc, when))
+            message_id = assoc.next_message_id()
+            t0 = assoc.send_request(self._request(assoc, when, message_id))
             first: list[bytes] | None = None
             while True:
                 units, status = assoc.recv_message_raw()
@@ -132,6 +156,7 @@ class WorklistProbe:
                         # enough to know the worklist serves; reading on would only cost time
                         phases.add("dimse", assoc.received_at - t0)
                         capped = True
+                        self._cancel(assoc, message_id)
                         break
                     continue
                 phases.add("dimse", assoc.received_at - t0)
@@ -153,8 +178,6 @@ class WorklistProbe:
                     raise ProbeError(
                         Reason.UNEXPECTED_RESULT, "a worklist item does not satisfy the query"
                     )
-            if capped:
-                assoc.abort()  # the SCP would go on sending; release would wait behind it
         if count < q.min_count:
             raise ProbeError(
                 Reason.UNEXPECTED_RESULT, f"{count} worklist items, expected ≥ {q.min_count}"

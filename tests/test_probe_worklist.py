@@ -143,6 +143,7 @@ ITEMS = [
     ("CT01", "CT", TODAY),
     ("CT01", "CT", TOMORROW),
     ("MR01", "MR", TODAY),
+    *[("CT02", "CT", TODAY)] * 25,  # a busy station, for maxResults below its count
 ]
 
 
@@ -223,6 +224,19 @@ def test_min_count_makes_an_empty_worklist_fail(wlm: Wlmscpfs) -> None:
     assert "0 worklist items, expected ≥ 1" in r.message
 
 
+def test_max_results_cancels_and_wlmscpfs_ends_the_query(wlm: Wlmscpfs) -> None:
+    r = run_wl(wlm.port, scheduledStationAETitle="CT02", maxResults=10)
+    assert r.ok, r.message
+    assert r.detail == {"matches": 10, "capped": True}
+    assert r.message == "Worklist C-FIND successful: at least 10 items"
+    # DCMTK honoured the C-CANCEL with its final response, so the association was released
+    # (an abort would leave no release phase)
+    assert "release" in r.phases
+    assert run_wl(wlm.port, scheduledStationAETitle="CT02", maxResults=100).detail == {
+        "matches": 25
+    }
+
+
 def test_no_worklist_block_no_probe() -> None:
     p = plan(target(port=11112))
     assert "worklist" not in p.probes
@@ -276,10 +290,15 @@ def _item(station: str = "CT01", day: str = TODAY) -> Dataset:
 class HostileWorklist:
     """A pynetdicom worklist SCP that answers every query with `count` items (None: endless)."""
 
-    def __init__(self, count: int | None, station: str = "CT01") -> None:
+    def __init__(
+        self, count: int | None, station: str = "CT01", honour_cancel: bool = False
+    ) -> None:
         self.count = count
         self.station = station
+        self.honour_cancel = honour_cancel
         self.sent = 0
+        self.cancelled = threading.Event()
+        self.ended: list[str] = []  # "released" / "aborted", per association
         self.stopped = threading.Event()
         self._server: Any = None
 
@@ -289,6 +308,11 @@ class HostileWorklist:
         while (self.count is None or n < self.count) and not self.stopped.is_set():
             if event.assoc.is_aborted or not event.assoc.is_established:
                 return  # the probe went away
+            if event.is_cancelled:
+                self.cancelled.set()
+                if self.honour_cancel:
+                    yield 0xFE00, None
+                    return
             yield 0xFF00, item
             n += 1
             self.sent = n
@@ -300,7 +324,13 @@ class HostileWorklist:
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 10
         self._server = bind_retry(
             lambda: ae.start_server(
-                (LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, self._on_find)]
+                (LOOPBACK, 0),
+                block=False,
+                evt_handlers=[
+                    (evt.EVT_C_FIND, self._on_find),
+                    (evt.EVT_RELEASED, lambda e: self.ended.append("released")),
+                    (evt.EVT_ABORTED, lambda e: self.ended.append("aborted")),
+                ],
             )
         )
         self.port = int(self._server.server_address[1])
@@ -322,7 +352,23 @@ def test_thousands_of_items_are_counted_up_to_max_results_within_the_deadline(ca
     assert "at least 500" in r.message
     assert elapsed < 10.0
     assert scp.sent < 20_000  # it stopped reading and went away, it did not wait for all
+    # this SCP ignores the C-CANCEL: after CANCEL_WAIT it is aborted
+    assert scp.cancelled.is_set()
+    wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
+    assert scp.ended == ["aborted"]
+    assert "release" not in r.phases
     assert_no_phi(repr(r), agent_log(caplog))
+
+
+def test_an_scp_that_honours_the_cancel_is_released_not_aborted() -> None:
+    with HostileWorklist(count=20_000, honour_cancel=True) as scp:
+        r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=200)
+        wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
+    assert r.ok, r.message
+    assert r.detail == {"matches": 200, "capped": True}
+    assert scp.cancelled.is_set()
+    assert scp.ended == ["released"]
+    assert "release" in r.phases
 
 
 def test_an_endless_worklist_ends_within_the_deadline() -> None:
