@@ -69,16 +69,18 @@ class QRServer(Dcmqrscp):
         *,
         move_destinations: dict[str, int] | None = None,
         ae_title: str = "QRSCP",
+        side: int = SIDE,
     ) -> None:
         super().__init__(workdir, [], ae_title=ae_title)
         self.study_uid = study_uid
         self.count = count
         self.move_destinations = dict(move_destinations or {})
+        self.side = side
         self.instance_bytes = 0  # data-set bytes per instance on the wire is checked by tests
 
     def _prepare(self) -> Path:
         storage = self.workdir / "storage"
-        files = write_study(storage, self.count, self.study_uid)
+        files = write_study(storage, self.count, self.study_uid, self.side)
         subprocess.run(
             [_tool("dcmqridx"), str(storage), *map(str, files)],
             check=True,
