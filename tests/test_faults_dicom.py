@@ -64,6 +64,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     ("mode", "reason", "deadline", "reached", "not_reached"), FAULTS, ids=[f[0] for f in FAULTS]
 )

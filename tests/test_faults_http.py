@@ -68,6 +68,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(("mode", "reason", "deadline"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_http_fault_reason_deadline_and_state(mode: str, reason: Reason, deadline: float) -> None:
     with peer(mode) as (port, server):

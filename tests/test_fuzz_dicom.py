@@ -347,6 +347,7 @@ def _garbage_or_stall(conn: socket.socket, server: hp.ScriptServer) -> None:
         hp.hold(conn, server)
 
 
+@pytest.mark.timing
 def test_hostile_target_does_not_delay_a_healthy_one() -> None:
     interval = 0.25
     # the healthy PACS is a plain socket SCP: it answers in microseconds even on a loaded machine

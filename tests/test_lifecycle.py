@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.scheduler import jitter_fraction
 from tests import hostile_peers as hp
 from tests.helpers.daemon import start_agent
 from tests.peers import echo_scp, wait_until
+
+# wall-clock bounds throughout: deselect with -m 'not timing' on a loaded host
+pytestmark = pytest.mark.timing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +88,8 @@ def metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {}
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(r.text) for s in fam.samples
+        for fam in text_string_to_metric_families(r.text)
+        for s in fam.samples
     }
 
 
@@ -93,8 +98,10 @@ def value(m: dict, name: str, **labels: str) -> float | None:
 
 
 def runs(m: dict, target: str) -> float:
-    return sum(value(m, "pacs_probe_runs_total", target=target, probe="dicom_echo", result=r) or 0
-               for r in ("success", "failure"))
+    return sum(
+        value(m, "pacs_probe_runs_total", target=target, probe="dicom_echo", result=r) or 0
+        for r in ("success", "failure")
+    )
 
 
 def targets_in(m: dict) -> set[str]:
@@ -119,10 +126,13 @@ def test_sigterm_stops_within_5_s_and_cancels_the_probe_in_flight(tmp_path: Path
     tid = early_id("inflight", interval, within=0.5)
     with hp.ScriptServer(hp.read_never_answer) as pacs:
         cfg = tmp_path / "agent.json"
-        write_config(cfg, {
-            "targets": [echo_target(tid, pacs.port, interval_ms=20000, timeout_ms=20000)],
-            "agent": {"selfProbe": {"enabled": False}},
-        })
+        write_config(
+            cfg,
+            {
+                "targets": [echo_target(tid, pacs.port, interval_ms=20000, timeout_ms=20000)],
+                "agent": {"selfProbe": {"enabled": False}},
+            },
+        )
         with daemon(cfg) as (p, url, log):
             # the probe has connected and sent its A-ASSOCIATE-RQ; the PACS will never answer
             wait_until(lambda: pacs.accepted >= 1, 15)
@@ -156,6 +166,7 @@ def test_sighup_and_post_reload_swap_targets_atomically_and_reject_bad_configs(
     removed = early_id("removed", interval_ms / 1000, within=0.2)
     added = early_id("added", interval_ms / 1000, within=0.2)
     with echo_scp() as scp:
+
         def t(tid: str) -> dict[str, Any]:
             return echo_target(tid, scp, interval_ms=interval_ms, timeout_ms=timeout_ms)
 
@@ -163,8 +174,9 @@ def test_sighup_and_post_reload_swap_targets_atomically_and_reject_bad_configs(
         cfg = tmp_path / "agent.json"
         write_config(cfg, {"targets": [t(kept), t(removed)], "agent": agent})
         with daemon(cfg) as (p, url, log):
-            wait_until(lambda: runs(metrics(url), kept) >= 2 and runs(metrics(url), removed) >= 1,
-                       15)
+            wait_until(
+                lambda: runs(metrics(url), kept) >= 2 and runs(metrics(url), removed) >= 1, 15
+            )
             assert health(url)["status"] == "HEALTHY"
 
             # 1. POST /-/reload, valid: `removed` goes, `added` comes. It answers once the new
@@ -190,8 +202,13 @@ def test_sighup_and_post_reload_swap_targets_atomically_and_reject_bad_configs(
             p.send_signal(signal.SIGHUP)
             wait_until(lambda: value(metrics(url), "pacs_config_last_reload_successful") == 0, 10)
             before = metrics(url)
-            wait_until(lambda: runs(metrics(url), kept) >= runs(before, kept) + 2
-                       and runs(metrics(url), added) >= runs(before, added) + 2, 10)
+            wait_until(
+                lambda: (
+                    runs(metrics(url), kept) >= runs(before, kept) + 2
+                    and runs(metrics(url), added) >= runs(before, added) + 2
+                ),
+                10,
+            )
             assert targets_in(metrics(url)) == {kept, added}
             assert {x["id"] for x in health(url)["targets"]} == {kept, added}
 

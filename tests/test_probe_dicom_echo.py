@@ -20,8 +20,13 @@ from tests.peers import LOOPBACK, echo_scp, silent_listener
 def plan_for(port: int, timeout: float = 2.0, host: str = LOOPBACK) -> TargetPlan:
     ep = DicomEndpoint(host, port, "PACS_HEALTH", "SECTRA_PACS")
     return TargetPlan(
-        id="t", name="t", interval=10, timeout=timeout, retry=RetrySettings(),
-        thresholds=Thresholds(), probes={"dicom_echo": DicomEchoProbe(ep)},
+        id="t",
+        name="t",
+        interval=10,
+        timeout=timeout,
+        retry=RetrySettings(),
+        thresholds=Thresholds(),
+        probes={"dicom_echo": DicomEchoProbe(ep)},
     )
 
 
@@ -64,6 +69,7 @@ def test_unresolvable_name_is_dns() -> None:
     assert not r.ok and r.reason == Reason.DNS
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("reads", [False, True])
 def test_listener_that_never_answers_times_out_within_the_deadline(reads: bool) -> None:
     stats: dict[str, int] = {}

@@ -34,6 +34,9 @@ from probes.specs import DicomEndpoint, HttpEndpoint
 from tests import hostile_peers as hp
 from tests.agent_fixtures import base_url, running_agent, sample, scrape
 
+# wall-clock bounds throughout: deselect with -m 'not timing' on a loaded host
+pytestmark = pytest.mark.timing
+
 MS = 1e-3
 DELAY = 0.050
 
@@ -293,9 +296,15 @@ def test_find_with_ten_matches_has_no_delayed_ack_stall(monkeypatch: pytest.Monk
 
         # control: the same exchange with the agent's immediate ACKs switched off does stall,
         # so the bound above is what detects it
+        # k of n: Linux ACKs the first segments of a connection at once (quick-ACK mode), so
+        # not every control run stalls; two stalls in at most twelve runs show the mechanism
         monkeypatch.setattr(dicom_wire, "_QUICKACK", None)
-        stalled = [run(probe) for _ in range(3)]
-        assert max(r["dimse"] for r in stalled) >= 38 * MS, stalled
+        stalled: list[dict[str, float]] = []
+        for _ in range(12):
+            stalled.append(run(probe))
+            if sum(r["dimse"] >= 38 * MS for r in stalled) >= 2:
+                break
+        assert sum(r["dimse"] >= 38 * MS for r in stalled) >= 2, stalled
     finally:
         scp.close()
 
@@ -334,15 +343,25 @@ def test_phases_and_self_probe_are_exported(slow_sim: SimulatedPACS) -> None:
 
         def metrics() -> dict | None:
             s = scrape(svc)
-            dimse = sample(s, "pacs_probe_phase_duration_seconds",
-                           target="timing", probe="dicom_echo", phase="dimse")
+            dimse = sample(
+                s,
+                "pacs_probe_phase_duration_seconds",
+                target="timing",
+                probe="dicom_echo",
+                phase="dimse",
+            )
             overhead = sample(s, "pacs_agent_self_probe_overhead_seconds")
             return s if dimse and overhead else None
 
         samples = _wait_for(metrics, 20)
         assert samples, "phase gauge or self-probe gauge missing or zero after 20 s"
-        dimse = sample(samples, "pacs_probe_phase_duration_seconds",
-                       target="timing", probe="dicom_echo", phase="dimse")
+        dimse = sample(
+            samples,
+            "pacs_probe_phase_duration_seconds",
+            target="timing",
+            probe="dicom_echo",
+            phase="dimse",
+        )
         assert 0.050 <= dimse <= 0.150
         overhead = sample(samples, "pacs_agent_self_probe_overhead_seconds")
         # a C-ECHO to the agent's own loopback SCP: some work, but far from a stuck agent
