@@ -188,6 +188,14 @@ class _ProposingAssociation(DicomAssociation):
         return accepted
 
 
+class NoContextAccepted(ProbeError):
+    """Every pair refused: a failure that still reports each pair (all 0) for the metric."""
+
+    def __init__(self, message: str, contexts: list[tuple[str, str, bool]]) -> None:
+        super().__init__(Reason.REJECTED, message)
+        self.detail = {"contexts": contexts}
+
+
 @dataclass(frozen=True)
 class CapabilitySet:
     sop_classes: tuple[str, ...]
@@ -241,9 +249,8 @@ class DicomCapabilitiesProbe:
         ]
         n = len(self.pairs)
         if len(refused) == n:
-            raise ProbeError(
-                Reason.REJECTED,
-                f"none of {n} presentation contexts accepted: " + "; ".join(refused),
+            raise NoContextAccepted(
+                f"none of {n} presentation contexts accepted: " + "; ".join(refused), contexts
             )
         detail = {"contexts": contexts, "accepted": n - len(refused), "proposed": n}
         if refused:

@@ -133,6 +133,14 @@ def test_nothing_accepted_fails_rejected() -> None:
         r = run_cap(port, **guide_lists())
     assert not r.ok and r.reason == Reason.REJECTED
     assert r.message.startswith("none of 15 presentation contexts accepted")
+    # the failed run still reports every pair, so the series read 0 from the first run on
+    ex = PrometheusExporter()
+    ex.observe(
+        r, {}, CheckState("dicom_capabilities"), HealthState.UNHEALTHY, HealthState.UNHEALTHY
+    )
+    fams = {f.name: f for f in text_string_to_metric_families(ex.render().decode())}
+    values = [s.value for s in fams["pacs_dicom_context_accepted"].samples]
+    assert len(values) == 15 and set(values) == {0.0}
 
 
 def test_transfer_syntax_names_from_the_guide_and_pydicom() -> None:
