@@ -29,7 +29,12 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_status import describe_status
+from probes.dicom_status import (
+    DicomStatusError,
+    describe_status,
+    status_failure,
+    status_label,
+)
 from probes.dicom_wire import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
@@ -251,13 +256,14 @@ class DicomRetrieveProbe:
         tally.failed = fields.get(FAILED)
         tally.warning = fields.get(WARNING)
         if status not in (0x0000, WARNING_STATUS):
-            raise ProbeError(Reason.DIMSE_STATUS, describe_status(status, self.service))
+            raise status_failure(status, self.service)  # named, and counted by its label
         if tally.failed:
             total = tally.failed + (tally.completed or 0) + (tally.warning or 0)
-            raise ProbeError(
+            raise DicomStatusError(
                 Reason.DIMSE_STATUS,
                 f"{describe_status(status, self.service)}: "
                 f"{tally.failed} of {total} sub-operations failed",
+                status_label(status, self.service),
             )
         return True
 

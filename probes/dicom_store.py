@@ -25,7 +25,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
-from probes.dicom_status import describe_status
+from probes.dicom_status import describe_status, status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
@@ -146,7 +146,7 @@ class DicomStoreProbe:
                 if status in STORE_WARNINGS:
                     warning = describe_status(status, "C-STORE")
                 elif status != 0x0000:
-                    raise ProbeError(Reason.DIMSE_STATUS, describe_status(status, "C-STORE"))
+                    raise status_failure(status, "C-STORE")
             if self.verify:
                 self._findable(assoc, deadline, phases)
         return ProbeOutcome(
@@ -168,7 +168,7 @@ class DicomStoreProbe:
                 if status in (0xFF00, 0xFF01):
                     matches += 1
                 elif status != 0x0000:
-                    raise ProbeError(Reason.DIMSE_STATUS, describe_status(status, "C-FIND"))
+                    raise status_failure(status, "C-FIND")
             if matches:
                 phases.add("findable", assoc.received_at - stored_at)
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom.uid import generate_uid
 
 from agent.evaluator import CheckState, HealthState
 from agent.prometheus_exporter import PrometheusExporter
@@ -18,7 +19,9 @@ from probes.dicom_status import (
     reject_label,
     status_label,
 )
+from tests.helpers import LOOPBACK, free_port
 from tests.helpers.config import plan, target
+from tests.helpers.dcmtk import QRServer
 from tests.helpers.dicom_scp import Dcmqrscp, DicomSCP, study
 
 SERVICES = ("C-ECHO", "C-FIND", "MWL C-FIND", "C-MOVE", "C-GET", "C-STORE")
@@ -106,3 +109,28 @@ def test_dimse_failure_status_named_and_counted() -> None:
         for s in families["pacs_probe_dicom_status"].samples
     }
     assert samples == {("dicom_find", "0xA7xx"): 2.0, ("dicom_echo", "0x0122"): 1.0}
+
+
+def test_move_destination_unknown_from_dcmtk_is_counted_by_its_code(tmp_path: Path) -> None:
+    qr = QRServer(tmp_path / "qr", generate_uid(), 1)
+    qr.start()
+    try:
+        t = target(
+            port=qr.port,
+            called_aet="QRSCP",
+            only=("dicom_retrieve",),
+            probes={
+                "dicom_retrieve": {
+                    "studyInstanceUID": qr.study_uid,
+                    "method": "move",
+                    "moveDestination": "NOT_KNOWN",
+                    "storeListen": f"{LOOPBACK}:{free_port()}",
+                }
+            },
+        )
+        r = run_probe(plan(t), "dicom_retrieve")
+    finally:
+        qr.stop()
+    assert not r.ok and r.reason == Reason.DIMSE_STATUS
+    assert "C-MOVE status 0xA801 Move destination unknown" in r.message
+    assert r.detail["dicom_status"] == "0xA801"
