@@ -7,6 +7,7 @@ few lines on stderr (no traceback) and stays within the memory bound. The valid 
 
     .venv/bin/python -m bench.config_mistakes.run           # results/ and the table
     .venv/bin/python -m bench.config_mistakes.run --update  # and the BENCHMARKS.md section
+    # --reload-before DIR: also reload memory, this tree against an older checkout (git archive)
 """
 
 from __future__ import annotations
@@ -340,7 +341,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def section(rows: list[Row], when: str, commit: str) -> str:
+def section(rows: list[Row], when: str, commit: str, reload_table: str = "") -> str:
     red = [f"{r.case} ({r.command})" for r in rows if not r.ok]
     return f"""{SECTION}
 
@@ -354,14 +355,15 @@ separate process so that the measuring parent, whose RSS at fork a child's maxim
 stays small). The valid guide sample and 5,000
 valid targets, measured in the same run, are the reference.
 
-Command: `.venv/bin/python -m bench.config_mistakes.run --update`
+Command: `git archive 55a295f | tar -x -C /tmp/agent-before`, then
+`.venv/bin/python -m bench.config_mistakes.run --update --reload-before /tmp/agent-before`
 Machine: {machine()}
 Run: {when}, commit {commit}
 
 {table(rows)}
 
 Red: {", ".join(red) if red else "none"}.
-"""
+{reload_table}"""
 
 
 def update_benchmarks(text: str) -> None:
@@ -381,6 +383,12 @@ def main() -> int:
     ap.add_argument("--update", action="store_true", help="rewrite the BENCHMARKS.md section")
     ap.add_argument("--only", help="run only cases whose name contains this")
     ap.add_argument("--generate", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--reload-before",
+        type=Path,
+        metavar="DIR",
+        help="also measure reload memory (reload_memory.py) here and in this older checkout",
+    )
     args = ap.parse_args()
     if args.generate:
         generate(Path(args.generate))
@@ -421,7 +429,22 @@ def main() -> int:
         )
         + "\n"
     )
-    text = section(rows, when, commit)
+    reload_table = ""
+    if args.reload_before:
+        from bench.config_mistakes.reload_memory import measure as reload_measure
+
+        now = reload_measure(ROOT, 200, 100)
+        before = reload_measure(args.reload_before, 200, 100)
+        reload_table = f"""
+Reloads that bring new target ids (`bench/config_mistakes/reload_memory.py`, same run; "before"
+is `{args.reload_before}`, an older checkout whose targets each had a `logging.getLogger()`):
+
+| tree | RSS growth over 200 reloads of 100 new ids | loggers added |
+|---|---|---|
+| this tree | {now["rss_growth_mb"]:.1f} MB | {now["loggers_added"]} |
+| before | {before["rss_growth_mb"]:.1f} MB | {before["loggers_added"]} |
+"""
+    text = section(rows, when, commit, reload_table)
     (RESULTS / "report.md").write_text(text)
     if args.update:
         update_benchmarks(text)
