@@ -24,9 +24,10 @@ from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import Shard
 from agent.simulator import SimulatedPACS
-from tests.helpers import free_port, wait_until
+from tests.helpers import wait_until
 from tests.helpers.config import target
 from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.ports import refused_port
 from tests.helpers.tls import TLSMaterial
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
@@ -55,7 +56,7 @@ def family_name(name: str, kind: str) -> str:
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tls = TLSMaterial(Path(tmp_path_factory.mktemp("metrics-tls")))
     leaf = tls.good()
-    with SimulatedPACS() as sim, \
+    with SimulatedPACS() as sim, refused_port() as dead, \
             HTTPPeer({"/health": Route()}, ssl_context=leaf.server_context()) as https:
         targets = [
             # a latency SLO, so pacs_probe_slow_runs_total exists too
@@ -64,7 +65,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             target("tls-api", only=("api_ping",), timeout_ms=1000, interval_ms=1000,
                    config={"tls": {"caFile": str(tls.ca_file)}},
                    sectra={"apiEndpoint": https.base_url, "healthCheckEndpoint": "/health"}),
-            target("down", port=free_port(), only=("dicom_echo",), timeout_ms=1000,
+            target("down", port=dead, only=("dicom_echo",), timeout_ms=1000,
                    interval_ms=1000),
             # Verification accepted, JPEG 2000 refused: pacs_dicom_context_accepted 1 and 0
             target("caps", port=sim.dicom_port, only=("dicom_capabilities",), timeout_ms=1000,

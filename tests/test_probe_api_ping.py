@@ -12,9 +12,9 @@ from agent.cli import run_once
 from agent.redaction import Redactor
 from agent.runner import run_probe
 from probes.base import ProbeResult, Reason
-from tests.helpers import free_port
 from tests.helpers.config import plan, plans, target
 from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.ports import refused_port
 from tests.helpers.tls import TLSMaterial
 
 API_KEY = "k3y-for-tests-7d1f0c"
@@ -200,6 +200,7 @@ def test_dns_failure_is_dns() -> None:
 
 
 def test_nothing_listening_is_refused() -> None:
-    r = ping(api_target(f"http://127.0.0.1:{free_port()}"))
+    with refused_port() as port:  # bound, not listening: held while the probe runs
+        r = ping(api_target(f"http://127.0.0.1:{port}"))
     assert not r.ok
     assert r.reason == Reason.REFUSED, r.message
