@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,8 @@ from probes.dicom_retrieve import STUDY_ROOT_GET
 from tests.helpers import LOOPBACK, bind_retry, free_port
 from tests.helpers.config import plan, plans, target
 from tests.helpers.dcmtk import QRServer, write_study
-from tests.hostile_peers import ScriptServer, _associate, p_data, pdata_context_id
+from tests.helpers.tls import TLSMaterial
+from tests.hostile_peers import A_ABORT, ScriptServer, _associate, finish, p_data, pdata_context_id
 
 AGENT = str(Path(sys.executable).with_name("agent"))
 COUNT = 5
@@ -195,9 +197,12 @@ def test_cli_probe_once_passes_and_prints_no_patient_data(qr: QRServer, tmp_path
 class PynetdicomGetSCP:
     """A pynetdicom Study Root C-GET SCP sending `datasets` (and optionally one it cannot)."""
 
-    def __init__(self, datasets: list[Dataset], *, unsendable: int = 0) -> None:
+    def __init__(
+        self, datasets: list[Dataset], *, unsendable: int = 0, ssl_context: Any = None
+    ) -> None:
         self.datasets = datasets
         self.unsendable = unsendable
+        self.ssl_context = ssl_context
         self.server: Any = None
         self.port = 0
 
@@ -222,7 +227,10 @@ class PynetdicomGetSCP:
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 10
         self.server = bind_retry(
             lambda: ae.start_server(
-                (LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_GET, self._on_get)]
+                (LOOPBACK, 0),
+                block=False,
+                evt_handlers=[(evt.EVT_C_GET, self._on_get)],
+                ssl_context=self.ssl_context,
             )
         )
         self.port = int(self.server.server_address[1])
@@ -241,6 +249,17 @@ def test_cget_from_pynetdicom_scp(tmp_path: Path) -> None:
         r = run_retrieve(scp.port, studyInstanceUID=generate_uid(), expectedInstances=3)
     assert r.ok, r.message
     assert r.detail["instances"] == 3 and r.detail["bytes"] > 3 * 64 * 64
+
+
+def test_cget_over_tls(tmp_path: Path, tls_material: TLSMaterial) -> None:
+    # TLS sockets have no recvmsg: the images are then timed when recv() returns
+    ctx = tls_material.good().server_context()
+    with PynetdicomGetSCP(_datasets(tmp_path, 2), ssl_context=ctx) as scp:
+        t = retrieve_target(scp.port, studyInstanceUID=generate_uid(), expectedInstances=2)
+        t["config"].update(enableTLS=True, tls={"caFile": str(tls_material.ca_file)})
+        r = run_probe(plan(t), "dicom_retrieve")
+    assert r.ok, r.message
+    assert r.tls is not None and {"tls", "first_image", "last_image"} <= set(r.phases)
 
 
 def test_failed_sub_operation_is_dimse_status(tmp_path: Path) -> None:
@@ -288,6 +307,54 @@ def pending_forever(conn: socket.socket, server: ScriptServer) -> None:
             return
         with server._lock:  # noqa: SLF001
             server.state["sent"] = server.state.get("sent", 0) + 1
+
+
+def abort_mid_image(conn: socket.socket, server: ScriptServer) -> None:
+    """Accept, read the C-GET, send the command and half the data set of a C-STORE-RQ, A-ABORT."""
+    got = _associate(conn, server)
+    if got is None:
+        return
+    cid = pdata_context_id(got[1])
+    command = Dataset()
+    command.CommandGroupLength = 0
+    command.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    command.CommandField = 0x0001
+    command.MessageID = 7
+    command.Priority = 2
+    command.CommandDataSetType = 0x0000
+    command.AffectedSOPInstanceUID = "1.2.3.4"
+    raw = encode_dataset(command, True, True)
+    assert raw is not None
+    conn.sendall(p_data(cid, bytes(raw)))
+    conn.sendall(p_data(cid, b"\x08\x00\x05\x00" + bytes(2000), command=False, last=False))
+    conn.sendall(A_ABORT)
+    finish(conn, server)
+
+
+def test_pacs_aborting_mid_image_is_aborted() -> None:
+    with ScriptServer(abort_mid_image) as peer:
+        t0 = time.monotonic()
+        r = run_retrieve(peer.port, timeout_ms=2000, studyInstanceUID=generate_uid())
+        took = time.monotonic() - t0
+    assert not r.ok
+    assert r.reason == Reason.ABORTED, r.message
+    assert took < 2.0
+    assert "first_image" not in r.phases
+
+
+def test_cmove_leaves_no_thread_or_listening_socket(qr: QRServer) -> None:
+    port = qr.move_destinations[MOVE_AE]
+    before = {t.ident for t in threading.enumerate()}
+    r = run_retrieve(
+        qr.port,
+        studyInstanceUID=qr.study_uid,
+        method="move",
+        moveDestination=MOVE_AE,
+        storeListen=f"{LOOPBACK}:{port}",
+    )
+    assert r.ok, r.message
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert not [n for n in left if n.startswith("storage-scp")], left
 
 
 def test_pending_forever_times_out_within_the_deadline() -> None:
