@@ -23,7 +23,6 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
-from agent.selfprobe import LoopbackEchoSCP
 from agent.simulator import CANARY_PATIENT_ID, SimulatedPACS
 from probes import dicom_wire
 from probes.api_ping import ApiPingProbe
@@ -96,13 +95,13 @@ def test_find_dimse_and_first_match_are_the_server_delay(slow_sim: SimulatedPACS
 def test_loopback_phases_carry_no_agent_overhead() -> None:
     """Against a polling-free loopback SCP every phase is a fraction of a millisecond on the
     wire; what the agent adds (threads, polling, encoding inside the clock) would show here."""
-    scp = LoopbackEchoSCP(ae_title="TRUTH")
+    scp = hp.ScriptServer(hp.echo_ok).start()  # plain sockets, no agent code, no polling
     try:
         probe = DicomEchoProbe(endpoint(scp.port, "TRUTH"))
-        run(probe)  # warm-up: imports, the SCP's answer cache
+        run(probe)  # warm-up: imports, caches
         runs = [run(probe) for _ in range(15)]
     finally:
-        scp.close()
+        scp.stop()
     for phase in ("connect", "associate", "dimse", "release"):
         assert median_of(runs, phase) < 5 * MS, (phase, runs)
     assert statistics.median(sum(r.values()) for r in runs) < 10 * MS, runs
@@ -111,7 +110,7 @@ def test_loopback_phases_carry_no_agent_overhead() -> None:
 def test_a_late_reader_still_reports_the_wire_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """When the agent's thread gets to recv() late (a loaded host), the phase still ends when
     the answer reached the socket (kernel receive timestamp), not when the thread woke up."""
-    scp = LoopbackEchoSCP(ae_title="TRUTH")
+    scp = hp.ScriptServer(hp.echo_ok).start()  # plain sockets, no agent code, no polling
     late = 0.100
     real_ack_now = dicom_wire.DicomAssociation._ack_now
 
@@ -131,7 +130,7 @@ def test_a_late_reader_still_reports_the_wire_time(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(dicom_wire, "_SO_TIMESTAMPNS", None)
         naive = run(probe)
     finally:
-        scp.close()
+        scp.stop()
     assert wall >= 3 * late  # associate, dimse and release each waited
     for phase in ("associate", "dimse", "release"):
         assert r[phase] < late / 2, (phase, r)
