@@ -159,6 +159,12 @@ def serve_association(
         if msg is None:  # A-RELEASE-RQ: the PACS is done
             assoc.send_pdus([RELEASE_RP], "storage association")
             return
+        if msg.fields.get(COMMAND_FIELD) == C_ECHO_RQ_FIELD:
+            # some PACS verify a move destination with C-ECHO before sending to it
+            assoc.send_pdus(
+                [c_echo_rsp_pdu(msg.context_id, msg.fields.get(MESSAGE_ID, 0))], "C-ECHO"
+            )
+            continue
         if msg.fields.get(COMMAND_FIELD) != C_STORE_RQ_FIELD:
             raise ProbeError(
                 Reason.INVALID_RESPONSE, "storage association: a request other than C-STORE"
@@ -171,6 +177,26 @@ def serve_association(
             msg.uids.get(AFFECTED_SOP_INSTANCE, ""),
         )
         assoc.send_pdus([rsp], "storage association")
+
+
+C_ECHO_RQ_FIELD, C_ECHO_RSP_FIELD = 0x0030, 0x8030
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def c_echo_rsp_pdu(context_id: int, message_id: int) -> bytes:
+    """A P-DATA-TF holding a successful C-ECHO-RSP (implicit VR LE command set, PS3.7 9.3.5.2)."""
+    uid = VERIFICATION.encode() + b"\x00"  # even length
+    elements = (
+        (AFFECTED_SOP_CLASS, uid),
+        (COMMAND_FIELD, struct.pack("<H", C_ECHO_RSP_FIELD)),
+        (0x0120, struct.pack("<H", message_id)),  # Message ID Being Responded To
+        (0x0800, struct.pack("<H", 0x0101)),  # no data set
+        (0x0900, struct.pack("<H", 0x0000)),  # success
+    )
+    body = b"".join(struct.pack("<HHL", 0, el, len(v)) + v for el, v in elements)
+    command = struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+    pdv = struct.pack(">LBB", len(command) + 2, context_id, 0x03) + command
+    return struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv
 
 
 class StorageSCP:

@@ -17,15 +17,20 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.dsutils import encode as encode_dataset
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+from pynetdicom.sop_class import (
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
 
 from agent.config import ConfigError
 from agent.runner import run_probe
-from probes.base import NON_ADDITIVE_PHASES, Reason
+from probes.base import NON_ADDITIVE_PHASES, Deadline, Reason
 from probes.dicom_retrieve import STUDY_ROOT_GET
+from probes.storage_scp import receiving
 from tests.helpers import LOOPBACK, bind_retry, free_port
 from tests.helpers.config import plan, plans, target
 from tests.helpers.dcmtk import QRServer, write_study
@@ -269,6 +274,26 @@ def test_failed_sub_operation_is_dimse_status(tmp_path: Path) -> None:
     assert not r.ok
     assert r.reason == Reason.DIMSE_STATUS
     assert "0xB000" in r.message and "1 of 3 sub-operations failed" in r.message, r.message
+
+
+def test_storage_scp_answers_a_pynetdicom_scu(tmp_path: Path) -> None:
+    """The C-MOVE side on its own, against a second implementation: pynetdicom as the PACS's
+    storage SCU, C-ECHO (some PACS verify a destination first) and then C-STORE."""
+    port = free_port()
+    ds = _datasets(tmp_path, 1)[0]
+    with receiving(LOOPBACK, port, Deadline(10), 16384) as scp:
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(Verification)
+        ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate(LOOPBACK, port, ae_title=MOVE_AE)
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        scp.wait_idle(5)
+        got = scp.received
+    assert got.instances == 1 and got.bytes > 64 * 64
+    assert got.error is None and got.associations == 1
 
 
 # -- hostile peers ---------------------------------------------------------------------------------
