@@ -193,3 +193,19 @@ def test_dicom_tls_min_version(
     assert r.ok is ok, (r.reason, r.message)
     if not ok:
         assert r.reason == Reason.TLS, (r.reason, r.message)
+
+
+def test_dcmqrscp_rejects_an_unknown_called_ae_title(tmp_path: Path) -> None:
+    """dcmqrscp only accepts the AE titles of its AETable: another is A-ASSOCIATE-RJ."""
+    from tests.helpers.dicom_scp import Dcmqrscp
+
+    with Dcmqrscp(tmp_path / "qr", []) as qr:
+        good = run_probe(
+            plan(target("qr", port=qr.port, called_aet="QRSCP", only=("dicom_echo",))), "dicom_echo"
+        )
+        wrong = run_probe(
+            plan(target("qr", port=qr.port, called_aet="NOT_QRSCP", only=("dicom_echo",))),
+            "dicom_echo",
+        )
+    assert good.ok, good.message
+    assert not wrong.ok and wrong.reason == Reason.REJECTED, (wrong.reason, wrong.message)

@@ -73,15 +73,20 @@ def test_unresolvable_name_is_dns() -> None:
 @pytest.mark.parametrize("reads", [False, True])
 def test_listener_that_never_answers_times_out_within_the_deadline(reads: bool) -> None:
     stats: dict[str, int] = {}
+    took: list[float] = []
     with silent_listener(read=reads, stats=stats) as port:
-        t0 = time.monotonic()
-        r = run_probe(plan_for(port, timeout=0.5), "dicom_echo")
-        took = time.monotonic() - t0
-    assert not r.ok and r.reason == Reason.TIMEOUT
-    assert 0.45 <= took < 0.5 + 0.3, took
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = run_probe(plan_for(port, timeout=0.5), "dicom_echo")
+            took.append(time.monotonic() - t0)
+            assert not r.ok and r.reason == Reason.TIMEOUT
+    # never before the deadline; after it by at most 0.3 s in 2 runs of 3 (a preempted run is
+    # the host's doing; a probe overrunning its deadline overruns in every run)
+    assert min(took) >= 0.45, took
+    assert sum(t < 0.5 + 0.3 for t in took) >= 2, took
     assert "connect" in r.phases and "associate" not in r.phases  # a failed phase is not timed
     if reads:  # the listener really read the A-ASSOCIATE-RQ (PDU type 1, 68+ bytes)
-        assert stats["received"] >= 74, stats  # read before the listener was closed
+        assert stats["received"] >= 3 * 74, stats  # read before the listener was closed
     else:
         assert stats["received"] == 0
 
