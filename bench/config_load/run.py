@@ -44,9 +44,21 @@ def measure(tree: Path, cfg: Path) -> tuple[float, float, float, int]:
     env = {**os.environ, **ENV}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, "-m", "agent", "check-config", "--config",
-         str(cfg)],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=600,
+        [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "agent",
+            "check-config",
+            "--config",
+            str(cfg),
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
@@ -68,6 +80,7 @@ def main() -> None:
     ap.add_argument("--before", type=Path, help="a checkout of the older code to compare with")
     ap.add_argument("--before-label", default="before")
     a = ap.parse_args()
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as d:
         cfg = Path(d) / f"targets-{a.targets}.json"
         cfg.write_text(json.dumps(generate(a.targets), indent=2))
@@ -79,20 +92,26 @@ def main() -> None:
         for _ in range(a.rounds):  # interleaved, so background load hits both alike
             for label, tree in trees:
                 runs[label].append(measure(tree, cfg))
-    load = os.getloadavg()  # at the end; the machine is shared
+    load = os.getloadavg()  # the machine is shared: load average at the start and the end
     print(f"# check-config, {a.targets} targets, {size / 1e6:.1f} MB JSON, {a.rounds} rounds")
-    print(f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print("| code | exit | wall s (median, max) | CPU s (median, max) "
-          "| max RSS MiB (median, max) |")
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
+        f"at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        "| code | exit | wall s (median, max) | CPU s (median, max) | max RSS MiB (median, max) |"
+    )
     print("|---|---|---|---|---|")
     for label, rs in runs.items():
         walls, cpus, rsss = [r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs]
         codes = sorted({r[3] for r in rs})
-        print(f"| {label} | {','.join(map(str, codes))} | "
-              f"{statistics.median(walls):.2f}, {max(walls):.2f} | "
-              f"{statistics.median(cpus):.2f}, {max(cpus):.2f} | "
-              f"{statistics.median(rsss):.0f}, {max(rsss):.0f} |")
+        print(
+            f"| {label} | {','.join(map(str, codes))} | "
+            f"{statistics.median(walls):.2f}, {max(walls):.2f} | "
+            f"{statistics.median(cpus):.2f}, {max(cpus):.2f} | "
+            f"{statistics.median(rsss):.0f}, {max(rsss):.0f} |"
+        )
 
 
 if __name__ == "__main__":
