@@ -498,13 +498,39 @@ class SyntheticAgentMetrics:
     # agent formats them; cumulative counts added per scrape come from 10 runs per scrape and
     # series with these durations (p95 between 0.5 and 1 s, as before).
     BUCKETS = (
-        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0",
-        "2.5", "5.0", "10.0", "30.0", "60.0", "+Inf",
+        "0.001",
+        "0.0025",
+        "0.005",
+        "0.01",
+        "0.025",
+        "0.05",
+        "0.1",
+        "0.25",
+        "0.5",
+        "1.0",
+        "2.0",
+        "2.5",
+        "5.0",
+        "10.0",
+        "30.0",
+        "60.0",
+        "+Inf",
     )
     BUCKET_STEP = _cumulative(BUCKETS)
     LATENESS_LE = (
-        "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
-        "10.0", "+Inf",
+        "0.001",
+        "0.005",
+        "0.01",
+        "0.025",
+        "0.05",
+        "0.1",
+        "0.25",
+        "0.5",
+        "1.0",
+        "2.5",
+        "5.0",
+        "10.0",
+        "+Inf",
     )
     LATENESS_STEP = _cumulative(LATENESS_LE)
     EXPECTED_ACTIVE_ALERTS = frozenset(
@@ -565,8 +591,11 @@ class SyntheticAgentMetrics:
             [(tp(t, p), 0 if self._failing(t, p) == "timeout" else 1) for t, p in pairs],
         )
         family("probe_duration_seconds", "gauge", [(tp(t, p), 0.08) for t, p in pairs])
-        family("pacs_probe_last_run_timestamp_seconds", "gauge",
-               [(tp(t, p), time.time() - 5) for t, p in pairs])
+        family(
+            "pacs_probe_last_run_timestamp_seconds",
+            "gauge",
+            [(tp(t, p), time.time() - 5) for t, p in pairs],
+        )
         # Histograms: in text format 0.0.4 the family is declared under its base name.
         out.append("# HELP pacs_probe_duration_seconds synthetic test data")
         out.append("# TYPE pacs_probe_duration_seconds histogram")
@@ -594,8 +623,11 @@ class SyntheticAgentMetrics:
         family(
             "pacs_probe_phase_duration_seconds",
             "gauge",
-            [(tp(t, p, phase=ph), 0.01 * (i + 1)) for t, p in pairs for i, ph in
-             enumerate(self.PHASES[p])],
+            [
+                (tp(t, p, phase=ph), 0.01 * (i + 1))
+                for t, p in pairs
+                for i, ph in enumerate(self.PHASES[p])
+            ],
         )
         runs: list[tuple[dict[str, str], float]] = []
         failures: list[tuple[dict[str, str], float]] = []
@@ -677,8 +709,11 @@ class SyntheticAgentMetrics:
         family(
             "pacs_slo_objective_ratio",
             "gauge",
-            [(tp(t, p, slo=s), v) for t, p in dicom
-             for s, v in (("availability", 0.995), ("latency", 0.95))],
+            [
+                (tp(t, p, slo=s), v)
+                for t, p in dicom
+                for s, v in (("availability", 0.995), ("latency", 0.95))
+            ],
         )
         family(
             "pacs_probe_slow_runs_total",
@@ -697,10 +732,16 @@ class SyntheticAgentMetrics:
         out.append(f"pacs_scheduler_start_lateness_seconds_sum {0.5 * n}")
         out.append(f"pacs_scheduler_start_lateness_seconds_count {20 * n}")
         # per-target thresholds (the defaults) and no maintenance window open
-        family("pacs_target_degraded_latency_seconds", "gauge",
-               [({"target": t}, 2.0) for t in self.TARGETS])
-        family("pacs_target_cert_expiry_warning_seconds", "gauge",
-               [({"target": t}, 14 * 86400.0) for t in self.TARGETS])
+        family(
+            "pacs_target_degraded_latency_seconds",
+            "gauge",
+            [({"target": t}, 2.0) for t in self.TARGETS],
+        )
+        family(
+            "pacs_target_cert_expiry_warning_seconds",
+            "gauge",
+            [({"target": t}, 14 * 86400.0) for t in self.TARGETS],
+        )
         family("pacs_target_maintenance", "gauge", [({"target": t}, 0) for t in self.TARGETS])
         family("pacs_agent_self_probe_overhead_seconds", "gauge", [({}, 0.0012)])
         family("pacs_agent_targets", "gauge", [({}, len(self.TARGETS))])

@@ -238,8 +238,10 @@ def _test_file(tmp_path: Path, name: str, source: Path, groups: list[dict[str, A
 
 def test_blips_are_silenced_by_for_not_by_the_threshold(tmp_path: Path) -> None:
     blips = [(p, g) for p, g in unit_test_groups() if group_kind(g) == "blip"]
-    runs = [_test_file(tmp_path, f"blip-{i}", source, [group])
-            for i, (source, group) in enumerate(blips)]
+    runs = [
+        _test_file(tmp_path, f"blip-{i}", source, [group])
+        for i, (source, group) in enumerate(blips)
+    ]
     needed = {alert: set(kinds["blip"]) for alert, kinds in coverage().items()}
     proven: set[str] = set()
     for (_source, group), result in zip(blips, promtool_parallel(*runs), strict=True):
@@ -282,8 +284,13 @@ def test_runbook_anchors_exist_and_explain_for() -> None:
         anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
         assert anchor in sections, f"{name}: no heading with anchor #{anchor} in {RUNBOOK}"
         text = sections[anchor]
-        for part in ("**Meaning.**", "**Confirm.**", "**Likely causes.**", "**What to do.**",
-                     f"**Why `for: {rule['for']}`.**"):
+        for part in (
+            "**Meaning.**",
+            "**Confirm.**",
+            "**Likely causes.**",
+            "**What to do.**",
+            f"**Why `for: {rule['for']}`.**",
+        ):
             assert part in text, f"runbook section #{anchor} lacks {part}"
         assert "agent probe --once" in text, f"#{anchor}: show how agent probe --once confirms it"
         assert f"`{rule['labels']['severity']}`" in text, f"#{anchor}: state the severity"
@@ -297,8 +304,11 @@ def test_runbook_explains_the_probe_exit_codes() -> None:
 
 
 def test_runbook_has_no_section_for_a_missing_alert() -> None:
-    stale = [a for a in runbook_sections() if a.startswith("pacs") and a not in
-             {n.lower() for n in ALERTS}]
+    stale = [
+        a
+        for a in runbook_sections()
+        if a.startswith("pacs") and a not in {n.lower() for n in ALERTS}
+    ]
     assert not stale, f"runbook sections without an alert: {stale}"
 
 
@@ -316,8 +326,11 @@ def test_rules_use_documented_metrics_labels_and_the_job_selector() -> None:
                 continue
             assert metric in raw, f"{name}: {metric} is not in docs/metrics.md"
             allowed = TARGET_LABELS | (
-                documented[metric]["labels"] if metric not in ("up", "ALERTS")
-                else {"alertname", "alertstate"} if metric == "ALERTS" else set()
+                documented[metric]["labels"]
+                if metric not in ("up", "ALERTS")
+                else {"alertname", "alertstate"}
+                if metric == "ALERTS"
+                else set()
             )
             assert set(matchers) <= allowed, f"{name}: {metric} has no label {set(matchers)}"
             assert matchers.get("job") == JOB_MATCHER, (

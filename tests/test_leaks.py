@@ -46,7 +46,10 @@ def peers() -> Iterator[dict[str, int]]:
     modes = [m for m, _, _ in MIX if m != "refused"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.hostile_peers", *modes],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert proc.stdout is not None
@@ -68,8 +71,13 @@ def plans_for(ports: dict[str, int]) -> list[tuple[TargetPlan, str, Reason]]:
     out = []
     for mode, probe, reason in MIX:
         url = f"http://127.0.0.1:{ports[mode]}"
-        t = target(mode, port=ports[mode], only=(probe,), timeout_ms=1000,
-                   sectra={"apiEndpoint": url} if probe == "api_ping" else None)
+        t = target(
+            mode,
+            port=ports[mode],
+            only=(probe,),
+            timeout_ms=1000,
+            sectra={"apiEndpoint": url} if probe == "api_ping" else None,
+        )
         out.append((plan(t), probe, reason))
     return out
 
@@ -111,8 +119,10 @@ def test_a_thousand_failures_leak_nothing(peers: dict[str, int]) -> None:
     took = time.monotonic() - t0
 
     # Threads that end on their own (an HTTP run's cancelled watchdog timer) get a moment.
-    wait_until(lambda: threads()[0] <= t_base + THREAD_SLACK
-               and threads()[1] <= task_base + THREAD_SLACK, 5)
+    wait_until(
+        lambda: threads()[0] <= t_base + THREAD_SLACK and threads()[1] <= task_base + THREAD_SLACK,
+        5,
+    )
     wait_until(lambda: fds() <= fd_base + FD_SLACK, 5)
     grown = rss_after[1] - rss_after[0]
     assert grown < RSS_GROWTH_LIMIT, (

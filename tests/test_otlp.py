@@ -67,8 +67,9 @@ def sim() -> Iterator[SimulatedPACS]:
 
 
 @contextmanager
-def agent(targets: list[dict], agent_cfg: dict | None = None,
-          env: dict[str, str] | None = None) -> Iterator[AgentService]:
+def agent(
+    targets: list[dict], agent_cfg: dict | None = None, env: dict[str, str] | None = None
+) -> Iterator[AgentService]:
     """An AgentService on a free loopback port; stopped at the end unless the test stopped it."""
     doc = {"targets": targets, "agent": {"listen": "127.0.0.1:0", **(agent_cfg or {})}}
     loaded = load_config_text(json.dumps(doc), "<test>", env or {})
@@ -113,18 +114,31 @@ def otlp_cfg(endpoint: str, protocol: str = "grpc", interval: int = 500, **kw: A
     return {"endpoint": endpoint, "protocol": protocol, "interval": interval, **kw}
 
 
-def result(target: str, probe: str = "dicom_echo", ok: bool = True, duration: float = 0.004,
-           **kw: Any) -> ProbeResult:
-    phases = kw.pop("phases", {"connect": 0.001, "associate": 0.001, "dimse": 0.0015,
-                               "release": 0.0005})
-    return ProbeResult(target, probe, ok, None if ok else Reason.REFUSED, "msg", phases,
-                       duration, ProbeResult.now(), **kw)
+def result(
+    target: str, probe: str = "dicom_echo", ok: bool = True, duration: float = 0.004, **kw: Any
+) -> ProbeResult:
+    phases = kw.pop(
+        "phases", {"connect": 0.001, "associate": 0.001, "dimse": 0.0015, "release": 0.0005}
+    )
+    return ProbeResult(
+        target,
+        probe,
+        ok,
+        None if ok else Reason.REFUSED,
+        "msg",
+        phases,
+        duration,
+        ProbeResult.now(),
+        **kw,
+    )
 
 
-def otlp_exporter(rx: GrpcReceiver | HttpReceiver, protocol: str = "grpc",
-                  **cfg: Any) -> OTLPExporter:
-    s = resolve_settings(OTLPConfig(**{"endpoint": rx.endpoint, "protocol": protocol,
-                                       "interval": 60000, **cfg}), {})
+def otlp_exporter(
+    rx: GrpcReceiver | HttpReceiver, protocol: str = "grpc", **cfg: Any
+) -> OTLPExporter:
+    s = resolve_settings(
+        OTLPConfig(**{"endpoint": rx.endpoint, "protocol": protocol, "interval": 60000, **cfg}), {}
+    )
     assert s is not None
     return OTLPExporter(s)
 
@@ -154,8 +168,13 @@ def test_off_unless_configured() -> None:
     on = resolve_settings(OTLPConfig(enabled=True), {})
     assert on is not None and on.endpoint == "http://localhost:4317" and on.protocol == "grpc"
     # other OTEL_* variables alone do not switch it on
-    assert resolve_settings(OTLPConfig(), {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                                           "OTEL_METRIC_EXPORT_INTERVAL": "1000"}) is None
+    assert (
+        resolve_settings(
+            OTLPConfig(),
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRIC_EXPORT_INTERVAL": "1000"},
+        )
+        is None
+    )
 
 
 def test_settings_precedence_and_env_parsing() -> None:
@@ -178,8 +197,13 @@ def test_settings_precedence_and_env_parsing() -> None:
     signal = {**env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://sig:9999/custom"}
     assert resolve_settings(OTLPConfig(), signal).endpoint == "http://sig:9999/custom"
     # config beats env; header keys lower-cased (gRPC metadata must be); timeout <= interval
-    cfg = OTLPConfig(endpoint="http://cfg:4317", protocol="grpc", interval=2000, timeout=9000,
-                     headers={"Authorization": "Bearer cfg"})
+    cfg = OTLPConfig(
+        endpoint="http://cfg:4317",
+        protocol="grpc",
+        interval=2000,
+        timeout=9000,
+        headers={"Authorization": "Bearer cfg"},
+    )
     s = resolve_settings(cfg, {**env, "OTEL_EXPORTER_OTLP_METRICS_HEADERS": ""})
     assert (s.endpoint, s.protocol) == ("http://cfg:4317", "grpc")
     assert s.headers == {"authorization": "Bearer cfg", "x-tenant": "a"}
@@ -200,12 +224,18 @@ def test_resource_attributes_and_precedence() -> None:
     again = build_resource(None, {}).attributes
     assert r["service.instance.id"] and r["service.instance.id"] == again["service.instance.id"]
     assert (r["k8s.pod.name"], r["k8s.namespace.name"], r["k8s.node.name"]) == (
-        "pod-1", "pacs", "node-a")
+        "pod-1",
+        "pacs",
+        "node-a",
+    )
     assert r["pacs.agent.shard"] == "1/3"
     assert r["telemetry.sdk.language"] == "python"
-    env2 = {**env, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-1,site=hospital%20a,"
-                                               "service.name=from-attrs",
-            "OTEL_SERVICE_NAME": "custom"}
+    env2 = {
+        **env,
+        "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-1,site=hospital%20a,"
+        "service.name=from-attrs",
+        "OTEL_SERVICE_NAME": "custom",
+    }
     r2 = build_resource(None, env2).attributes
     assert r2["service.instance.id"] == "pod-1"  # the operator's variables win over our default
     assert r2["site"] == "hospital a"
@@ -252,16 +282,40 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
     # with objectives, so the SLO families exist too
     prom.add_target("t", ["failover"], {"failover": ProbeObjectives(0.999, 0.95, 1.0)})
     r = result("t", "failover", tls=TLSInfo(2e9, 1.9e9), detail={"active": "primary"})
-    prom.observe(r, {0.5: 0.1}, CheckState("failover"), HealthState.HEALTHY,
-                 HealthState.HEALTHY, out_of_range=1)
-    prom.observe(result("t", "failover", ok=False), {0.5: 0.1}, CheckState("failover"),
-                 HealthState.HEALTHY, HealthState.HEALTHY)
+    prom.observe(
+        r,
+        {0.5: 0.1},
+        CheckState("failover"),
+        HealthState.HEALTHY,
+        HealthState.HEALTHY,
+        out_of_range=1,
+    )
+    prom.observe(
+        result("t", "failover", ok=False),
+        {0.5: 0.1},
+        CheckState("failover"),
+        HealthState.HEALTHY,
+        HealthState.HEALTHY,
+    )
     # the families that exist only after a DICOM status or a capabilities run
-    prom.observe(result("t", "dicom_echo", ok=False, detail={"dicom_status": "RJ-1-1-7"}), {},
-                 CheckState("dicom_echo"), HealthState.HEALTHY, HealthState.HEALTHY)
-    prom.observe(result("t", "dicom_capabilities",
-                        detail={"contexts": [("1.2.840.10008.1.1", "1.2.840.10008.1.2", True)]}),
-                 {}, CheckState("dicom_capabilities"), HealthState.HEALTHY, HealthState.HEALTHY)
+    prom.observe(
+        result("t", "dicom_echo", ok=False, detail={"dicom_status": "RJ-1-1-7"}),
+        {},
+        CheckState("dicom_echo"),
+        HealthState.HEALTHY,
+        HealthState.HEALTHY,
+    )
+    prom.observe(
+        result(
+            "t",
+            "dicom_capabilities",
+            detail={"contexts": [("1.2.840.10008.1.1", "1.2.840.10008.1.2", True)]},
+        ),
+        {},
+        CheckState("dicom_capabilities"),
+        HealthState.HEALTHY,
+        HealthState.HEALTHY,
+    )
     prom.self_probe.set(0.001)
     prom.set_target_settings("t", 2.0, 14 * 86400.0)
     prom.set_maintenance({"t": False})
@@ -291,7 +345,9 @@ def test_no_otlp_exporter_without_config_or_env(sim: SimulatedPACS) -> None:
 
 
 def test_enabled_false_wins_over_env_and_bad_settings_only_disable_otlp(
-    sim: SimulatedPACS, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    sim: SimulatedPACS,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     with agent([sim.endpoint_config(interval_ms=1000)], {"otlp": {"enabled": False}}) as svc:
@@ -300,24 +356,35 @@ def test_enabled_false_wins_over_env_and_bad_settings_only_disable_otlp(
     with agent([sim.endpoint_config(interval_ms=1000)]) as svc:
         assert svc.otlp is None
         assert svc.ready
-        assert any("OTLP export disabled" in r.getMessage() and "http/json" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            "OTLP export disabled" in r.getMessage() and "http/json" in r.getMessage()
+            for r in caplog.records
+        )
 
 
 def _check_export(rx: GrpcReceiver | HttpReceiver, svc: AgentService) -> dict[str, list[Point]]:
     """Wait until the latest export shows every probe run, then check types, units, points."""
 
     def complete() -> dict[str, list[Point]] | None:
-        latest = {name: rx.latest(name) for name in (
-            "pacs.probe.duration", "pacs.probe.runs", "pacs.target.health",
-            "pacs.agent.self_probe.overhead", "pacs.failover.active", "pacs.probe.phase.duration",
-        )}
+        latest = {
+            name: rx.latest(name)
+            for name in (
+                "pacs.probe.duration",
+                "pacs.probe.runs",
+                "pacs.target.health",
+                "pacs.agent.self_probe.overhead",
+                "pacs.failover.active",
+                "pacs.probe.phase.duration",
+            )
+        }
         if not all(latest.values()):
             return None
-        hist = {p.attributes["probe"] for p in latest["pacs.probe.duration"]
-                if p.point.count > 0}
-        healthy = [p for p in latest["pacs.target.health"]
-                   if p.attributes["state"] == "HEALTHY" and p.value == 1]
+        hist = {p.attributes["probe"] for p in latest["pacs.probe.duration"] if p.point.count > 0}
+        healthy = [
+            p
+            for p in latest["pacs.target.health"]
+            if p.attributes["state"] == "HEALTHY" and p.value == 1
+        ]
         return latest if hist == PROBES and healthy else None
 
     wait_until(complete, 25, 0.1, "a complete export")
@@ -343,22 +410,26 @@ def _check_export(rx: GrpcReceiver | HttpReceiver, svc: AgentService) -> dict[st
     phase_pts = m["pacs.probe.phase.duration"]
     phases = {(p.attributes["probe"], p.attributes["phase"]) for p in phase_pts}
     assert {("dicom_echo", "associate"), ("dicom_echo", "dimse"), ("dicom_find", "dimse")} <= phases
-    assert all(p.kind == "exponential_histogram" and p.point.count > 0
-               for p in m["pacs.probe.phase.duration"])
+    assert all(
+        p.kind == "exponential_histogram" and p.point.count > 0
+        for p in m["pacs.probe.phase.duration"]
+    )
     # counters: monotonic cumulative sums with the Prometheus labels
     runs = m["pacs.probe.runs"]
     assert all(p.kind == "sum" and p.metric.sum.is_monotonic for p in runs)
     assert all(p.metric.sum.aggregation_temporality == CUMULATIVE for p in runs)
-    assert {p.attributes["probe"] for p in runs if p.attributes["result"] == "success"
-            and p.value > 0} == PROBES
+    assert {
+        p.attributes["probe"] for p in runs if p.attributes["result"] == "success" and p.value > 0
+    } == PROBES
     assert {frozenset(p.attributes) for p in runs} == {frozenset({"target", "probe", "result"})}
     attempts = {p.attributes["probe"]: p.value for p in m["pacs.probe.attempts"]}
     assert set(attempts) == PROBES and min(attempts.values()) >= 1
     # the exported counts never run ahead of /metrics (same results, exported earlier)
     samples = scrape(svc)
     for p in runs:
-        prom = total(samples, "pacs_probe_runs_total", **{k: str(v) for k, v in
-                                                          p.attributes.items()})
+        prom = total(
+            samples, "pacs_probe_runs_total", **{k: str(v) for k, v in p.attributes.items()}
+        )
         assert p.value <= prom
     # states as gauges: enum pattern, exactly one 1 per check / target / agent
     checks = m["pacs.check.status"]
@@ -389,8 +460,10 @@ def test_grpc_export_end_to_end(sim: SimulatedPACS, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("K8S_NODE_NAME", "node-7")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=test-cluster,site=hospital-a")
     secret = "tok-otlp-5521-secret"
-    cfg = {"selfProbe": {"interval": 500},
-           "otlp": otlp_cfg("", headers={"Authorization": "Bearer ${OTLP_TOKEN}"})}
+    cfg = {
+        "selfProbe": {"interval": 500},
+        "otlp": otlp_cfg("", headers={"Authorization": "Bearer ${OTLP_TOKEN}"}),
+    }
     with GrpcReceiver() as rx:
         cfg["otlp"]["endpoint"] = rx.endpoint
         with agent([sim.endpoint_config(interval_ms=1000)], cfg, {"OTLP_TOKEN": secret}) as svc:
@@ -411,8 +484,9 @@ def test_grpc_export_end_to_end(sim: SimulatedPACS, monkeypatch: pytest.MonkeyPa
             assert total(scrape(svc), "pacs_otlp_export_failures_total") == 0
 
 
-def test_http_protobuf_export_from_env_only(sim: SimulatedPACS,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_protobuf_export_from_env_only(
+    sim: SimulatedPACS, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with HttpReceiver() as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
@@ -433,7 +507,9 @@ def test_http_protobuf_export_from_env_only(sim: SimulatedPACS,
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_collector_outage_counts_failures_and_export_resumes(
-    sim: SimulatedPACS, protocol: str, caplog: pytest.LogCaptureFixture,
+    sim: SimulatedPACS,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     receiver = GrpcReceiver if protocol == "grpc" else HttpReceiver
@@ -451,8 +527,10 @@ def test_collector_outage_counts_failures_and_export_resumes(
 
             def outage_seen() -> bool:
                 s = scrape(svc)  # /metrics keeps answering throughout
-                return (total(s, "pacs_otlp_export_failures_total") >= f0 + 3
-                        and total(s, "pacs_probe_runs_total") >= runs0 + 5)
+                return (
+                    total(s, "pacs_otlp_export_failures_total") >= f0 + 3
+                    and total(s, "pacs_probe_runs_total") >= runs0 + 5
+                )
 
             t0 = time.monotonic()
             wait_until(outage_seen, 20, 0.1, "failed exports counted while probing goes on")
@@ -464,17 +542,30 @@ def test_collector_outage_counts_failures_and_export_resumes(
             assert r.json()["status"] == "HEALTHY"
             rx = bind_retry(lambda: receiver(port).start())
             wait_until(lambda: rx.count() >= 2, 20, 0.05, "export resumed on the same port")
-            runs = {p.attributes["probe"]: p.value for p in rx.latest("pacs.probe.runs")
-                    if p.attributes["result"] == "success"}
+            runs = {
+                p.attributes["probe"]: p.value
+                for p in rx.latest("pacs.probe.runs")
+                if p.attributes["result"] == "success"
+            }
             assert sum(runs.values()) >= runs0 + 5  # cumulative: nothing lost while down
-            wait_until(lambda: any("resumed" in r.getMessage() for r in caplog.records
-                                   if r.name == "agent.otlp"), 5, 0.05, "a resumed line")
-        ours = [r for r in caplog.records
-                if r.name == "agent.otlp" and r.levelno >= logging.WARNING]
+            wait_until(
+                lambda: any(
+                    "resumed" in r.getMessage() for r in caplog.records if r.name == "agent.otlp"
+                ),
+                5,
+                0.05,
+                "a resumed line",
+            )
+        ours = [
+            r for r in caplog.records if r.name == "agent.otlp" and r.levelno >= logging.WARNING
+        ]
         assert len(ours) == 1, [r.getMessage() for r in ours]  # at most once a minute
         assert f"127.0.0.1:{port}" in ours[0].getMessage()
-        sdk = [r for r in caplog.records if r.name.startswith("opentelemetry")
-               and r.levelno >= logging.WARNING]
+        sdk = [
+            r
+            for r in caplog.records
+            if r.name.startswith("opentelemetry") and r.levelno >= logging.WARNING
+        ]
         assert sdk == []  # the SDK's per-attempt errors are folded into our line
     finally:
         rx.stop()
@@ -484,8 +575,12 @@ def test_stop_does_a_final_bounded_flush(sim: SimulatedPACS) -> None:
     with GrpcReceiver() as rx:
         cfg = {"otlp": otlp_cfg(rx.endpoint, interval=60000, timeout=2000)}
         with agent([sim.endpoint_config(interval_ms=1000)], cfg) as svc:
-            wait_until(lambda: total(scrape(svc), "pacs_probe_runs_total", result="success") >= 5,
-                       15, 0.05, "some runs")
+            wait_until(
+                lambda: total(scrape(svc), "pacs_probe_runs_total", result="success") >= 5,
+                15,
+                0.05,
+                "some runs",
+            )
             seen = total(scrape(svc), "pacs_probe_runs_total")
             assert rx.count() == 0  # the 60 s interval has not come round
             t0 = time.monotonic()
@@ -525,8 +620,13 @@ def test_cardinality_above_the_sdk_default_is_kept() -> None:
         for i in range(420):
             ex.add_target(f"t{i:04d}", probes)
             for p in probes:
-                ex.observe(result(f"t{i:04d}", p, phases={"dimse": 0.002}), {}, CheckState(p),
-                           HealthState.HEALTHY, HealthState.HEALTHY)
+                ex.observe(
+                    result(f"t{i:04d}", p, phases={"dimse": 0.002}),
+                    {},
+                    CheckState(p),
+                    HealthState.HEALTHY,
+                    HealthState.HEALTHY,
+                )
         # force_flush collects and exports on this thread, with no shutdown deadline to race
         # on a loaded machine
         ex.provider.force_flush(timeout_millis=60_000)
@@ -553,8 +653,13 @@ def test_grpc_tls_with_configured_certificate(tmp_path: Path) -> None:
     with GrpcReceiver(tls=(key, chain)) as rx:
         ex = otlp_exporter(rx, certificate=str(ca_file))
         ex.add_target("tls-target", ["dicom_echo"])
-        ex.observe(result("tls-target"), {}, CheckState("dicom_echo"), HealthState.HEALTHY,
-                   HealthState.HEALTHY)
+        ex.observe(
+            result("tls-target"),
+            {},
+            CheckState("dicom_echo"),
+            HealthState.HEALTHY,
+            HealthState.HEALTHY,
+        )
         ex.shutdown()
         assert rx.count() == 1
         assert ex.exporter.failures == 0
@@ -569,8 +674,9 @@ def test_grpc_tls_with_configured_certificate(tmp_path: Path) -> None:
 
 def test_unreadable_certificate_is_a_setup_error(tmp_path: Path) -> None:
     with GrpcReceiver() as rx, pytest.raises(OTLPSetupError, match="certificate"):
-        otlp_exporter(rx, certificate=str(tmp_path / "missing.pem"),
-                      endpoint=f"https://127.0.0.1:{rx.port}")
+        otlp_exporter(
+            rx, certificate=str(tmp_path / "missing.pem"), endpoint=f"https://127.0.0.1:{rx.port}"
+        )
 
 
 def test_first_failed_batch_ends_the_export() -> None:
@@ -605,19 +711,32 @@ def test_removed_target_stops_reporting_gauges() -> None:
         ex = otlp_exporter(rx)
         for t in ("keep", "gone"):
             ex.add_target(t, ["dicom_echo"])
-            ex.observe(result(t), {0.5: 0.004}, CheckState("dicom_echo"), HealthState.HEALTHY,
-                       HealthState.HEALTHY)
+            ex.observe(
+                result(t),
+                {0.5: 0.004},
+                CheckState("dicom_echo"),
+                HealthState.HEALTHY,
+                HealthState.HEALTHY,
+            )
         ex.remove_target("gone")
-        ex.observe(result("gone"), {}, CheckState("dicom_echo"), HealthState.HEALTHY,
-                   HealthState.HEALTHY)  # a run that was in flight during the reload
+        ex.observe(
+            result("gone"), {}, CheckState("dicom_echo"), HealthState.HEALTHY, HealthState.HEALTHY
+        )  # a run that was in flight during the reload
         ex.shutdown()
         m = by_name(rx.points())
-        for name in ("pacs.check.status", "pacs.target.health", "probe.success",
-                     "pacs.probe.latency"):
+        for name in (
+            "pacs.check.status",
+            "pacs.target.health",
+            "probe.success",
+            "pacs.probe.latency",
+        ):
             assert {p.attributes["target"] for p in m[name]} == {"keep"}, name
         assert [p.value for p in m["pacs.agent.targets"]] == [1]
-        runs = {p.attributes["target"]: p.value for p in m["pacs.probe.runs"]
-                if p.attributes["result"] == "success"}
+        runs = {
+            p.attributes["target"]: p.value
+            for p in m["pacs.probe.runs"]
+            if p.attributes["result"] == "success"
+        }
         assert runs == {"keep": 1, "gone": 1}  # the SDK cannot delete a series; no new counts
 
 
@@ -625,5 +744,6 @@ def test_endpoint_credentials_stay_out_of_the_log() -> None:
     from agent.otlp_exporter import display_url
 
     assert display_url("https://user:pw-123@collector:4318/v1/metrics") == (
-        "https://collector:4318/v1/metrics")
+        "https://collector:4318/v1/metrics"
+    )
     assert display_url("collector:4317") == "collector:4317"

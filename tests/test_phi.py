@@ -33,13 +33,32 @@ CANARY_UID = "1.2.826.0.1.3680043.10.1082.77.1"
 # would quote them in a warning, i.e. in the agent's log and on its stderr.
 BAD_UID = "1.2.PHI.UID.8842"
 BAD_DATE = "PHI19530317"
-PHI = ("DOE^JANE", "JANE", "PHI-7731-UNIQUE", "19610412", PHI_UID, "HOUSE^GREGORY", "GREGORY",
-       "PHI-OTHER-99812", "ROE^RICHARD", "RICHARD", "PHI-5521-OTHER", "19440229", "ACC-PHI-5521",
-       BAD_UID, "PHI.UID", BAD_DATE, "19530317", "MOE^MARGARET", "MARGARET")
+PHI = (
+    "DOE^JANE",
+    "JANE",
+    "PHI-7731-UNIQUE",
+    "19610412",
+    PHI_UID,
+    "HOUSE^GREGORY",
+    "GREGORY",
+    "PHI-OTHER-99812",
+    "ROE^RICHARD",
+    "RICHARD",
+    "PHI-5521-OTHER",
+    "19440229",
+    "ACC-PHI-5521",
+    BAD_UID,
+    "PHI.UID",
+    BAD_DATE,
+    "19530317",
+    "MOE^MARGARET",
+    "MARGARET",
+)
 
 
-def phi_study(pid: str, name: str, birth: str, *, accession: str, uid: str | None = None
-              ) -> Dataset:
+def phi_study(
+    pid: str, name: str, birth: str, *, accession: str, uid: str | None = None
+) -> Dataset:
     ds = study(pid, name, study_uid=uid, accession=accession, study_date="20260115")
     ds.PatientBirthDate = birth
     ds.PatientSex = "F"
@@ -53,8 +72,9 @@ def find_target(tid: str, port: int, **query: Any) -> dict[str, Any]:
         "id": tid,
         "config": {"host": "127.0.0.1", "port": port, "calledAET": "TEST_PACS"},
         "healthCheck": {"interval": 2000, "timeout": 2000, "failureThreshold": 1},
-        "probes": {"dicom_find": query or {"accessionNumber": CANARY_ACCESSION,
-                                           "expectedCount": 1}},
+        "probes": {
+            "dicom_find": query or {"accessionNumber": CANARY_ACCESSION, "expectedCount": 1}
+        },
         "monitoring": {"logLevel": "DEBUG"},
     }
 
@@ -78,10 +98,21 @@ class Pacs:
     match the query (a PACS ignoring the query keys), one returns malformed identifiers."""
 
     def __init__(self) -> None:
-        self.good = DicomSCP([phi_study("PHI-7731-UNIQUE", "DOE^JANE", "19610412",
-                                        accession=CANARY_ACCESSION, uid=PHI_UID)])
-        self.bad = DicomSCP([phi_study("PHI-5521-OTHER", "ROE^RICHARD", "19440229",
-                                       accession="ACC-PHI-5521")], ignore_query=True)
+        self.good = DicomSCP(
+            [
+                phi_study(
+                    "PHI-7731-UNIQUE",
+                    "DOE^JANE",
+                    "19610412",
+                    accession=CANARY_ACCESSION,
+                    uid=PHI_UID,
+                )
+            ]
+        )
+        self.bad = DicomSCP(
+            [phi_study("PHI-5521-OTHER", "ROE^RICHARD", "19440229", accession="ACC-PHI-5521")],
+            ignore_query=True,
+        )
         self.odd = DicomSCP([malformed_study()], ignore_query=True)
         self.all = (self.good, self.bad, self.odd)
 
@@ -98,22 +129,37 @@ class Pacs:
         return all(scp.find_count >= n for scp in self.all)
 
     def config(self, path: Path) -> Path:
-        path.write_text(json.dumps({
-            "targets": [
-                find_target("phi-match", self.good.port),
-                find_target("phi-mismatch", self.bad.port),
-                find_target("phi-malformed", self.odd.port, studyInstanceUID=CANARY_UID,
-                            studyDate="20260101-20261231", expectedCount=1),
-            ],
-            "agent": {"selfProbe": {"enabled": False}},
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "targets": [
+                        find_target("phi-match", self.good.port),
+                        find_target("phi-mismatch", self.bad.port),
+                        find_target(
+                            "phi-malformed",
+                            self.odd.port,
+                            studyInstanceUID=CANARY_UID,
+                            studyDate="20260101-20261231",
+                            expectedCount=1,
+                        ),
+                    ],
+                    "agent": {"selfProbe": {"enabled": False}},
+                }
+            )
+        )
         return path
 
 
 def agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def check_results(doc: dict[str, Any]) -> None:
@@ -138,9 +184,12 @@ def test_once_output_and_debug_log_hold_no_phi(tmp_path: Path) -> None:
     assert "phi-mismatch" in as_table.stdout and "unexpected_result" in as_table.stdout
     # -v: the log runs at DEBUG (it holds the failure's WARNING, and nothing identifying)
     assert "does not satisfy the query" in as_json.stderr
-    for where, text in (("JSON output", as_json.stdout), ("table output", as_table.stdout),
-                        ("--once debug log (json)", as_json.stderr),
-                        ("--once debug log (table)", as_table.stderr)):
+    for where, text in (
+        ("JSON output", as_json.stdout),
+        ("table output", as_table.stdout),
+        ("--once debug log (json)", as_json.stderr),
+        ("--once debug log (table)", as_table.stderr),
+    ):
         assert_no_phi(where, text)
 
 
@@ -159,9 +208,12 @@ def test_daemon_health_metrics_and_debug_log_hold_no_phi(tmp_path: Path) -> None
                         doc = c.get(url + "/health").json()
                     except (httpx.HTTPError, ValueError):
                         return None
-                    done = {t["id"] for t in doc["targets"]
-                            for ch in t["checks"] if ch["name"] == "dicom_find"
-                            and ch["status"] != "PENDING"}
+                    done = {
+                        t["id"]
+                        for t in doc["targets"]
+                        for ch in t["checks"]
+                        if ch["name"] == "dicom_find" and ch["status"] != "PENDING"
+                    }
                     return doc if done == {"phi-match", "phi-mismatch", "phi-malformed"} else None
 
                 wait_until(both_ran, 15)
@@ -178,6 +230,10 @@ def test_daemon_health_metrics_and_debug_log_hold_no_phi(tmp_path: Path) -> None
     text = log.read_text() + "".join(getattr(p, "stdout_lines", []))
     check_results(json.loads(health))
     assert "DEBUG" in text and "does not satisfy the query" in text
-    for where, body in (("/health", health), ("/metrics", metrics), ("/", status),
-                        ("daemon log at DEBUG", text)):
+    for where, body in (
+        ("/health", health),
+        ("/metrics", metrics),
+        ("/", status),
+        ("daemon log at DEBUG", text),
+    ):
         assert_no_phi(where, body)

@@ -64,11 +64,16 @@ def real_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_promtool_accepts_real_metrics(real_text: str) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
-    for family in ("probe_ssl_earliest_cert_expiry", "pacs_tls_cert_not_after_timestamp_seconds",
-                   "pacs_probe_failures_total", "pacs_failover_active"):
+    for family in (
+        "probe_ssl_earliest_cert_expiry",
+        "pacs_tls_cert_not_after_timestamp_seconds",
+        "pacs_probe_failures_total",
+        "pacs_failover_active",
+    ):
         assert f"\n{family}{{" in real_text, f"{family} missing from the checked output"
-    r = subprocess.run([promtool, "check", "metrics"], input=real_text, capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        [promtool, "check", "metrics"], input=real_text, capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "# TYPE pacs_probe_latency_seconds summary" in real_text
 

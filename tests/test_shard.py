@@ -40,8 +40,13 @@ def test_assignment_is_stable_across_processes() -> None:
     here = [owner(t, n) for t in IDS[:500] for n in (2, 4, 7)]
     for seed in ("1", "4242"):
         out = subprocess.run(
-            [sys.executable, "-c", code], input=json.dumps(IDS[:500]), capture_output=True,
-            text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
+            [sys.executable, "-c", code],
+            input=json.dumps(IDS[:500]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
         )
         assert json.loads(out.stdout) == here, f"PYTHONHASHSEED={seed}"
     assert owner("sectra-pacs-prod", 4) == 0  # pinned: a change would reshuffle fleets

@@ -16,14 +16,22 @@ LISTENING = re.compile(r"Listening on (https?://\S+)")
 
 
 def start_agent(
-    args: list[str], *, stderr: IO[str] | int | None, env: dict[str, str], cwd: Path,
+    args: list[str],
+    *,
+    stderr: IO[str] | int | None,
+    env: dict[str, str],
+    cwd: Path,
     timeout: float = 30.0,
 ) -> tuple[subprocess.Popen[str], str]:
     """`python -m agent run ARGS --listen 127.0.0.1:0`: (process, base URL). The rest of its
     stdout is drained (and kept in `process.stdout_lines`) so it never blocks on a full pipe."""
     p = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", *args, "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=env,
+        cwd=cwd,
     )
     found: list[str] = []
     lines: list[str] = []
