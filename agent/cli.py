@@ -1,4 +1,4 @@
-"""Command line: `agent run`, `agent probe --once`, `agent check-config` (DESIGN §3 CLI).
+"""Command line: `agent run`, `agent probe --once`, `agent check-config`.
 
 Exit codes of `probe --once` follow the Nagios plugin convention: 0 HEALTHY, 1 DEGRADED,
 2 UNHEALTHY, 3 UNKNOWN (bad config, cannot run).

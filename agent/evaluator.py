@@ -1,6 +1,6 @@
 """Health evaluator: results → check PASS/WARN/FAIL → target HEALTHY/DEGRADED/UNHEALTHY → agent.
 
-Rules (DESIGN §3 States, defaults from the integration guide):
+Rules (defaults from the integration guide):
 * a check FAILs after `failureThreshold` consecutive failures and returns to PASS only after
   `successThreshold` consecutive successes (hysteresis);
 * it is WARN while it has failed fewer than `failureThreshold` times in a row, when its windowed

@@ -1,4 +1,4 @@
-"""The health JSON document (DESIGN §3 JSON): the guide's health-check shape, per target."""
+"""The health JSON document: the guide's health-check shape, per target."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OTLP push exporter (issue 6): the Prometheus series as OpenTelemetry metrics, pushed over
+"""OTLP push exporter: the Prometheus series as OpenTelemetry metrics, pushed over
 gRPC or HTTP/protobuf to an OpenTelemetry Collector.
 
 * Off unless configured: `agent.otlp.enabled: true`, `agent.otlp.endpoint`, or
@@ -712,7 +712,7 @@ class OTLPExporter:
         tp = {"target": t, "probe": p}
         self.runs.add(1, {**tp, "result": "success" if r.ok else "failure"})
         self.attempts.add(r.attempts, tp)
-        if r.ok:  # a failed run's duration is not latency (DESIGN §4)
+        if r.ok:  # a failed run's duration is not latency
             self.duration.record(r.duration, tp)
             for name, v in r.phases.items():
                 self.phase.record(v, {**tp, "phase": name})

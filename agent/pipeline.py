@@ -1,4 +1,4 @@
-"""result → latency recorder → health evaluator → exporters: the one-way flow (DESIGN §1)."""
+"""result → latency recorder → health evaluator → exporters: the one-way flow."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Pipeline:
     def handle(self, plan: TargetPlan, r: ProbeResult) -> CheckState:
         key = (r.target, r.probe)
         before = self.recorder.out_of_range.get(key, 0)
-        if r.ok:  # a failed run's duration is not latency (DESIGN §4)
+        if r.ok:  # a failed run's duration is not latency
             q = self.recorder.record(r.target, r.probe, r.duration)
         else:
             q = self.recorder.quantiles(r.target, r.probe)

@@ -1,6 +1,6 @@
 """Prometheus exporter: values are set when a result arrives, so a scrape only concatenates text.
 
-Names and labels are the contract in DESIGN §3 and docs/metrics.md.
+Names and labels are the contract in docs/metrics.md.
 
 Per-target series are kept as pre-rendered text fragments, one per (family, target, probe),
 rewritten when that probe reports. prometheus_client's generic renderer formats every sample on

@@ -1,6 +1,6 @@
 """Run one probe of one target once: deadline, retries, concurrency cap → ProbeResult.
 
-The one code path for the daemon, `probe --once` and the HTTP endpoints (DESIGN §1).
+The one code path for the daemon, `probe --once` and the HTTP endpoints.
 Retries (retryPolicy) stay inside the run's deadline; every attempt is counted in the result.
 """
 

@@ -1,4 +1,4 @@
-"""Scheduler: one APScheduler job per target × probe on a bounded thread pool (DESIGN §5).
+"""Scheduler: one APScheduler job per target × probe on a bounded thread pool.
 
 * first runs are spread over the interval by a stable hash of the job id, so 1,000 targets do not
   all fire at once and restarts keep the same spacing;

@@ -2,7 +2,7 @@
 
 That SCP answers from a blocking socket with no polling, so the wire time is a few tens of
 microseconds; whatever the agent reports beyond that is its own overhead (CPU starvation, GC,
-a saturated pool), exported as pacs_agent_self_probe_overhead_seconds (issue 3).
+a saturated pool), exported as pacs_agent_self_probe_overhead_seconds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn validated endpoint configs into runnable plans: which probes, with what settings.
 
-Which probes run follows from what the endpoint configures (DESIGN §3): dicom_echo and dicom_find
+Which probes run follows from what the endpoint configures: dicom_echo and dicom_find
 from config.host/port, api_ping from apiEndpoint, viewer from viewerEndpoint + enableWebViewer,
 failover from primaryEndpoint + secondaryEndpoint (or config.secondaryHosts). `probes:` tunes them
 and `probes.NAME.enabled: false` switches one off.
@@ -57,9 +57,6 @@ class TargetLogger(logging.LoggerAdapter):
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
         return level >= self.min_level and self.logger.isEnabledFor(level)
-
-
-
 
 
 @dataclass(frozen=True)

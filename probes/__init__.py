@@ -1,6 +1,6 @@
 """Probes: one module per probe. A probe takes a target and a deadline and returns a ProbeResult.
 
-Probes know nothing of Prometheus, OTLP or scheduling (DESIGN §2).
+Probes know nothing of Prometheus, OTLP or scheduling.
 """
 
 from probes.base import Deadline, ProbeError, ProbeResult, Reason

@@ -1,7 +1,7 @@
 """dicom_find: a synthetic Study Root C-FIND at STUDY level for a canary, counting matches.
 
 With no canary configured it asks for a PatientID that matches nobody and expects 0 matches, so
-by default no patient data is read at all (DESIGN §3). Returned identifiers are checked against
+by default no patient data is read at all. Returned identifiers are checked against
 the query and counted, then dropped: never logged, exported or kept (they are PHI).
 """
 

@@ -2,7 +2,7 @@
 
 pynetdicom's Association runs a reactor thread that polls its socket and queues, which adds
 milliseconds per association; a stopwatch around `ae.associate()` measures that machinery, not
-the PACS (DESIGN §4, issue 3). Here pynetdicom is only the codec (PDU and DIMSE encoders and
+the PACS. Here pynetdicom is only the codec (PDU and DIMSE encoders and
 decoders); this module drives the exchange itself, so that
 
 * each phase is the time from the first byte we send to the last byte we receive: requests are
@@ -12,7 +12,7 @@ decoders); this module drives the exchange itself, so that
 * where the OS tells (Linux), the end of a phase is the kernel's receive timestamp of the last
   segment (SO_TIMESTAMPNS), and `connect` is the kernel's own SYN → SYN-ACK round trip
   (TCP_INFO) unless the SYN had to be retransmitted: the time our thread then waits for a CPU
-  is the agent host's scheduling delay, not the PACS's latency (DESIGN §4),
+  is the agent host's scheduling delay, not the PACS's latency,
 * the socket sets TCP_NODELAY (our requests leave at once) and, where the OS has it,
   TCP_QUICKACK before every wait (our ACK leaves at once, so a peer that leaves Nagle on and
   writes a PDU in two pieces is not held up ~40 ms by our delayed ACK: that stall would be the
@@ -167,7 +167,7 @@ def open_socket(host: str, port: int, deadline: Deadline, phases: Phases) -> soc
     for family, kind, proto, _, addr in infos:
         sock = socket.socket(family, kind, proto)
         # Nagle + delayed ACK would stall multi-PDU exchanges by ~40 ms: the agent's fault, not
-        # the PACS's (DESIGN §4). TCP_QUICKACK is re-armed before each receive (DicomAssociation).
+        # the PACS's. TCP_QUICKACK is re-armed before each receive (DicomAssociation).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         enable_rx_timestamps(sock)
         try:

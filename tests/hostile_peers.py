@@ -1,4 +1,4 @@
-"""Hostile and faulty peers on 127.0.0.1 for the reliability tests (issue 9).
+"""Hostile and faulty peers on 127.0.0.1 for the reliability tests.
 
 Everything here is a real server on a real socket: a `ScriptServer` accepts connections and runs
 a script per connection in its own thread. Scripts cover the faults a monitor meets in the field:

@@ -1,4 +1,4 @@
-"""Check and target states follow DESIGN §3, with hysteresis."""
+"""Check and target states follow the documented rules (docs/architecture.md), with hysteresis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pressure on the agent's own HTTP port must not disturb probing (issue 9).
+"""Pressure on the agent's own HTTP port must not disturb probing.
 
 A scraper at 20 requests per second and 200 idle connections: a healthy target's runs keep their
 interval, start lateness stays small, /health keeps answering. A flood beyond the connection cap

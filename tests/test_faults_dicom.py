@@ -1,8 +1,8 @@
-"""DICOM faults the agent must survive, each against a real peer on 127.0.0.1 (issue 9).
+"""DICOM faults the agent must survive, each against a real peer on 127.0.0.1.
 
 For each fault: the run ends within its deadline (+ a margin for a loaded machine), the reason is
-the documented one, and the target's state follows DESIGN §3: WARN/DEGRADED after the first
-failures, FAIL/UNHEALTHY at failureThreshold (3).
+the documented one, and the target's state follows the documented states: WARN/DEGRADED
+after the first failures, FAIL/UNHEALTHY at failureThreshold (3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HTTP faults the agent must survive, each against a real server on 127.0.0.1 (issue 9).
+"""HTTP faults the agent must survive, each against a real server on 127.0.0.1.
 
 The slow-loris server is the interesting one: it drips its status line and headers one byte every
 200 ms, so every socket read succeeds and a per-read timeout never fires. The probe must still end

@@ -1,4 +1,4 @@
-"""A hostile DICOM peer: random and malformed PDUs, generated with hypothesis (issue 9).
+"""A hostile DICOM peer: random and malformed PDUs, generated with hypothesis.
 
 The agent must record a bounded reason (invalid_response, or aborted/rejected/timeout where that
 is what the bytes say), never `error`, never let an exception escape run_probe, never allocate

@@ -1,4 +1,4 @@
-"""/health from cached fragments (issue 5) is the same document as health_document(), and the
+"""/health from cached fragments is the same document as health_document(), and the
 agent state kept as counts follows adds, updates, removals and re-adds."""
 
 from __future__ import annotations

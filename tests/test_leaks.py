@@ -1,4 +1,4 @@
-"""1,000 failed runs leave no threads, file descriptors or memory behind (issue 9).
+"""1,000 failed runs leave no threads, file descriptors or memory behind.
 
 The faulty peers run in a separate process (`python -m tests.hostile_peers`), so what is counted
 here (/proc/self/task, /proc/self/fd, VmRSS) is the agent's own: run_probe and the probes.

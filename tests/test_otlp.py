@@ -1,4 +1,4 @@
-"""OTLP export (issue 6) against real receivers on loopback: a gRPC MetricsService built from
+"""OTLP export against real receivers on loopback: a gRPC MetricsService built from
 opentelemetry-proto and an HTTP /v1/metrics endpoint, with AgentService probing SimulatedPACS."""
 
 from __future__ import annotations

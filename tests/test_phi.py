@@ -1,4 +1,4 @@
-"""No patient data ever leaves the agent (issue 9, DESIGN §7).
+"""No patient data ever leaves the agent.
 
 A C-FIND SCP answers the canary query with real-looking identifiers: names, patient ids, birth
 dates, a referring physician, a study UID. They cross the wire into the agent, which must count

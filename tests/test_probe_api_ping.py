@@ -1,4 +1,4 @@
-"""api_ping against real HTTP(S) servers on loopback (issue 4)."""
+"""api_ping against real HTTP(S) servers on loopback."""
 
 from __future__ import annotations
 

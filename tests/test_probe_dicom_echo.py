@@ -1,4 +1,4 @@
-"""dicom_echo against real peers on loopback: each outcome has its reason (DESIGN §3)."""
+"""dicom_echo against real peers on loopback: each outcome has its reason."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """dicom_find against real Query/Retrieve SCPs on loopback: a pynetdicom SCP that can misbehave
-on demand, and DCMTK's dcmqrscp as a second, independent implementation (issue 4)."""
+on demand, and DCMTK's dcmqrscp as a second, independent implementation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""viewer against a real HTTP server on loopback (issue 4)."""
+"""viewer against a real HTTP server on loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Timing truth (issue 3): the agent reports what the wire sees, not its own machinery.
+"""Timing truth: the agent reports what the wire sees, not its own machinery.
 
 Loose bounds for a loaded 2-core machine; the tight figures (error against a packet capture)
 are in BENCHMARKS.md, from bench/accuracy.

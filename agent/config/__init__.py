@@ -1,4 +1,4 @@
-"""Configuration: the integration guide's endpoint format, validated strictly (DESIGN §3 Config)."""
+"""Configuration: the integration guide's endpoint format, validated strictly."""
 
 from agent.config.loader import ConfigError, LoadedConfig, load_config, load_config_text
 

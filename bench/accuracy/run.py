@@ -1,4 +1,4 @@
-"""Timing-accuracy benchmark (issue 3): the agent's phases against the wire, side by side.
+"""Timing-accuracy benchmark: the agent's phases against the wire, side by side.
 
     .venv/bin/python -m bench.accuracy.run [--quick] [--out bench/accuracy/results]
 

@@ -1,4 +1,4 @@
-"""Scale benchmark (issue 5): the real agent daemon probing N simulated PACS endpoints on loopback.
+"""Scale benchmark: the real agent daemon probing N simulated PACS endpoints on loopback.
 
     .venv/bin/python -m bench.scale.run --targets 1000 --minutes 10     # main run, ~13 min
     .venv/bin/python -m bench.scale.run --growth                        # 10/100/1000/3000, ~14 min
@@ -1005,7 +1005,7 @@ def run_growth(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="pacs-health-agent scale benchmark (issue 5)")
+    ap = argparse.ArgumentParser(description="pacs-health-agent scale benchmark")
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=None,
                     help="main run length (default 10) or measured minutes per count (default 2.5)")
