@@ -68,6 +68,7 @@ CHECK_MAP = value_map((0, "PASS", GREEN), (1, "WARN", ORANGE), (2, "FAIL", RED))
 SUCCESS_MAP = value_map((0, "FAILED", RED), (1, "OK", GREEN))
 ENDPOINT_MAP = value_map((0, "primary", GREEN), (1, "secondary", ORANGE))
 UP_MAP = value_map((0, "DOWN", RED), (1, "UP", GREEN))
+ACCEPTED_MAP = value_map((0, "REFUSED", RED), (1, "accepted", GREEN))
 RELOAD_MAP = value_map((0, "FAILED", RED), (1, "OK", GREEN))
 MAINTENANCE_MAP = value_map((0, "no window", GREEN), (1, "MAINTENANCE", BLUE))
 CODE_THRESHOLDS = thresholds((GREEN, None), (ORANGE, 1), (RED, 2))
@@ -656,6 +657,20 @@ def overview() -> dict[str, Any]:
             f"{{{JT_MULTI}}}[$__rate_interval])))", "{{probe}}")),
         "s", threshold=DEGRADED_LATENCY, legend=LEGEND_LIST,
     ), 6, 9)
+    lay.add(timeseries(
+        "Retrieve time to first image",
+        "How long a radiologist waits for the first image: seconds from the C-GET/C-MOVE "
+        "request to the last byte of the canary study's first instance, and to its last "
+        "instance (pacs_probe_phase_duration_seconds, probe dicom_retrieve, phases first_image "
+        "and last_image). Only targets with a dicom_retrieve block.",
+        targets(
+            target(f'max by (target) (pacs_probe_phase_duration_seconds{{{JT_MULTI}, '
+                   'probe="dicom_retrieve", phase="first_image"})', "{{target}} first image"),
+            target(f'max by (target) (pacs_probe_phase_duration_seconds{{{JT_MULTI}, '
+                   'probe="dicom_retrieve", phase="last_image"})', "{{target}} last image"),
+        ),
+        "s", threshold=DEGRADED_LATENCY,
+    ), 24, 8)
 
     lay.row("Failures")
     lay.add(timeseries(
@@ -983,6 +998,14 @@ def target_drilldown() -> dict[str, Any]:
         "short", bars=True, legend=LEGEND_LIST,
     ), 8, 6)
     lay.add(state_timeline(
+        "Failover endpoints",
+        "Whether each endpoint (primary, secondary) answered in the last failover run "
+        "(pacs_failover_endpoint_up): a dead standby shows DOWN here while the primary serves.",
+        targets(target(f"max by (endpoint) (pacs_failover_endpoint_up{{{JT}}})",
+                       "{{endpoint}}")),
+        UP_MAP,
+    ), 24, 4)
+    lay.add(state_timeline(
         "Maintenance window",
         "1 while the target is inside one of its configured maintenance windows "
         "(pacs_target_maintenance): probes run, the shipped alerts stay quiet.",
@@ -996,6 +1019,26 @@ def target_drilldown() -> dict[str, Any]:
                        "{{probe}}: {{version}}", instant=True)),
         steps=thresholds((BLUE, None)), text_mode="name", no_value="no TLS",
     ), 8, 3)
+
+    lay.row("DICOM capabilities")
+    lay.add(table(
+        "Presentation contexts",
+        "Each (SOP class, transfer syntax) pair the dicom_capabilities check proposes and "
+        "whether the PACS accepted it in the last run (pacs_dicom_context_accepted); a refused "
+        "pair while others are accepted raises PacsDicomCapabilityLost. Only targets with a "
+        "dicom_capabilities block.",
+        targets(target(
+            f"max by (sop_class, transfer_syntax) (pacs_dicom_context_accepted{{{JT}}})",
+            instant=True, fmt="table")),
+        transformations=[organize({"sop_class": "SOP class",
+                                   "transfer_syntax": "transfer syntax",
+                                   "Value": "accepted"})],
+        overrides=[
+            {"matcher": {"id": "byName", "options": "accepted"},
+             "properties": [{"id": "mappings", "value": ACCEPTED_MAP},
+                            {"id": "custom.cellOptions", "value": {"type": "color-text"}}]},
+        ],
+    ), 24, 8)
 
     variables = [
         datasource_var(),

@@ -494,6 +494,15 @@ class SyntheticAgentMetrics:
         "viewer": ("dns", "connect", "tls", "first_byte", "transfer"),
         "failover": ("connect", "associate", "dimse", "release"),
     }
+    # dicom_retrieve runs on both targets too, but only its phases are part of this data (the
+    # overview's time-to-first-image panel); its runs would change nothing the tests check.
+    RETRIEVE_PHASES = ("connect", "associate", "first_image", "last_image", "release")
+    # dicom_capabilities' proposed pairs: all accepted (no PacsDicomCapabilityLost here)
+    CONTEXTS = (
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"),
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.4.90"),
+        ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1"),
+    )
     # The agent's own bucket bounds (a test compares them with a real scrape), formatted as the
     # agent formats them; cumulative counts added per scrape come from 10 runs per scrape and
     # series with these durations (p95 between 0.5 and 1 s, as before).
@@ -627,6 +636,11 @@ class SyntheticAgentMetrics:
                 (tp(t, p, phase=ph), 0.01 * (i + 1))
                 for t, p in pairs
                 for i, ph in enumerate(self.PHASES[p])
+            ]
+            + [
+                (tp(t, "dicom_retrieve", phase=ph), 0.05 * (i + 1))
+                for t in self.TARGETS
+                for i, ph in enumerate(self.RETRIEVE_PHASES)
             ],
         )
         runs: list[tuple[dict[str, str], float]] = []
@@ -684,6 +698,25 @@ class SyntheticAgentMetrics:
                 ({"target": t, "endpoint": e}, int(serving[t] == e))
                 for t in self.TARGETS
                 for e in ("primary", "secondary")
+            ],
+        )
+        # sim-pacs-dr's primary is down: only its secondary answers
+        family(
+            "pacs_failover_endpoint_up",
+            "gauge",
+            [
+                ({"target": t, "endpoint": e}, int(t == "sim-pacs" or e == "secondary"))
+                for t in self.TARGETS
+                for e in ("primary", "secondary")
+            ],
+        )
+        family(
+            "pacs_dicom_context_accepted",
+            "gauge",
+            [
+                ({"target": t, "sop_class": sop, "transfer_syntax": ts}, 1)
+                for t in self.TARGETS
+                for sop, ts in self.CONTEXTS
             ],
         )
         day = 86400
