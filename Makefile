@@ -44,6 +44,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/deptry .
+	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # `make helm-template VALUES="a.yaml b.yaml"`: render the chart offline (no helm binary, no
@@ -60,6 +61,7 @@ helm-template: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/deptry .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(RUN_VENV) .pytest_cache

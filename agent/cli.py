@@ -61,7 +61,10 @@ def _log_level(loaded: LoadedConfig | None, verbose: bool) -> str:
 
 
 def _demo_config(sim: Any, listen: str | None) -> LoadedConfig:
-    doc = {"targets": [sim.endpoint_config()], "agent": {"selfProbe": {"interval": 5000}}}
+    doc: dict[str, Any] = {
+        "targets": [sim.endpoint_config()],
+        "agent": {"selfProbe": {"interval": 5000}},
+    }
     if listen:
         doc["agent"]["listen"] = listen
     return load_config_text(json.dumps(doc), "<built-in demo>")

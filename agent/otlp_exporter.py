@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from opentelemetry import metrics as otel_api
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
@@ -356,10 +357,13 @@ def split_metrics(data: MetricsData, max_points: int) -> Iterator[MetricsData]:
         for sm in rm.scope_metrics:
             metrics: list[Metric] = []
             for m in sm.metrics:
-                pts = list(m.data.data_points)
+                # Any: each point type goes back into its own data class; mypy cannot follow
+                # replace() across the union of Sum | Gauge | Histogram | ExponentialHistogram.
+                points_of: Any = m.data
+                pts = list(points_of.data_points)
                 while pts:
                     take, pts = pts[: max_points - size], pts[max_points - size:]
-                    metrics.append(replace(m, data=replace(m.data, data_points=take)))
+                    metrics.append(replace(m, data=replace(points_of, data_points=take)))
                     size += len(take)
                     if size >= max_points:
                         sms.append(replace(sm, metrics=metrics))
@@ -501,7 +505,7 @@ class _NoExemplarReservoir(ExemplarReservoir):
         return []
 
 
-def _no_exemplars(_aggregation_type: type) -> Callable[[], ExemplarReservoir]:
+def _no_exemplars(_aggregation_type: type) -> Callable[..., ExemplarReservoir]:
     return _NoExemplarReservoir
 
 
@@ -578,6 +582,17 @@ INSTRUMENTS = (
 
 class OTLPExporter:
     """The pipeline's Exporter protocol (agent/pipeline.py) on top of an SDK MeterProvider."""
+
+    # The synchronous instruments, set in __init__ from INSTRUMENTS by key (gauges need no
+    # attribute: the SDK calls their _obs_<key> callbacks).
+    duration: otel_api.Histogram
+    phase: otel_api.Histogram
+    runs: otel_api.Counter
+    failures: otel_api.Counter
+    attempts: otel_api.Counter
+    out_of_range: otel_api.Counter
+    dicom_status: otel_api.Counter
+    slow_runs: otel_api.Counter
 
     def __init__(
         self,

@@ -146,6 +146,8 @@ class LoopbackEchoSCP:
         out = C_ECHO_RSP()
         out.primitive_to_message(rsp)
         cx_id = pdu.presentation_data_value_items[0].presentation_context_id
+        if cx_id is None:
+            raise ValueError("P-DATA item without a presentation context")
         return b"".join(P_DATA_TF(p).encode() for p in out.encode_msg(cx_id, 16384))
 
     def close(self) -> None:

@@ -21,7 +21,13 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.events import EventHandlerType
+
+# pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 CANARY_PATIENT_ID = "CANARY001"
 UID_ROOT = "1.2.826.0.1.3680043.10.1082.1"
@@ -131,7 +137,7 @@ class SimulatedPACS:
         ae.dimse_timeout = 10
         if self.faults.reject:
             ae.require_calling_aet = ["NOBODY-ALLOWED"]
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_CONN_OPEN, self._on_conn_open),

@@ -263,8 +263,8 @@ def build_plan(ep: Endpoint) -> TargetPlan:
                 cap.transferSyntaxes or s.preferredTransferSyntax,
             ),
         )
-    if p.dicomweb is not None and p.dicomweb.enabled and p.dicomweb.endpoint:
-        dw = p.dicomweb
+    dw = p.dicomweb
+    if dw is not None and dw.enabled and dw.endpoint:
         probes["dicomweb"] = DicomwebProbe(
             http(dw.endpoint, _block_secrets(dw, api_secrets)),
             study_uid=dw.studyInstanceUID,

@@ -164,7 +164,8 @@ class _ProposingAssociation(DicomAssociation):
         if pdu_type == PDU_ASSOC_RJ:
             rj = A_ASSOCIATE_RJ()
             rj.decode(data)
-            raise reject_failure(rj.result, rj.source, rj.reason_diagnostic)
+            # read_pdu lets only a 4-byte body through, so decode() has set all three fields
+            raise reject_failure(rj.result or 0, rj.source or 0, rj.reason_diagnostic or 0)
         if pdu_type != PDU_ASSOC_AC:
             raise ProbeError(
                 Reason.INVALID_RESPONSE, f"association: unexpected PDU 0x{pdu_type:02x}"

@@ -55,8 +55,9 @@ from probes.dicom_wire import (
 from probes.specs import DicomEndpoint
 from probes.storage_scp import Received, receiving
 
-STUDY_ROOT_GET = str(sc.StudyRootQueryRetrieveInformationModelGet)
-STUDY_ROOT_MOVE = str(sc.StudyRootQueryRetrieveInformationModelMove)
+# pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
+STUDY_ROOT_GET = str(sc.StudyRootQueryRetrieveInformationModelGet)  # type: ignore[attr-defined]
+STUDY_ROOT_MOVE = str(sc.StudyRootQueryRetrieveInformationModelMove)  # type: ignore[attr-defined]
 C_GET_RSP_FIELD, C_MOVE_RSP_FIELD = 0x8010, 0x8021
 WARNING_STATUS = 0xB000  # some sub-operations failed or had warnings
 

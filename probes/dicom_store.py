@@ -29,8 +29,9 @@ from probes.dicom_status import describe_status, status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
 from probes.specs import DicomEndpoint
 
-SECONDARY_CAPTURE = str(sc.SecondaryCaptureImageStorage)
-STUDY_ROOT_FIND = str(sc.StudyRootQueryRetrieveInformationModelFind)
+# pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
+SECONDARY_CAPTURE = str(sc.SecondaryCaptureImageStorage)  # type: ignore[attr-defined]
+STUDY_ROOT_FIND = str(sc.StudyRootQueryRetrieveInformationModelFind)  # type: ignore[attr-defined]
 C_STORE_RSP_FIELD, C_FIND_RSP_FIELD = 0x8001, 0x8020
 PATIENT_NAME = "PACS^HEALTH^CHECK"
 UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no organisation root needed

@@ -13,8 +13,10 @@ import bisect
 import json
 import sys
 from collections.abc import Callable
-from json.decoder import scanstring
-from json.scanner import py_make_scanner
+
+# Both exist at runtime (the pure-Python scanner and the C string scanner); typeshed omits them.
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from json.scanner import py_make_scanner  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -217,7 +219,7 @@ class StrictLoader(yaml.SafeLoader):
         self._sizes: dict[int, int] = {}
         self._open_anchors: list[str] = []
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             if event.anchor in self._open_anchors:
@@ -225,7 +227,9 @@ class StrictLoader(yaml.SafeLoader):
                     event.start_mark.line + 1, None, "an alias refers to its own anchor"
                 )
             node = super().compose_node(parent, index)
-            self._alias_nodes += self._expanded(node, event.start_mark)
+            # PyYAML returns the anchored node for an alias; its stubs say "or None".
+            if node is not None:
+                self._alias_nodes += self._expanded(node, event.start_mark)
             if self._alias_nodes > MAX_ALIAS_NODES:
                 raise SourceError(
                     event.start_mark.line + 1,
