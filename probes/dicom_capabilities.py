@@ -18,28 +18,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pydicom.uid import UID, UID_dictionary
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
 )
 from pynetdicom.presentation import PresentationContext
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
-from probes.dicom_status import reject_failure
+from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.dicom_session import open_connection
 from probes.dicom_wire import (
     APPLICATION_CONTEXT,
-    PDU_ASSOC_AC,
-    PDU_ASSOC_RJ,
     DicomAssociation,
-    open_socket,
-    tls_handshake,
-    tls_settings_message,
+    user_information,
 )
-from probes.specs import DicomEndpoint, tls_context
+from probes.specs import DicomEndpoint
 
 # Presentation context ids are odd numbers 1..255 (PS3.8 §9.3.2.2): at most 128 per association.
 MAX_CONTEXTS = 128
@@ -137,13 +129,7 @@ def pairs_rq_bytes(
         cx.transfer_syntax = [transfer]
         cxs.append(cx)
     prim.presentation_context_definition_list = cxs
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = max_pdu
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    ver = ImplementationVersionNameNotification()
-    ver.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
-    prim.user_information = [ml, impl, ver]
+    prim.user_information = user_information(max_pdu)
     rq = A_ASSOCIATE_RQ()
     rq.from_primitive(prim)
     return bytes(rq.encode())
@@ -157,27 +143,8 @@ class _ProposingAssociation(DicomAssociation):
     ) -> list[bool]:
         """A-ASSOCIATE-RQ → AC (phase `associate`); whether each pair was accepted."""
         payload = pairs_rq_bytes(calling_aet, called_aet, pairs, self.max_pdu)
-        t0 = self._send(payload, "association")
-        pdu_type, data = self.read_pdu("association")
-        self.phases.add("associate", self.received_at - t0)
-        self._fail_on_abort(pdu_type, data, "association")
-        if pdu_type == PDU_ASSOC_RJ:
-            rj = A_ASSOCIATE_RJ()
-            rj.decode(data)
-            # read_pdu lets only a 4-byte body through, so decode() has set all three fields
-            raise reject_failure(rj.result or 0, rj.source or 0, rj.reason_diagnostic or 0)
-        if pdu_type != PDU_ASSOC_AC:
-            raise ProbeError(
-                Reason.INVALID_RESPONSE, f"association: unexpected PDU 0x{pdu_type:02x}"
-            )
-        ac = A_ASSOCIATE_AC()
-        try:
-            ac.decode(data)
-            results = ac.to_primitive().presentation_context_definition_results_list or []
-        except Exception:  # noqa: BLE001 - any decoder failure on hostile input is a bad response
-            raise ProbeError(
-                Reason.INVALID_RESPONSE, "association: malformed A-ASSOCIATE-AC"
-            ) from None
+        accepted_rq = self.request_association(payload)
+        results = accepted_rq.presentation_context_definition_results_list or []
         self._open = True  # from here on, release (or abort) it
         accepted = [False] * len(pairs)
         for cx in results:
@@ -219,17 +186,8 @@ class DicomCapabilitiesProbe:
 
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         ep = self.endpoint
-        sock = open_socket(ep.host, ep.port, deadline, phases)
-        tls: TLSInfo | None = None
+        sock, tls = open_connection(ep, deadline, phases)
         try:
-            if ep.tls is not None:
-                try:
-                    ctx = tls_context(ep.tls)
-                except (OSError, ValueError) as e:
-                    raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
-                sock, tls = tls_handshake(
-                    sock, ctx, ep.tls.server_name or ep.host, deadline, phases
-                )
             assoc = _ProposingAssociation(sock, deadline, phases, max_pdu=ep.max_pdu)
             try:
                 accepted = assoc.propose(ep.calling_aet, ep.called_aet, self.pairs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -14,6 +15,27 @@ class Session:
     def __init__(self, assoc: DicomAssociation, tls: TLSInfo | None) -> None:
         self.assoc = assoc
         self.tls = tls
+
+
+def open_connection(
+    endpoint: DicomEndpoint, deadline: Deadline, phases: Phases
+) -> tuple[socket.socket, TLSInfo | None]:
+    """TCP connect (phase `connect`) and, for a TLS endpoint, the handshake (phase `tls`); the
+    socket is closed when the handshake fails."""
+    sock = open_socket(endpoint.host, endpoint.port, deadline, phases)
+    if endpoint.tls is None:
+        return sock, None
+    try:
+        try:
+            ctx = tls_context(endpoint.tls)
+        except (OSError, ValueError) as e:
+            raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
+        return tls_handshake(
+            sock, ctx, endpoint.tls.server_name or endpoint.host, deadline, phases
+        )
+    except BaseException:
+        sock.close()
+        raise
 
 
 @contextmanager
@@ -30,19 +52,10 @@ def dicom_session(
     """Connect (+TLS), associate, yield, release; abort and close on any failure.
 
     `scp_roles`: optional storage contexts we offer to take C-STOREs on (C-GET)."""
-    sock = open_socket(endpoint.host, endpoint.port, deadline, phases)
-    tls_info: TLSInfo | None = None
+    sock, tls_info = open_connection(endpoint, deadline, phases)
     try:
-        if endpoint.tls is not None:
-            try:
-                ctx = tls_context(endpoint.tls)
-            except (OSError, ValueError) as e:
-                raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
-            sock, tls_info = tls_handshake(
-                sock, ctx, endpoint.tls.server_name or endpoint.host, deadline, phases
-            )
-            if tls_info is not None and on_tls is not None:
-                on_tls(tls_info)
+        if tls_info is not None and on_tls is not None:
+            on_tls(tls_info)
         assoc = DicomAssociation(sock, deadline, phases, max_pdu=endpoint.max_pdu)
         try:
             assoc.associate(

@@ -236,6 +236,17 @@ def tls_handshake(
     return tls, peer_cert_info(tls)
 
 
+def tls_broken(e: ssl.SSLError, what: str) -> ProbeError:
+    """A TLS error after the handshake. With TLS 1.3 a server that refuses our certificate (or
+    wants one) says so with an alert only after the client's handshake has completed: that is a
+    certificate problem (`tls`); anything else breaking the TLS stream is `aborted`."""
+    alert = (e.reason or "").upper()
+    if "ALERT" in alert and "CLOSE_NOTIFY" not in alert:
+        name = alert.split("ALERT_", 1)[-1].replace("_", " ").lower()
+        return ProbeError(Reason.TLS, f"{what}: the peer ended TLS with alert '{name}'")
+    return ProbeError(Reason.ABORTED, f"{what}: TLS connection broken")
+
+
 def tls_failure_message(e: BaseException) -> str:
     """A handshake failure in words; no protocol version in common is named as such."""
     why = str(getattr(e, "reason", "") or "")
@@ -303,6 +314,18 @@ def peer_cert_info(tls: Any) -> TLSInfo | None:
     )
 
 
+def user_information(max_pdu: int) -> list[Any]:
+    """The user information items every association PDU of ours carries: the maximum PDU length
+    we receive and our implementation's class UID and version name (PS3.7 D.3.3)."""
+    ml = MaximumLengthNotification()
+    ml.maximum_length_received = max_pdu
+    impl = ImplementationClassUIDNotification()
+    impl.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    ver = ImplementationVersionNameNotification()
+    ver.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+    return [ml, impl, ver]
+
+
 @lru_cache(maxsize=256)
 def associate_rq_bytes(
     calling_aet: str,
@@ -333,12 +356,6 @@ def associate_rq_bytes(
         cx.transfer_syntax = list(role_transfer_syntaxes if roled else transfer_syntaxes)
         cxs.append(cx)
     prim.presentation_context_definition_list = cxs
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = max_pdu
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    ver = ImplementationVersionNameNotification()
-    ver.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
     roles = []
     for syntax in scp_roles:
         role = SCP_SCU_RoleSelectionNegotiation()
@@ -346,7 +363,7 @@ def associate_rq_bytes(
         role.scu_role = False
         role.scp_role = True
         roles.append(role)
-    prim.user_information = [ml, impl, ver, *roles]
+    prim.user_information = [*user_information(max_pdu), *roles]
     rq = A_ASSOCIATE_RQ()
     rq.from_primitive(prim)
     return bytes(rq.encode())
@@ -448,8 +465,8 @@ class DicomAssociation:
                 raise ProbeError(Reason.TIMEOUT, f"{what}: no answer within {ms}") from None
             except (ConnectionResetError, BrokenPipeError):
                 raise ProbeError(Reason.ABORTED, f"{what}: connection reset by peer") from None
-            except ssl.SSLError:
-                raise ProbeError(Reason.ABORTED, f"{what}: TLS connection broken") from None
+            except ssl.SSLError as e:
+                raise tls_broken(e, what) from None
             now, wall = time.perf_counter(), time.time()
             if not chunk:
                 raise ProbeError(Reason.ABORTED, f"{what}: peer closed the connection")
@@ -512,6 +529,8 @@ class DicomAssociation:
             raise ProbeError(Reason.TIMEOUT, f"{what}: send timed out") from None
         except (ConnectionResetError, BrokenPipeError):
             raise ProbeError(Reason.ABORTED, f"{what}: connection reset by peer") from None
+        except ssl.SSLError as e:
+            raise tls_broken(e, what) from None
         return started
 
     def _fail_on_abort(self, pdu_type: int, data: bytes, what: str) -> None:
@@ -522,28 +541,9 @@ class DicomAssociation:
 
     # -- association -------------------------------------------------------------------------
 
-    def associate(
-        self,
-        calling_aet: str,
-        called_aet: str,
-        abstract_syntaxes: list[str],
-        transfer_syntaxes: tuple[str, ...] = (IMPLICIT_VR_LE, EXPLICIT_VR_LE),
-        *,
-        scp_roles: tuple[str, ...] = (),
-        role_transfer_syntaxes: tuple[str, ...] = (),
-    ) -> None:
-        """A-ASSOCIATE-RQ → AC (phase `associate`), or ProbeError(rejected/aborted/...).
-
-        Contexts in `scp_roles` (storage SOP classes a C-GET may send back) are optional: the
-        peer may refuse some of them without failing the association."""
-        payload = associate_rq_bytes(
-            calling_aet, called_aet, tuple(abstract_syntaxes), tuple(transfer_syntaxes),
-            self.max_pdu, tuple(scp_roles), tuple(role_transfer_syntaxes),
-        )
-        # the role contexts' syntaxes are proposed too (checked against the peer's choice below)
-        transfer_syntaxes = tuple(dict.fromkeys((*transfer_syntaxes, *role_transfer_syntaxes)))
-        by_id = {2 * i + 1: syntax for i, syntax in enumerate(abstract_syntaxes)}
-
+    def request_association(self, payload: bytes) -> A_ASSOCIATE:
+        """Send an encoded A-ASSOCIATE-RQ and take the answer (phase `associate`): the accepted
+        association's primitive, or ProbeError(rejected/aborted/invalid_response/...)."""
         t0 = self._send(payload, "association")
         pdu_type, data = self.read_pdu("association")
         self.phases.add("associate", self.received_at - t0)
@@ -578,6 +578,31 @@ class DicomAssociation:
                 Reason.INVALID_RESPONSE,
                 f"association: peer's maximum PDU length {self.peer_max_pdu} is unusable",
             )
+        return accepted
+
+    def associate(
+        self,
+        calling_aet: str,
+        called_aet: str,
+        abstract_syntaxes: list[str],
+        transfer_syntaxes: tuple[str, ...] = (IMPLICIT_VR_LE, EXPLICIT_VR_LE),
+        *,
+        scp_roles: tuple[str, ...] = (),
+        role_transfer_syntaxes: tuple[str, ...] = (),
+    ) -> None:
+        """A-ASSOCIATE-RQ → AC (phase `associate`), or ProbeError(rejected/aborted/...).
+
+        Contexts in `scp_roles` (storage SOP classes a C-GET may send back) are optional: the
+        peer may refuse some of them without failing the association."""
+        payload = associate_rq_bytes(
+            calling_aet, called_aet, tuple(abstract_syntaxes), tuple(transfer_syntaxes),
+            self.max_pdu, tuple(scp_roles), tuple(role_transfer_syntaxes),
+        )
+        # the role contexts' syntaxes are proposed too (checked against the peer's choice below)
+        transfer_syntaxes = tuple(dict.fromkeys((*transfer_syntaxes, *role_transfer_syntaxes)))
+        by_id = {2 * i + 1: syntax for i, syntax in enumerate(abstract_syntaxes)}
+
+        accepted = self.request_association(payload)
         for cx in accepted.presentation_context_definition_results_list or []:
             if cx.result == 0 and cx.context_id in by_id and cx.transfer_syntax:
                 if str(cx.transfer_syntax[0]) not in transfer_syntaxes:

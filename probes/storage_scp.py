@@ -25,13 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
 )
 from pynetdicom.presentation import PresentationContext
 
@@ -47,6 +43,7 @@ from probes.dicom_wire import (
     DicomAssociation,
     c_store_rsp_pdu,
     enable_rx_timestamps,
+    user_information,
 )
 
 # At most this many storage associations at once per run (a PACS may open a few in parallel).
@@ -131,13 +128,7 @@ def accept_response(rq_pdu: bytes, max_pdu: int) -> bytes:
     prim.result = 0x00
     prim.result_source = 0x01
     prim.presentation_context_definition_results_list = results
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = max_pdu
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    ver = ImplementationVersionNameNotification()
-    ver.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
-    prim.user_information = [ml, impl, ver]
+    prim.user_information = user_information(max_pdu)
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(prim)
     return bytes(ac.encode())
