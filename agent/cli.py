@@ -76,7 +76,7 @@ def _load(path: str | None) -> tuple[LoadedConfig, Any]:
         return load_config(path), None
     from agent.simulator import SimulatedPACS
 
-    sim = SimulatedPACS().start()
+    sim = SimulatedPACS(imaging=True).start()  # the demo shows every probe
     return _demo_config(sim, None), sim
 
 

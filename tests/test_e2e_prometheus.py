@@ -25,7 +25,8 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     with SimulatedPACS(http_ssl_context=server_ctx) as sim:
-        cfg = sim.endpoint_config(TARGET, interval_ms=500, failureThreshold=2)
+        # all ten probes, so the imaging-path panels (retrieve, capabilities) have data too
+        cfg = sim.endpoint_config(TARGET, interval_ms=500, imaging=True, failureThreshold=2)
         cfg["config"]["tls"] = {"caFile": str(ca_file)}  # HTTPS probes trust the test CA
         # a latency SLO besides the default availability one, so every SLO panel has data
         cfg["slo"] = {"latency": {"threshold": "2s", "objective": 95}}
@@ -44,6 +45,26 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
                     lambda: prom.query(f'probe_ssl_earliest_cert_expiry{{target="{TARGET}"}}'),
                     timeout=30,
                 )
+                # every dashboard query, variables substituted, has data from the real agent at
+                # some point of the run: the healthy PACS's (a retrieve's first_image exists
+                # only while retrieves succeed), then the sick one's (failures, secondary)
+                values = {
+                    "job": "pacs-health-agent",
+                    "target": TARGET,
+                    "probe": ".*",
+                    **GRAFANA_BUILTINS,
+                }
+                pending = {substitute(e, values): f"{d} {p!r} {r}" for d, p, r, e in EXPRESSIONS}
+
+                def all_have_data() -> bool:
+                    # series born with the failure need a second scrape before rate() sees them
+                    for q in [q for q in pending if prom.query(q)]:
+                        del pending[q]
+                    return not pending
+
+                first_image = next(q for q in pending if '"first_image"' in q)
+                prom.wait_for(lambda: prom.query(first_image), timeout=30)
+                all_have_data()
                 # a sick PACS: DICOM answers with failure status, the API runs on its secondary
                 sim.faults.dicom_status = 0xC000
                 sim.faults.primary_down = True
@@ -64,21 +85,6 @@ def test_rules_dashboards_and_alerts_against_the_real_agent(tmp_path: Path) -> N
                 assert "PacsRunningOnSecondary" in got or prom.wait_for(
                     lambda: "PacsRunningOnSecondary" in active(), timeout=20
                 )
-                # every dashboard query, variables substituted, has data from the real agent
-                values = {
-                    "job": "pacs-health-agent",
-                    "target": TARGET,
-                    "probe": ".*",
-                    **GRAFANA_BUILTINS,
-                }
-                pending = {substitute(e, values): f"{d} {p!r} {r}" for d, p, r, e in EXPRESSIONS}
-
-                def all_have_data() -> bool:
-                    # series born with the failure need a second scrape before rate() sees them
-                    for q in [q for q in pending if prom.query(q)]:
-                        del pending[q]
-                    return not pending
-
                 try:
                     prom.wait_for(all_have_data, timeout=40)
                 except Exception:  # noqa: BLE001 - report which panels, not just "timed out"

@@ -13,21 +13,39 @@ from typing import Any
 import pytest
 
 from agent.simulator import SimulatedPACS
+from tests.helpers import free_port
 
 AGENT = str(Path(sys.executable).with_name("agent"))
-CHECKS = ["dicom_echo", "dicom_find", "api_ping", "viewer", "failover"]
+CHECKS = [
+    "dicom_echo",
+    "dicom_find",
+    "api_ping",
+    "viewer",
+    "failover",
+    "dicom_retrieve",
+    "dicom_store",
+    "worklist",
+    "dicom_capabilities",
+    "dicomweb",
+]
 PHASES = {
     "dicom_echo": {"connect", "associate", "dimse", "release"},
     "dicom_find": {"connect", "associate", "dimse", "first_match", "release"},
     "api_ping": {"connect", "first_byte", "transfer"},
     "viewer": {"connect", "first_byte", "transfer"},  # worklist: opt-in (patient data)
     "failover": {"primary", "secondary"},
+    "dicom_retrieve": {"connect", "associate", "first_image", "last_image", "release"},
+    "dicom_store": {"connect", "associate", "store", "findable", "release"},
+    "worklist": {"connect", "associate", "first_match", "dimse", "release"},
+    "dicom_capabilities": {"connect", "associate", "release"},
+    "dicomweb": {"connect", "first_byte", "transfer", "metadata"},
 }
 
 
 def once(*args: str, timeout: float = 60) -> tuple[int, Any, str]:
-    proc = subprocess.run([AGENT, "probe", "--once", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [AGENT, "probe", "--once", *args], capture_output=True, text=True, timeout=timeout
+    )
     doc = None
     if "--output" in args and proc.stdout.strip():
         doc = json.loads(proc.stdout)
@@ -52,7 +70,7 @@ def config(tmp_path: Path, sim: SimulatedPACS) -> Path:
     return p
 
 
-def test_no_config_probes_the_embedded_simulator_with_all_five_checks() -> None:
+def test_no_config_probes_the_embedded_simulator_with_all_ten_checks() -> None:
     code, doc, out = once("--output", "json")
     assert code == 0, out
     assert doc["status"] == "HEALTHY"
@@ -67,6 +85,34 @@ def test_no_config_probes_the_embedded_simulator_with_all_five_checks() -> None:
         assert c["responseTime"] > 0 and c["attempts"] == 1
     assert checks(doc)["dicom_find"]["matches"] == 1
     assert checks(doc)["failover"]["activeEndpoint"] == "primary"
+    c = checks(doc)
+    assert c["dicom_retrieve"]["message"] == "C-GET successful: 2 instances"
+    assert c["dicom_store"]["message"] == "C-STORE successful, findable"
+    assert c["worklist"]["message"] == "Worklist C-FIND successful: 1 item"
+    assert c["dicom_capabilities"]["message"] == "all 14 presentation contexts accepted"
+    assert c["dicomweb"]["message"] == "QIDO-RS and WADO-RS successful: 2 instances"
+
+
+def test_simulator_serves_c_move_to_a_known_destination(tmp_path: Path, sim: SimulatedPACS) -> None:
+    """C-MOVE: the simulator opens a storage association to the agent's own SCP, known to it as
+    MOVE_AE; an AE title it does not know is refused with 0xA801."""
+    port = free_port()
+    sim.move_destinations["AGENT_STORE"] = ("127.0.0.1", port)
+    cfg = sim.endpoint_config("sim-pacs", imaging=True)
+    move = {"method": "move", "moveDestination": "AGENT_STORE", "storeListen": f"127.0.0.1:{port}"}
+    cfg["probes"]["dicom_retrieve"].update(move)
+    path = tmp_path / "move.json"
+    path.write_text(json.dumps(cfg))
+    code, doc, out = once("--config", str(path), "--probe", "dicom_retrieve", "--output", "json")
+    assert code == 0, out
+    r = checks(doc)["dicom_retrieve"]
+    assert r["status"] == "PASS" and r["message"] == "C-MOVE successful: 2 instances", r
+    cfg["probes"]["dicom_retrieve"]["moveDestination"] = "NOBODY"
+    path.write_text(json.dumps(cfg))
+    code, doc, out = once("--config", str(path), "--probe", "dicom_retrieve", "--output", "json")
+    assert code == 2, out
+    r = checks(doc)["dicom_retrieve"]
+    assert r["reason"] == "dimse_status" and "0xA801" in r["message"], r
 
 
 def test_healthy_simulator_exits_0(config: Path) -> None:
@@ -78,7 +124,8 @@ def test_healthy_simulator_exits_0(config: Path) -> None:
 
 
 def test_dicom_status_fault_fails_dicom_checks_and_exits_2(
-    config: Path, sim: SimulatedPACS,
+    config: Path,
+    sim: SimulatedPACS,
 ) -> None:
     sim.faults.dicom_status = 0xC000
     code, doc, out = once("--config", str(config), "--output", "json")
@@ -94,7 +141,8 @@ def test_dicom_status_fault_fails_dicom_checks_and_exits_2(
 
 
 def test_primary_down_is_failover_warn_degraded_and_exits_1(
-    config: Path, sim: SimulatedPACS,
+    config: Path,
+    sim: SimulatedPACS,
 ) -> None:
     sim.faults.primary_down = True
     code, doc, out = once("--config", str(config), "--output", "json")

@@ -1,8 +1,9 @@
 """`promtool check metrics` accepts the agent's real /metrics output, and the hand-written
 SyntheticAgentMetrics the alert and dashboard tests run on has the real output's shape.
 
-The real agent probes an HTTPS simulator (a test CA: TLS and certificate families), with its
-primary down (failover families), plus a target nothing listens on (failure families).
+The real agent probes an HTTPS simulator with all ten probes (a test CA: TLS and certificate
+families), with its primary down (failover families), plus a target nothing listens on (failure
+families).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def real_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
     with SimulatedPACS(http_ssl_context=server_ctx) as sim, refused_port() as dead:
         sim.faults.primary_down = True  # so failover series exist too
-        cfg = sim.endpoint_config(interval_ms=500)
+        cfg = sim.endpoint_config(interval_ms=500, imaging=True)  # all ten probes' families
         cfg["config"]["tls"] = {"caFile": str(ca_file)}  # the HTTPS probes trust the test CA
         cfg["slo"] = {"latency": {"threshold": 1000, "objective": 99}}  # SLO families too
         down = {
@@ -54,6 +55,8 @@ def real_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     total(s, "pacs_probe_runs_total", result="failure", target="down") >= 1
                     and total(s, "probe_ssl_earliest_cert_expiry") > 0
                     and total(s, "pacs_failover_active") >= 1
+                    and total(s, "pacs_failover_endpoint_up") >= 1
+                    and total(s, "pacs_dicom_context_accepted") >= 1
                     and total(s, "pacs_probe_runs_total") >= 8
                 )
 
