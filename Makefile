@@ -45,6 +45,7 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/deptry .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # `make helm-template VALUES="a.yaml b.yaml"`: render the chart offline (no helm binary, no
@@ -62,6 +63,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/deptry .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(RUN_VENV) .pytest_cache
