@@ -35,6 +35,8 @@ OUTAGE: list[tuple[str, dict[str, str], str]] = [
     ("pacs_target_health", {"state": "UNKNOWN"}, "0x40"),
     ("probe_success", {"probe": "dicom_echo"}, "1 0x39"),
     ("probe_success", {"probe": "dicom_find"}, "1 0x39"),
+    ("probe_success", {"probe": "dicom_retrieve"}, "1 0x39"),
+    ("probe_success", {"probe": "dicom_store"}, "1 0x39"),
     ("pacs_check_status", {"probe": "dicom_echo", "status": "FAIL"}, "0 1x39"),
     ("pacs_check_status", {"probe": "failover", "status": "FAIL"}, "0 1x39"),
     ("pacs_probe_runs_total", {"probe": "dicom_echo", "result": "success"}, "100+0x40"),
@@ -48,6 +50,8 @@ OUTAGE: list[tuple[str, dict[str, str], str]] = [
 EXPECTED: dict[str, list[dict[str, str]]] = {
     "PacsTargetUnhealthy": [{**TARGET, "state": "UNHEALTHY", "severity": "page"}],
     "PacsDicomEchoFailing": [{**TARGET, "probe": "dicom_echo", "severity": "ticket"}],
+    "PacsDicomRetrieveFailing": [{**TARGET, "probe": "dicom_retrieve", "severity": "ticket"}],
+    "PacsDicomStoreFailing": [{**TARGET, "probe": "dicom_store", "severity": "ticket"}],
     "PacsAllEndpointsDown": [
         {**TARGET, "probe": "failover", "status": "FAIL", "severity": "ticket"}
     ],
