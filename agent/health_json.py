@@ -8,6 +8,12 @@ from typing import Any
 
 from agent.evaluator import CheckState, HealthEvaluator, HealthState, TargetState, worst
 
+# Counts a probe puts in ProbeOutcome.detail that the JSON shows as they are, when present:
+# dicom_find / worklist / dicomweb `matches` (worklist `capped` at maxResults), dicom_retrieve
+# `instances` and `bytes`, dicom_store `bytes`, dicomweb `instances`, viewer's worklist fetch.
+# Counts only: nothing of the matched data is in `detail`.
+DETAIL_KEYS = ("matches", "capped", "instances", "bytes", "worklist_status", "worklist_bytes")
+
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
@@ -35,8 +41,9 @@ def check_json(c: CheckState) -> dict[str, Any]:
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
     if "active" in r.detail:
         doc["activeEndpoint"] = r.detail["active"]
-    if "matches" in r.detail:
-        doc["matches"] = r.detail["matches"]
+    for key in DETAIL_KEYS:
+        if key in r.detail:
+            doc[key] = r.detail[key]
     return doc
 
 

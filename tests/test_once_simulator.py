@@ -87,6 +87,13 @@ def test_no_config_probes_the_embedded_simulator_with_all_ten_checks() -> None:
     assert checks(doc)["failover"]["activeEndpoint"] == "primary"
     c = checks(doc)
     assert c["dicom_retrieve"]["message"] == "C-GET successful: 2 instances"
+    # the counts each probe reports, in the JSON contract (counts only, no matched data)
+    assert c["dicom_retrieve"]["instances"] == 2
+    assert c["dicom_retrieve"]["bytes"] > 2 * 64  # two 8x8 8-bit images and their headers
+    assert c["dicom_store"]["bytes"] > 64
+    assert c["worklist"]["matches"] == 1
+    assert c["dicomweb"]["matches"] == 1 and c["dicomweb"]["instances"] == 2
+    assert "instances" not in c["dicom_find"] and "bytes" not in c["dicom_echo"]
     assert c["dicom_store"]["message"] == "C-STORE successful, findable"
     assert c["worklist"]["message"] == "Worklist C-FIND successful: 1 item"
     assert c["dicom_capabilities"]["message"] == "all 14 presentation contexts accepted"
