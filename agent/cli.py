@@ -7,6 +7,7 @@ Exit codes of `probe --once` follow the Nagios plugin convention: 0 HEALTHY, 1 D
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -405,6 +406,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    # A short-lived process building a large object tree (5,000 targets: millions of objects):
+    # the cyclic collector would traverse it again and again for nothing; the process exits.
+    gc.disable()
     try:
         loaded = load_config(args.config, check_files=not args.no_file_checks)
     except ConfigError as e:
@@ -429,20 +433,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 NO_TARGET_WARNING = "warning: no target is enabled: the agent would monitor nothing"
 
 
-def _whole_numbers(node: Any) -> Any:
-    """Durations are milliseconds: 30000, not 30000.0 (any whole float reads better as an int)."""
-    if isinstance(node, dict):
-        return {k: _whole_numbers(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_whole_numbers(v) for v in node]
-    if isinstance(node, float) and node.is_integer() and abs(node) < 2**53:
-        return int(node)
-    return node
-
-
 def effective_for_display(loaded: LoadedConfig, plans: list[TargetPlan]) -> dict[str, Any]:
     """The effective config as check-config shows it: the name a target reports (its id when
-    unset), under `probes:` only the probes that will run, durations as whole milliseconds."""
+    unset), under `probes:` only the probes that will run (dump_yaml writes durations as whole
+    milliseconds)."""
     doc = loaded.effective()
     running = {p.id: p for p in plans}
     for t in doc.get("targets", []):
@@ -453,7 +447,7 @@ def effective_for_display(loaded: LoadedConfig, plans: list[TargetPlan]) -> dict
             t["probes"] = {
                 k: v for k, v in t["probes"].items() if plan is not None and k in plan.probes
             }
-    return _whole_numbers(doc)
+    return doc
 
 
 class _Parser(argparse.ArgumentParser):

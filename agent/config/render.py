@@ -3,7 +3,8 @@
 PyYAML builds a node per value before emitting; for 5,000 targets that was a million nodes,
 most of check-config's 15 s and 200 MB. This writes the same block style directly. Strings are
 plain when PyYAML would read them back as the same string, double-quoted (JSON escapes, which
-YAML accepts) otherwise; yaml.safe_load(dump_yaml(x)) == x.
+YAML accepts) otherwise; whole floats are written as integers (30000, not 30000.0). So
+yaml.safe_load(dump_yaml(x)) == x, with 30000.0 read back as 30000.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class _Scalars:
         if isinstance(v, int):
             return str(v)
         if isinstance(v, float):
+            if v.is_integer() and abs(v) < 2**53:
+                # durations are whole milliseconds: 30000, not 30000.0
+                return str(int(v))
             return repr(v) if v == v and v not in (float("inf"), float("-inf")) else ".nan"
         return json.dumps(str(v), ensure_ascii=False)
 
