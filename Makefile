@@ -12,7 +12,7 @@ RUN_STAMP := $(RUN_VENV)/.installed
 # What scripts/install-system-deps.sh installs when missing (apt package names).
 SYSTEM_PACKAGES := dcmtk prometheus chromium
 
-.PHONY: run test lint system-deps check-python clean helm-template
+.PHONY: run test test-fast lint system-deps check-python clean helm-template
 
 check-python:
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -47,6 +47,14 @@ test: $(STAMP) system-deps
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# `make test-fast`: the unit tests only (pytest -m fast: no DCMTK, Prometheus, Chromium, helm,
+# subprocess or wheel build, no timing or deadline-waiting test; tests/conftest.py marks them)
+# plus ruff. Measured 05:05 UTC on this 2-core machine (load 1.6): 26 s wall, 534 tests (329 left
+# to `make test`, which still runs everything).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m fast $(PYTEST_ARGS)
 
 # `make helm-template VALUES="a.yaml b.yaml"`: render the chart offline (no helm binary, no
 # cluster) into $(HELM_OUT), then feed the config its ConfigMap carries to

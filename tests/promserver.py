@@ -945,9 +945,19 @@ def synthetic_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prewarm_synthetic_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Autouse in every module that imports it: start the synthetic server in the background
-    when the module starts, so it is warm when its first test needs it."""
+def prewarm_synthetic_prometheus(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Autouse (tests/conftest.py registers this module): when a module starts that has a test
+    using `synthetic_prometheus`, start the server in the background, so it is warm when that
+    test needs it. Modules without one (or whose users are deselected) start nothing."""
+    if not any(
+        getattr(item, "module", None) is request.module
+        and "synthetic_prometheus" in getattr(item, "fixturenames", ())
+        for item in request.session.items
+    ):
+        yield
+        return
     _SYNTHETIC.acquire(lambda: tmp_path_factory.mktemp("synthetic-prometheus"), wait=False)
     try:
         yield
