@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,18 @@ def _is_integration(obj: Any, seen: set[int]) -> bool:
         if id(fn) in seen:
             continue
         seen.add(id(fn))
-        for name in _names(fn.__code__):
-            value = fn.__globals__.get(name)
+        names = _names(fn.__code__)
+        if "subprocess" in names or names & INTEGRATION_NAMES:
+            return True
+        # `from tests.x import y` inside a function: y is looked up in tests.x
+        scopes = [fn.__globals__] + [
+            vars(sys.modules[n]) for n in names if n.startswith("tests.") and n in sys.modules
+        ]
+        for name, scope in ((n, sc) for sc in scopes for n in names):
+            value = scope.get(name)
             if value is None:
                 continue
-            if value is subprocess or name in INTEGRATION_NAMES:
+            if value is subprocess:
                 return True
             module = getattr(value, "__module__", None) or ""
             if module == "subprocess":
