@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from agent.runner import run_probe
 from probes.base import Reason
 from probes.dicom_capabilities import resolve_transfer_syntax, uid_name
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
+from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,24 +241,7 @@ def test_agent_probe_once_passes(tmp_path: Path) -> None:
     with acceptor({s: GUIDE_TS for s in GUIDE_SOPS}) as port:
         cfg = tmp_path / "cap.json"
         cfg.write_text(json.dumps({"targets": [cap_target(port, **guide_lists())]}))
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "probe",
-                "--once",
-                "--config",
-                str(cfg),
-                "--output",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_"))},
-        )
+        r = run_agent("probe", "--once", "--config", str(cfg), "--output", "json")
     assert r.returncode == 0, r.stdout + r.stderr
     [t] = json.loads(r.stdout)["targets"]
     [check] = t["checks"]

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pydicom.uid import generate_uid
 from agent.runner import run_probe
 from probes.base import Reason
 from tests.helpers import LOOPBACK, free_port, wait_until
+from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import study, write_instance
 from tests.helpers.http_servers import HTTPPeer, Route
@@ -197,25 +197,14 @@ def test_agent_probe_once_passes_against_orthanc(orthanc: Orthanc, tmp_path: Pat
         credentials={"username": USER, "password": "${DW_PASSWORD}"},
     )
     cfg.write_text(json.dumps({"targets": [t]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_"))}
-    env["DW_PASSWORD"] = PASSWORD
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "probe",
-            "--once",
-            "--config",
-            str(cfg),
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
+    r = run_agent(
+        "probe",
+        "--once",
+        "--config",
+        str(cfg),
+        "--output",
+        "json",
+        extra_env={"DW_PASSWORD": PASSWORD},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     [tj] = json.loads(r.stdout)["targets"]

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from agent.runner import run_probe
 from probes.base import Reason
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
+from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,24 +245,7 @@ def test_no_worklist_block_no_probe() -> None:
 def test_agent_probe_once_passes_against_wlmscpfs(wlm: Wlmscpfs, tmp_path: Path) -> None:
     cfg = tmp_path / "wl.json"
     cfg.write_text(json.dumps({"targets": [wl_target(wlm.port, scheduledStationAETitle="CT01")]}))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "probe",
-            "--once",
-            "--config",
-            str(cfg),
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_"))},
-    )
+    r = run_agent("probe", "--once", "--config", str(cfg), "--output", "json")
     assert r.returncode == 0, r.stdout + r.stderr
     [t] = json.loads(r.stdout)["targets"]
     [check] = t["checks"]
@@ -306,6 +289,10 @@ class HostileWorklist:
         item = _item(self.station)
         n = 0
         while (self.count is None or n < self.count) and not self.stopped.is_set():
+            if event.assoc.dimse.cancel_req:
+                # pynetdicom files a C-CANCEL on arrival; is_cancelled below only looks when the
+                # handler gets here, which an abort right after the cancel can pre-empt
+                self.cancelled.set()
             if event.assoc.is_aborted or not event.assoc.is_established:
                 return  # the probe went away
             if event.is_cancelled:
@@ -352,8 +339,9 @@ def test_thousands_of_items_are_counted_up_to_max_results_within_the_deadline(ca
     assert "at least 500" in r.message
     assert elapsed < 10.0
     assert scp.sent < 20_000  # it stopped reading and went away, it did not wait for all
-    # this SCP ignores the C-CANCEL: after CANCEL_WAIT it is aborted
-    assert scp.cancelled.is_set()
+    # this SCP ignores the C-CANCEL: after CANCEL_WAIT it is aborted. Whether pynetdicom had
+    # filed the cancel by then is a race inside the peer (its reader is busy sending 20,000
+    # items), so it is not asserted here; the next test shows the cancel is sent and honoured.
     wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
     assert scp.ended == ["aborted"]
     assert "release" not in r.phases

@@ -6,9 +6,6 @@ same in OTLP. `agent probe --once --output json` is unchanged by an `slo:` block
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from agent.slo import ProbeObjectives, resolve
 from agent.targets import build_plan
 from probes.base import ProbeResult, Reason
 from tests.helpers import free_port
+from tests.helpers.agent_cli import run_agent
 from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.otlp_receiver import points as otlp_points
 from tests.helpers.pipeline import Harness
@@ -171,25 +169,7 @@ def test_probe_once_json_shows_nothing_new(sim: SimulatedPACS, tmp_path: Path) -
     def once(endpoint: dict[str, Any]) -> Any:
         cfg = tmp_path / "c.json"
         cfg.write_text(json.dumps({"targets": [endpoint]}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "probe",
-                "--once",
-                "--config",
-                str(cfg),
-                "--output",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=ROOT,
-        )
+        r = run_agent("probe", "--once", "--config", str(cfg), "--output", "json")
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import subprocess
@@ -18,32 +17,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_until
+from tests.helpers.agent_cli import agent_env, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"^Listening on (\S+)$", re.M)
 
 
-def env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_"))}
-    e.update(extra or {})
-    return e
-
-
-def agent(
-    *args: str,
-    extra_env: dict[str, str] | None = None,
-    timeout: float = 60,
-    stdin: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env(extra_env),
-        cwd=ROOT,
-        input=stdin,
-    )
+env = agent_env
+agent = run_agent
 
 
 @contextmanager
