@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.simulator import SimulatedPACS
-from tests.peers import free_port
+from tests.helpers.ports import held_refused_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {
@@ -98,7 +98,7 @@ def test_failing_dimse_status_exits_2(tmp_path: Path, sim: SimulatedPACS) -> Non
 def test_down_pacs_exits_2_with_refused(tmp_path: Path, sim: SimulatedPACS) -> None:
     cfg = local_copy(tmp_path, sim)
     doc = json.loads(cfg.read_text())
-    doc["config"]["port"] = free_port()
+    doc["config"]["port"] = held_refused_port()
     cfg.write_text(json.dumps(doc))
     r = agent(
         "probe",

@@ -14,9 +14,10 @@ from pynetdicom.sop_class import Verification
 
 from agent.cli import main
 from agent.simulator import SimulatedPACS
-from tests.helpers import LOOPBACK, bind_retry, free_port
+from tests.helpers import LOOPBACK, bind_retry
 from tests.helpers.config import target
 from tests.helpers.dicom_scp import DicomSCP
+from tests.helpers.ports import held_refused_port
 from tests.helpers.tls import TLSMaterial
 
 
@@ -49,7 +50,7 @@ def strict_scp() -> Iterator[int]:
 def test_connection_refused_stops_at_tcp(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = free_port()
+    port = held_refused_port()
     code, out = run(tmp_path, capsys, [target("pacs-down", port=port)], "--output", "json")
     doc = json.loads(out)
     assert code == 2 and doc["status"] == "FAIL"

@@ -20,7 +20,7 @@ import pytest
 from agent.logging_setup import setup_logging
 from agent.redaction import Redactor
 from agent.simulator import SimulatedPACS
-from tests.helpers import free_port
+from tests.helpers.ports import held_refused_port
 
 TRACE = re.compile(r"\[SECTRA TRACE\] (\S+)/(\w+): (\d+)ms \((SUCCESS|FAILURE)\)")
 
@@ -43,7 +43,7 @@ def probe_once(tmp_path: Path, doc: dict[str, Any], env: dict[str, str], *args: 
 def targets(sim: SimulatedPACS) -> list[dict[str, Any]]:
     down = {
         "id": "pacs-down",
-        "config": {"host": "127.0.0.1", "port": free_port(), "calledAET": "X"},
+        "config": {"host": "127.0.0.1", "port": held_refused_port(), "calledAET": "X"},
         "healthCheck": {"interval": 10000, "timeout": 2000},
         "probes": {"dicom_find": {"enabled": False}},
     }

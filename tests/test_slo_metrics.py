@@ -19,11 +19,11 @@ from agent.simulator import SimulatedPACS
 from agent.slo import ProbeObjectives, resolve
 from agent.targets import build_plan
 from probes.base import ProbeResult, Reason
-from tests.helpers import free_port
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.otlp_receiver import points as otlp_points
 from tests.helpers.pipeline import Harness
+from tests.helpers.ports import held_refused_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_objectives_and_slow_runs_on_the_result_path(sim: SimulatedPACS) -> None
     }
     down = {
         "id": "down",
-        "config": {"host": "127.0.0.1", "port": free_port(), "timeout": 1000},
+        "config": {"host": "127.0.0.1", "port": held_refused_port(), "timeout": 1000},
         "slo": {"latency": {"threshold": "0.001ms", "objective": 99}},
         "probes": {"dicom_find": {"enabled": False}},
     }

@@ -28,7 +28,8 @@ from agent.status_page import order, render, sparkline
 from agent.web_config import load_web_config
 from probes.base import ProbeResult, Reason
 from tests.agent_fixtures import base_url, running_agent
-from tests.helpers import free_port, wait_until
+from tests.helpers import wait_until
+from tests.helpers.ports import held_refused_port
 
 HOSTILE = "<script>alert(\"x\")</script> & <b>PACS</b> 'quoted'"
 CHROMIUM_FLAGS = (
@@ -98,7 +99,7 @@ def test_render_escapes_and_orders_worst_first() -> None:
 
 def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
     chromium()  # fail at once, before starting anything, if the browser is missing
-    dead_port = free_port()
+    dead_port = held_refused_port()
     with SimulatedPACS() as sim:
         healthy = sim.endpoint_config("pacs-ok", interval_ms=1000)
         broken = {

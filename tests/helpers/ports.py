@@ -26,6 +26,19 @@ def refused_port(host: str = LOOPBACK) -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
+_HELD: list[socket.socket] = []
+
+
+def held_refused_port(host: str = LOOPBACK) -> int:
+    """refused_port() for the rest of the test process: for a port written into a config that
+    outlives one `with` block (an agent in a subprocess, a fixture's targets)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    _HELD.append(s)  # kept bound, never listening, until the test process ends
+    return int(s.getsockname()[1])
+
+
 @contextmanager
 def syn_blackhole(host: str = LOOPBACK, settle: float = 0.3) -> Iterator[int]:
     """A port whose SYNs go unanswered, like a firewall that silently drops them.
