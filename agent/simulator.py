@@ -261,10 +261,9 @@ class SimulatedPACS:
         study = str(query.get("StudyInstanceUID", "") or "")
         return [ds for ds in self.canary if ds.StudyInstanceUID == study]
 
-    def _on_get(self, event: Any) -> Any:
-        self.retrieve_count += 1
-        if self.faults.delay:
-            time.sleep(self.faults.delay)
+    def _sub_operations(self, event: Any) -> Any:
+        """What C-GET and C-MOVE share: the number of sub-operations, then each instance (or
+        the injected failure status)."""
         if self.faults.dicom_status is not None:
             yield 1
             yield self.faults.dicom_status, None
@@ -274,6 +273,12 @@ class SimulatedPACS:
         for ds in found:
             yield 0xFF00, ds
 
+    def _on_get(self, event: Any) -> Any:
+        self.retrieve_count += 1
+        if self.faults.delay:
+            time.sleep(self.faults.delay)
+        yield from self._sub_operations(event)
+
     def _on_move(self, event: Any) -> Any:
         self.retrieve_count += 1
         if self.faults.delay:
@@ -281,14 +286,7 @@ class SimulatedPACS:
         dest = str(event.move_destination).strip()
         addr = self.move_destinations.get(dest)
         yield addr if addr is not None else (None, None)  # unknown: 0xA801
-        if self.faults.dicom_status is not None:
-            yield 1
-            yield self.faults.dicom_status, None
-            return
-        found = self._retrieved(event.identifier)
-        yield len(found)
-        for ds in found:
-            yield 0xFF00, ds
+        yield from self._sub_operations(event)
 
     def _on_store(self, event: Any) -> int:
         self.store_count += 1
