@@ -29,7 +29,9 @@ from probes.dicom_wire import DicomAssociation, open_socket, resolve, tls_handsh
 from probes.specs import DicomEndpoint, tls_context
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
-STEPS = ("dns", "tcp", "tls", "association", "c-echo", "c-find", "api")
+# The imaging-path probes run after the guide's steps, each only where its probe is configured.
+IMAGING = ("worklist", "dicom_capabilities", "dicom_retrieve", "dicom_store", "dicomweb")
+STEPS = ("dns", "tcp", "tls", "association", "c-echo", "c-find", "api", *IMAGING)
 TITLES = {
     "dns": "DNS",
     "tcp": "TCP",
@@ -38,6 +40,11 @@ TITLES = {
     "c-echo": "C-ECHO",
     "c-find": "C-FIND",
     "api": "API (HTTP)",
+    "worklist": "Worklist",
+    "dicom_capabilities": "Capabilities",
+    "dicom_retrieve": "Retrieve",
+    "dicom_store": "C-STORE",
+    "dicomweb": "DICOMweb",
 }
 
 
@@ -148,6 +155,18 @@ def hint(step: str, e: ProbeError, ep: DicomEndpoint, where: str) -> str:
             f"C-ECHO works but C-FIND on {where} failed ({e.message}): the query side of the "
             "PACS (its database or index) is unhealthy, or our AE title may not query; for a "
             "wrong match count check the canary under probes.dicom_find."
+        )
+    if step == "dicom_retrieve":
+        return (
+            f"Retrieve from {where} failed ({e.message}): for C-MOVE the PACS must know the move "
+            "destination AE title with this agent's address and port (storeListen); check the "
+            "canary study exists (probes.dicom_retrieve.studyInstanceUID) and that the PACS "
+            "may send to us."
+        )
+    if step == "dicom_store":
+        return (
+            f"C-STORE to {where} failed ({e.message}): check that the PACS accepts storage from "
+            f"our AE title {calling!r}, its storage space, and its archive's logs."
         )
     if step == "api":
         return (
@@ -294,6 +313,16 @@ def diagnose_target(ep: Endpoint) -> Diagnosis:
                 port = url.port or (443 if url.scheme == "https" else 80)
                 where = f"{url.hostname}:{port}"
             run.probe("api", api.run if api else None, where, "no sectraConfig.apiEndpoint")
+    for name in IMAGING:
+        probe = plan.probes.get(name)
+        if run.failed or probe is None:
+            continue  # not configured: no line (the guide's steps always show)
+        where = run.where
+        http = getattr(probe, "endpoint", None)
+        if name == "dicomweb" and http is not None and hasattr(http, "url"):
+            url = urlsplit(http.url)
+            where = f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        run.probe(name, probe.run, where, "")
     return run.result
 
 

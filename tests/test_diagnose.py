@@ -14,7 +14,7 @@ from pynetdicom.sop_class import Verification
 
 from agent.cli import main
 from agent.simulator import SimulatedPACS
-from tests.helpers import LOOPBACK, bind_retry
+from tests.helpers import LOOPBACK, bind_retry, free_port
 from tests.helpers.config import target
 from tests.helpers.dicom_scp import DicomSCP
 from tests.helpers.ports import held_refused_port
@@ -136,3 +136,40 @@ def test_healthy_simulator_text_one_line_per_step(
 def test_unknown_target_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(tmp_path, capsys, [target("pacs-a")], "--target", "nope")
     assert code == 3
+
+
+def test_imaging_probes_follow_the_guides_steps_where_configured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SimulatedPACS(imaging=True) as sim:
+        code, out = run(tmp_path, capsys, [sim.endpoint_config("pacs-sim")], "--output", "json")
+    s = steps(json.loads(out))
+    assert code == 0, out
+    assert list(s)[7:] == [
+        "worklist", "dicom_capabilities", "dicom_retrieve", "dicom_store", "dicomweb"
+    ]
+    assert all(s[k]["status"] == "OK" and s[k]["ms"] is not None for k in list(s)[7:]), s
+
+
+def test_a_failing_retrieve_stops_there_with_its_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SimulatedPACS(imaging=True) as sim:
+        t = sim.endpoint_config("pacs-sim")
+        # C-MOVE to a destination the PACS does not know: 0xA801
+        t["probes"]["dicom_retrieve"] = {
+            "studyInstanceUID": t["probes"]["dicom_retrieve"]["studyInstanceUID"],
+            "method": "move",
+            "moveDestination": "UNKNOWN_AE",
+            "storeListen": f"{LOOPBACK}:{free_port()}",  # ours to bind, only during the run
+        }
+        code, out = run(tmp_path, capsys, [t], "--output", "json")
+    doc = json.loads(out)
+    s = steps(doc)
+    assert code == 2, out
+    assert s["dicom_retrieve"]["status"] == "FAIL"
+    assert s["dicom_retrieve"]["reason"] == "dimse_status"
+    assert "0xA801" in s["dicom_retrieve"]["detail"]
+    assert "dicom_store" not in s  # stopped at the first failure
+    hint = doc["targets"][0]["hint"]
+    assert f"{LOOPBACK}:{sim.dicom_port}" in hint and "move destination" in hint
