@@ -27,6 +27,7 @@ from probes.base import Reason
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
+from tests.helpers.dicom_scp import echo_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 WLM_AET = "WLM_SCP"
@@ -92,24 +93,7 @@ class Wlmscpfs:
         assert self.proc is not None
         if self.proc.poll() is not None:
             return True
-        r = subprocess.run(
-            [
-                _tool("echoscu"),
-                "-to",
-                "2",
-                "-ta",
-                "2",
-                "-td",
-                "2",
-                "-aec",
-                WLM_AET,
-                LOOPBACK,
-                str(self.port),
-            ],
-            capture_output=True,
-            timeout=10,
-        )
-        return r.returncode == 0
+        return echo_ok(LOOPBACK, str(self.port), WLM_AET)
 
     def __enter__(self) -> Wlmscpfs:
         self._prepare()

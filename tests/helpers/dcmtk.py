@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.helpers import LOOPBACK, free_port, wait_until
-from tests.helpers.dicom_scp import SECONDARY_CAPTURE, Dcmqrscp, _tool
+from tests.helpers.dicom_scp import SECONDARY_CAPTURE, Dcmqrscp, _tool, echo_ok
 
 SIDE = 64  # pixels per row and column of each generated instance (8-bit: 4 KiB of pixel data)
 
@@ -126,24 +126,7 @@ class StoreSCP:
         assert self.proc is not None
         if self.proc.poll() is not None:
             return True
-        r = subprocess.run(
-            [
-                _tool("echoscu"),
-                "-to",
-                "2",
-                "-ta",
-                "2",
-                "-td",
-                "2",
-                "-aec",
-                self.ae_title,
-                self.host,
-                str(self.port),
-            ],
-            capture_output=True,
-            timeout=10,
-        )
-        return r.returncode == 0
+        return echo_ok(self.host, str(self.port), self.ae_title)
 
     def start(self) -> StoreSCP:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -215,6 +215,16 @@ class DicomSCP:
 # -- DCMTK dcmqrscp ------------------------------------------------------------------------------
 
 
+def echo_ok(host: str, port: int | str, ae_title: str) -> bool:
+    """DCMTK's echoscu answered by the peer: a readiness check independent of our own code."""
+    r = subprocess.run(
+        [_tool("echoscu"), "-to", "2", "-ta", "2", "-td", "2", "-aec", ae_title, host, str(port)],
+        capture_output=True,
+        timeout=10,
+    )
+    return r.returncode == 0
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name)
     # A missing tool is a failure of the test environment, never a skip.
@@ -289,24 +299,7 @@ class Dcmqrscp:
         assert self.proc is not None
         if self.proc.poll() is not None:
             return True  # exited: let start() see it
-        r = subprocess.run(
-            [
-                _tool("echoscu"),
-                "-to",
-                "2",
-                "-ta",
-                "2",
-                "-td",
-                "2",
-                "-aec",
-                self.ae_title,
-                self.host,
-                str(self.port),
-            ],
-            capture_output=True,
-            timeout=10,
-        )
-        return r.returncode == 0
+        return echo_ok(self.host, str(self.port), self.ae_title)
 
     def start(self) -> Dcmqrscp:
         cfg = self._prepare()
