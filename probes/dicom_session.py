@@ -64,10 +64,7 @@ def dicom_session(
             )
             yield Session(assoc, tls_info)
             assoc.release()
-        except ProbeError:
-            assoc.abort()
-            raise
-        except BaseException:
+        except BaseException:  # a probe failure, or the run being torn down
             assoc.abort()
             raise
     finally:
