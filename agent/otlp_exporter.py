@@ -58,6 +58,7 @@ from opentelemetry.util.re import parse_env_headers
 from agent import __version__
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.metrics_catalogue import OTLP_FAMILIES
 from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason
 
@@ -519,64 +520,10 @@ class Instrument:
     prometheus: str  # the /metrics name it corresponds to (docs/otlp.md)
 
 
-# Names: the Collector's Prometheus translation (dots → underscores, unit "s" → _seconds, "{...}"
-# dropped, counters + _total) gives back the /metrics name. tests/test_otlp.py checks this.
-INSTRUMENTS = (
-    Instrument("duration", "pacs.probe.duration", "histogram", "s",
-               "Successful runs' durations on the wire", "pacs_probe_duration_seconds"),
-    Instrument("phase", "pacs.probe.phase.duration", "histogram", "s",
-               "Successful runs' phase durations (connect, associate, dimse, ...)",
-               "pacs_probe_phase_duration_seconds"),
-    Instrument("runs", "pacs.probe.runs", "counter", "{run}", "Runs by result",
-               "pacs_probe_runs_total"),
-    Instrument("failures", "pacs.probe.failures", "counter", "{failure}", "Failed runs by reason",
-               "pacs_probe_failures_total"),
-    Instrument("attempts", "pacs.probe.attempts", "counter", "{attempt}",
-               "Attempts including retries", "pacs_probe_attempts_total"),
-    Instrument("out_of_range", "pacs.latency.out_of_range", "counter", "{measurement}",
-               "Latencies outside the HDR range, clamped", "pacs_latency_out_of_range_total"),
-    Instrument("success", "probe.success", "gauge", "",
-               "1 if the last run succeeded (blackbox style)", "probe_success"),
-    Instrument("last_duration", "probe.duration", "gauge", "s",
-               "Wall time of the last run on the wire (blackbox style)", "probe_duration_seconds"),
-    Instrument("quantiles", "pacs.probe.latency", "gauge", "s",
-               "HDR quantiles over the sliding window", "pacs_probe_latency_seconds"),
-    Instrument("check", "pacs.check.status", "gauge", "{status}",
-               "1 for the check's current status", "pacs_check_status"),
-    Instrument("target_health", "pacs.target.health", "gauge", "{state}",
-               "1 for the target's current state", "pacs_target_health"),
-    Instrument("agent_health", "pacs.agent.health", "gauge", "{state}",
-               "1 for the worst target state", "pacs_agent_health"),
-    Instrument("failover_active", "pacs.failover.active", "gauge", "{endpoint}",
-               "1 for the endpoint currently serving", "pacs_failover_active"),
-    Instrument("failover_endpoint_up", "pacs.failover.endpoint.up", "gauge", "{endpoint}",
-               "1 if the failover endpoint answered in the last run", "pacs_failover_endpoint_up"),
-    Instrument("dicom_status", "pacs.probe.dicom_status", "counter", "{run}",
-               "Failed runs by DICOM status or rejection", "pacs_probe_dicom_status_total"),
-    Instrument("context_accepted", "pacs.dicom.context.accepted", "gauge", "",
-               "1 if the PACS accepted the SOP class with the transfer syntax",
-               "pacs_dicom_context_accepted"),
-    Instrument("tls_earliest", "probe.ssl_earliest_cert_expiry", "gauge", "",
-               "Earliest certificate expiry (unix time, seconds)",
-               "probe_ssl_earliest_cert_expiry"),
-    Instrument("tls_leaf", "pacs.tls.cert.not_after_timestamp", "gauge", "s",
-               "Leaf certificate expiry (unix time)", "pacs_tls_cert_not_after_timestamp_seconds"),
-    Instrument("self_probe", "pacs.agent.self_probe.overhead", "gauge", "s",
-               "Reported duration of a C-ECHO to the agent's own loopback SCP",
-               "pacs_agent_self_probe_overhead_seconds"),
-    Instrument("targets_count", "pacs.agent.targets", "gauge", "{target}",
-               "Targets this agent probes", "pacs_agent_targets"),
-    Instrument("slo_objective", "pacs.slo.objective", "gauge", "1",
-               "Service-level objective (0.999 for 99.9 %)", "pacs_slo_objective_ratio"),
-    Instrument("slow_runs", "pacs.probe.slow_runs", "counter", "{run}",
-               "Successful runs over the latency SLO threshold", "pacs_probe_slow_runs_total"),
-    Instrument("maintenance", "pacs.target.maintenance", "gauge", "",
-               "1 while the target is in a maintenance window", "pacs_target_maintenance"),
-    Instrument("degraded_latency", "pacs.target.degraded_latency", "gauge", "s",
-               "The target's degradedLatency", "pacs_target_degraded_latency_seconds"),
-    Instrument("cert_warning", "pacs.target.cert_expiry_warning", "gauge", "s",
-               "The target's certExpiryWarningDays, in seconds",
-               "pacs_target_cert_expiry_warning_seconds"),
+# From the catalogue (agent.metrics_catalogue), which documents the naming rule.
+INSTRUMENTS = tuple(
+    Instrument(f.otlp.key, f.otlp.name, f.otlp.kind, f.otlp.unit, f.otlp_help, f.name)
+    for f in OTLP_FAMILIES if f.otlp is not None
 )
 
 

@@ -22,6 +22,7 @@ from prometheus_client.exposition import generate_latest
 
 from agent import __version__
 from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.metrics_catalogue import TARGET_FAMILIES, family
 from agent.recorder import QUANTILES
 from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason
@@ -57,49 +58,9 @@ STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
 # that, the probe's own node names (primary, secondary, secondary2, ... as configured).
 FAILOVER_ENDPOINTS = ("primary", "secondary")
 
-# (name, type, help) of the per-target families, in exposition order.
-FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("probe_success", "gauge", "1 if the last run succeeded"),
-    ("probe_duration_seconds", "gauge", "Wall time of the last run on the wire"),
-    ("pacs_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run started"),
-    ("pacs_probe_duration_seconds", "histogram", "Successful runs' durations"),
-    (
-        "pacs_probe_latency_seconds",
-        "summary",
-        "HDR quantiles of successful runs over the sliding window",
-    ),
-    ("pacs_probe_phase_duration_seconds", "gauge", "Last run, per phase"),
-    ("pacs_probe_runs_total", "counter", "Runs by result"),
-    ("pacs_probe_failures_total", "counter", "Failed runs by reason"),
-    ("pacs_probe_attempts_total", "counter", "Attempts including retries"),
-    ("pacs_check_status", "gauge", "1 for the check's current status"),
-    ("pacs_target_health", "gauge", "1 for the target's current state"),
-    ("pacs_failover_active", "gauge", "1 for the endpoint currently serving"),
-    ("pacs_failover_endpoint_up", "gauge", "1 if the failover endpoint answered in the last run"),
-    ("pacs_probe_dicom_status_total", "counter", "Failed runs by DICOM status or rejection"),
-    (
-        "pacs_dicom_context_accepted",
-        "gauge",
-        "1 if the PACS accepted the SOP class with the transfer syntax",
-    ),
-    ("probe_ssl_earliest_cert_expiry", "gauge", "Earliest certificate expiry (unix time)"),
-    ("pacs_tls_cert_not_after_timestamp_seconds", "gauge", "Leaf certificate expiry (unix time)"),
-    ("probe_tls_version_info", "gauge", "TLS version the last handshake negotiated"),
-    ("pacs_latency_out_of_range_total", "counter", "Latencies outside the HDR range, clamped"),
-    ("pacs_scheduler_missed_runs_total", "counter", "Scheduled runs missed or skipped"),
-    ("pacs_slo_objective_ratio", "gauge", "Service-level objective (0.999 for 99.9 %)"),
-    ("pacs_probe_slow_runs_total", "counter", "Successful runs over the latency SLO threshold"),
-    ("pacs_target_maintenance", "gauge", "1 while the target is in a maintenance window"),
-    (
-        "pacs_target_degraded_latency_seconds",
-        "gauge",
-        "The target's degradedLatency (p95 above it is DEGRADED)",
-    ),
-    (
-        "pacs_target_cert_expiry_warning_seconds",
-        "gauge",
-        "The target's certExpiryWarningDays in seconds",
-    ),
+# (name, type, help) of the per-target families, in exposition order (agent.metrics_catalogue).
+FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
+    (f.name, f.kind, f.help) for f in TARGET_FAMILIES
 )
 _HEADERS = {
     name: f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode() for name, kind, doc in FAMILIES
@@ -147,6 +108,11 @@ class _ProbeState:
         self.dicom_status: dict[str, int] = {}  # bounded labels (probes.dicom_status)
 
 
+def _gauge(name: str, registry: CollectorRegistry) -> Gauge:
+    f = family(name)
+    return Gauge(f.name, f.help, list(f.labels), registry=registry)
+
+
 class PrometheusExporter:
     def __init__(self, shard: str = "0/1") -> None:
         self._lock = threading.Lock()
@@ -160,35 +126,21 @@ class PrometheusExporter:
         # (target, probe) → the last (sop_class, transfer_syntax, accepted) of dicom_capabilities
         self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.agent = Gauge(
-            "pacs_agent_health", "1 for the worst target state", ["state"], registry=r
-        )
+        self.agent = _gauge("pacs_agent_health", r)
+        lateness = family("pacs_scheduler_start_lateness_seconds")
         self.lateness = Histogram(
-            "pacs_scheduler_start_lateness_seconds",
-            "Actual minus scheduled start time",
-            buckets=LATENESS_BUCKETS,
-            registry=r,
+            lateness.name, lateness.help, buckets=LATENESS_BUCKETS, registry=r
         )
-        self.self_probe = Gauge(
-            "pacs_agent_self_probe_overhead_seconds",
-            "Reported duration of a C-ECHO to the agent's own in-process loopback SCP",
-            registry=r,
-        )
-        self.targets_gauge = Gauge("pacs_agent_targets", "Targets this agent probes", registry=r)
-        self.info = Gauge(
-            "pacs_agent_info", "Agent version and shard", ["version", "shard"], registry=r
-        )
+        self.self_probe = _gauge("pacs_agent_self_probe_overhead_seconds", r)
+        self.targets_gauge = _gauge("pacs_agent_targets", r)
+        self.info = _gauge("pacs_agent_info", r)
         self.info.labels(__version__, shard).set(1)
-        self.reload_ok = Gauge(
-            "pacs_config_last_reload_successful", "1 if the last config load succeeded", registry=r
-        )
-        self.reload_ts = Gauge(
-            "pacs_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load",
-            registry=r,
-        )
+        self.reload_ok = _gauge("pacs_config_last_reload_successful", r)
+        self.reload_ts = _gauge("pacs_config_last_reload_success_timestamp_seconds", r)
+        failures = family("pacs_otlp_export_failures_total")
+        # prometheus_client appends _total to a counter's name itself
         self.otlp_failures = Counter(
-            "pacs_otlp_export_failures", "OTLP export attempts that failed", registry=r
+            failures.name.removesuffix("_total"), failures.help, registry=r
         )
         for s in STATES:
             self.agent.labels(s.value).set(1 if s == HealthState.UNKNOWN else 0)
