@@ -30,7 +30,7 @@ from agent.web_config import WebConfig
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentSettings
-    from agent.otlp_exporter import OTLPExporter
+    from agent.otlp import OTLPExporter
 
 log = logging.getLogger("agent")
 
@@ -118,7 +118,7 @@ class AgentService:
             self.exporters.append(self.otlp)
 
     def _make_otlp(self, settings: AgentSettings, shard: str) -> OTLPExporter | None:
-        from agent.otlp_exporter import OTLPSetupError, otlp_from_config
+        from agent.otlp import OTLPSetupError, otlp_from_config
 
         try:
             return otlp_from_config(

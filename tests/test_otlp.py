@@ -22,7 +22,7 @@ from agent import __version__
 from agent.config import load_config_text
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckState, CheckStatus, HealthState
-from agent.otlp_exporter import (
+from agent.otlp import (
     CARDINALITY_LIMIT,
     INSTRUMENTS,
     FailureLog,
@@ -741,7 +741,7 @@ def test_removed_target_stops_reporting_gauges() -> None:
 
 
 def test_endpoint_credentials_stay_out_of_the_log() -> None:
-    from agent.otlp_exporter import display_url
+    from agent.otlp import display_url
 
     assert display_url("https://user:pw-123@collector:4318/v1/metrics") == (
         "https://collector:4318/v1/metrics"

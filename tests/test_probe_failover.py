@@ -19,7 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckStatus, HealthState
-from agent.otlp_exporter import OTLPExporter, resolve_settings
+from agent.otlp import OTLPExporter, resolve_settings
 from probes.base import Facts, Reason
 from tests.helpers import LOOPBACK
 from tests.helpers.config import plan, target

@@ -14,7 +14,7 @@ import pytest
 from agent.config import load_config_text
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckState, HealthState
-from agent.otlp_exporter import OTLPExporter, resolve_settings
+from agent.otlp import OTLPExporter, resolve_settings
 from agent.simulator import SimulatedPACS
 from agent.slo import ProbeObjectives, resolve
 from agent.targets import build_plan
