@@ -629,7 +629,7 @@ def test_cardinality_above_the_sdk_default_is_kept() -> None:
                 )
         # force_flush collects and exports on this thread, with no shutdown deadline to race
         # on a loaded machine
-        ex.provider.force_flush(timeout_millis=60_000)
+        ex.force_flush()
         received = rx.received
         ex.shutdown()
         m = by_name([p for r in received for p in points_of(r)])

@@ -151,7 +151,7 @@ def test_otlp_exports_objectives_and_slow_runs() -> None:
                 HealthState.HEALTHY,
                 HealthState.HEALTHY,
             )
-        ex.provider.force_flush(timeout_millis=60_000)
+        ex.force_flush()
         received = rx.received
         ex.shutdown()
     pts = [p for r in received for p in otlp_points([r])]

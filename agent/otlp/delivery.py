@@ -7,20 +7,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from opentelemetry.sdk.metrics.export import (
-    Metric,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    ResourceMetrics,
-    ScopeMetrics,
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
 )
+from opentelemetry.sdk.metrics.export import MetricExportResult
 
 from agent.otlp.settings import OTLPSettings, OTLPSetupError
 
@@ -128,84 +123,56 @@ class FailureLog:
         return True
 
 
-def split_metrics(data: MetricsData, max_points: int) -> Iterator[MetricsData]:
-    """`data` in pieces of at most `max_points` data points (a collector's gRPC server takes
-    4 MiB messages by default; 1,000 targets make ~100,000 points)."""
-    rms: list[ResourceMetrics] = []
-    size = 0
-    for rm in data.resource_metrics:
-        sms: list[ScopeMetrics] = []
-        for sm in rm.scope_metrics:
-            metrics: list[Metric] = []
-            for m in sm.metrics:
-                # Any: each point type goes back into its own data class; mypy cannot follow
-                # replace() across the union of Sum | Gauge | Histogram | ExponentialHistogram.
-                points_of: Any = m.data
-                pts = list(points_of.data_points)
-                while pts:
-                    take, pts = pts[: max_points - size], pts[max_points - size:]
-                    metrics.append(replace(m, data=replace(points_of, data_points=take)))
-                    size += len(take)
-                    if size >= max_points:
-                        sms.append(replace(sm, metrics=metrics))
-                        rms.append(replace(rm, scope_metrics=sms))
-                        yield MetricsData(resource_metrics=rms)
-                        rms, sms, metrics, size = [], [], [], 0
-            if metrics:
-                sms.append(replace(sm, metrics=metrics))
-        if sms:
-            rms.append(replace(rm, scope_metrics=sms))
-    if rms:
-        yield MetricsData(resource_metrics=rms)
+class RequestSender(Protocol):
+    """An SDK OTLP exporter that sends an ExportMetricsServiceRequest we built (wire.py)."""
+
+    def send(self, request: ExportMetricsServiceRequest) -> MetricExportResult: ...
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None: ...
 
 
-class CountingExporter(MetricExporter):
-    """Delegates to the real OTLP MetricExporter, bounds each export and counts failures.
+class CountingExporter:
+    """Sends one export (a sequence of prebuilt requests), bounds it and counts failures.
 
-    The SDK's force_flush()/collect() report success whatever the exporter returned, so the
-    result is inspected here; exceptions are caught (the reader would only log them). An export
-    is sent in batches of at most `max_points`; the first failed batch ends it (the collector is
-    down or refusing: no point hammering it), and no batch starts after `budget` seconds, so one
-    export takes at most budget + one batch's timeout however slow the collector is. One failed
-    export counts once.
+    An export is a series of requests of at most MAX_EXPORT_BATCH points; the first failed
+    request ends it (the collector is down or refusing: no point hammering it), and no request
+    but the first starts after `budget` seconds, so one export takes at most budget + one
+    request's timeout however slow the collector is. Exceptions are caught. One failed export
+    counts once.
     """
 
-    def __init__(self, inner: MetricExporter, on_failure: Callable[[], None],
+    def __init__(self, inner: RequestSender, on_failure: Callable[[], None],
                  failure_log: FailureLog, *, budget: float = 60.0,
-                 max_points: int = MAX_EXPORT_BATCH,
                  clock: Callable[[], float] = time.monotonic,
                  capture: SDKLogCapture | None = None) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,  # noqa: SLF001
-            preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
-        )
         self.inner = inner
         self.on_failure = on_failure
         self.failure_log = failure_log
         self.budget = budget
-        self.max_points = max_points
         self.clock = clock
         self.capture = capture or install_sdk_log_capture()
         self.exports = 0
         self.failures = 0
         self.requests = 0
 
-    def _send(self, metrics_data: MetricsData, messages: list[str]) -> MetricExportResult:
-        deadline = self.clock() + self.budget
-        for batch in split_metrics(metrics_data, self.max_points):
-            if self.clock() > deadline:
-                messages.append(f"export not finished within {self.budget:.0f} s, rest dropped")
+    def _send(self, bodies: Iterable[tuple[bytes, int]], messages: list[str],
+              budget: float) -> MetricExportResult:
+        deadline = self.clock() + budget
+        for n, (body, _points) in enumerate(bodies):
+            if n and self.clock() > deadline:
+                messages.append(f"export not finished within {budget:.0f} s, rest dropped")
                 return MetricExportResult.FAILURE
             self.requests += 1
-            if self.inner.export(batch) is not MetricExportResult.SUCCESS:
+            request = ExportMetricsServiceRequest.FromString(body)
+            if self.inner.send(request) is not MetricExportResult.SUCCESS:
                 return MetricExportResult.FAILURE
         return MetricExportResult.SUCCESS
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
+    def export(self, bodies: Iterable[tuple[bytes, int]],
+               budget: float | None = None) -> MetricExportResult:
         with self.capture.capturing() as messages:
             try:
-                result = self._send(metrics_data, messages)
+                result = self._send(bodies, messages, self.budget if budget is None else budget)
             except Exception as e:  # noqa: BLE001 - counted and logged (rate-limited) below
                 result = MetricExportResult.FAILURE
                 messages.append(f"{type(e).__name__}: {e}")
@@ -220,11 +187,8 @@ class CountingExporter(MetricExporter):
                 self.failure_log.failure(messages[-1] if messages else "")
         return result
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis=timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -235,13 +199,32 @@ def _read(path: str, what: str) -> bytes:
         raise OTLPSetupError(f"cannot read the OTLP {what} {path}: {e.strerror}") from None
 
 
-def make_metric_exporter(s: OTLPSettings) -> MetricExporter:
-    """The SDK's OTLP MetricExporter for these settings, every value passed explicitly."""
+def make_metric_exporter(s: OTLPSettings) -> RequestSender:
+    """The SDK's OTLP exporter for these settings (every value passed explicitly), taught to
+    send a request built by agent.otlp.wire.
+
+    Transport, TLS, headers, retries with backoff, the gRPC channel's re-creation after
+    UNAVAILABLE and the HTTP client stay the SDK's (opentelemetry-exporter-otlp-proto-grpc
+    exporter.py OTLPExporterMixin._export, -proto-http metric_exporter _export_batch, 1.45.2,
+    pinned); only its encoding of SDK MetricsData is bypassed. _export() asks _translate_data()
+    for the request and _count_data() for the SDK's own self-metrics (off unless
+    OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED); the HTTP exporter's _export_batch() takes a
+    request as it is. tests/test_otlp.py sends through both against real receivers."""
     if s.protocol == "grpc":
         import grpc
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcExporter,
         )
+
+        class GrpcSender(GrpcExporter):
+            def _translate_data(self, data: Any) -> Any:
+                return data  # already an ExportMetricsServiceRequest
+
+            def _count_data(self, data: Any) -> int:
+                return 0  # only feeds the SDK's self-metrics, which are off
+
+            def send(self, request: ExportMetricsServiceRequest) -> MetricExportResult:
+                return self._export(request)
 
         scheme = urlparse(s.endpoint).scheme if "://" in s.endpoint else ""
         insecure = {"http": True, "https": False}.get(scheme, bool(s.insecure))
@@ -252,7 +235,7 @@ def make_metric_exporter(s: OTLPSettings) -> MetricExporter:
             chain = (_read(s.client_certificate, "client certificate")
                      if s.client_certificate else None)
             credentials = grpc.ssl_channel_credentials(root, key, chain)
-        return GrpcExporter(
+        return GrpcSender(
             endpoint=s.endpoint, insecure=insecure, credentials=credentials,
             headers=dict(s.headers), timeout=s.timeout,
         )
@@ -260,14 +243,18 @@ def make_metric_exporter(s: OTLPSettings) -> MetricExporter:
         OTLPMetricExporter as HttpExporter,
     )
 
+    class HttpSender(HttpExporter):
+        def send(self, request: ExportMetricsServiceRequest) -> MetricExportResult:
+            if self._shutdown:
+                return MetricExportResult.FAILURE
+            return self._export_batch(request)
+
     for path, what in ((s.certificate, "certificate"), (s.client_key, "client key"),
                        (s.client_certificate, "client certificate")):
         if path:
             _read(path, what)
-    return HttpExporter(
+    return HttpSender(
         endpoint=s.endpoint, certificate_file=s.certificate, client_key_file=s.client_key,
         client_certificate_file=s.client_certificate, headers=dict(s.headers),
         timeout=s.timeout,
     )
-
-

@@ -1,80 +1,73 @@
-"""OTLPExporter: the pipeline's Exporter on an SDK MeterProvider, instruments from the catalogue."""
+"""OTLPExporter: the pipeline's Exporter, its series kept in our own compact state and written
+as OTLP requests each interval (agent.otlp.wire), instruments from the catalogue.
+
+Not the SDK's MeterProvider: at 1,000 targets x 3 probes its per-attribute-set aggregations
+took ~160 MB and each collect + encode ~3 s of CPU (BENCHMARKS.md "OTLP cost"). What is sent is
+the same: cumulative monotonic sums, base-2 exponential histograms (max 160 buckets,
+agent.otlp.expo) and gauges, same names, units, descriptions, attributes and value types, one
+resource, scope `pacs-health-agent`; the SDK's exporters still carry the requests (delivery.py).
+"""
 
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics as otel_api
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import (
-    AlwaysOffExemplarFilter,
-    Counter,
-    Exemplar,
-    ExemplarReservoir,
-    Histogram,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from agent import __version__
 from agent.evaluator import CheckState, CheckStatus, HealthState
 from agent.metrics_catalogue import OTLP_FAMILIES
-from agent.otlp.delivery import CountingExporter, FailureLog, make_metric_exporter
+from agent.otlp.delivery import (
+    MAX_EXPORT_BATCH,
+    CountingExporter,
+    FailureLog,
+    RequestSender,
+    make_metric_exporter,
+)
+from agent.otlp.expo import ExpoHistogram
 from agent.otlp.resource import build_resource
 from agent.otlp.settings import OTLPSettings, display_url
+from agent.otlp.wire import (
+    MetricHead,
+    Point,
+    expo_point,
+    kv,
+    number_point,
+    requests,
+    resource_bytes,
+    scope_bytes,
+)
+from agent.otlp.wire import gauge as _o
+from agent.otlp.wire import target_probe as _tp
 from agent.slo import ProbeObjectives
 from probes.base import ProbeResult, Reason
 
 log = logging.getLogger("agent.otlp")
 
-# Per-instrument cardinality limit, raised from the SDK's 2000 on the reader (cardinality_limits):
-# 1,000 targets x 5 probes x 12 failure reasons is 60,000 series, x ~8 phases 40,000.
-# Beyond this limit the SDK folds further series into one `otel.metric.overflow=true` point.
+# Series per instrument exported without folding (1,000 targets x 5 probes x 12 reasons is
+# 60,000); nothing is folded at all now: attribute sets are targets x probes x bounded enums.
 CARDINALITY_LIMIT = 100_000
 # Base-2 exponential histograms: 160 buckets (the SDK default) keep ~4 % relative error when one
-# series spans 1 ms .. 60 s, finer when it spans less (the SDK picks the scale per series).
+# series spans 1 ms .. 60 s, finer when it spans less (the scale is picked per series).
 HISTOGRAM_MAX_SIZE = 160
 
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
 FAILOVER_ENDPOINTS = ("primary", "secondary")
 
-
-# -- the exporter --------------------------------------------------------------------------------
-
-
-class _NoExemplarReservoir(ExemplarReservoir):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def offer(self, value: Any, time_unix_nano: int, attributes: Any, context: Any) -> None:
-        return None
-
-    def collect(self, point_attributes: Any) -> list[Exemplar]:
-        return []
-
-
-def _no_exemplars(_aggregation_type: type) -> Callable[..., ExemplarReservoir]:
-    return _NoExemplarReservoir
+Key2 = tuple[str, str]
+Key3 = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
 class Instrument:
-    key: str  # attribute of OTLPExporter (gauges: its callback is _obs_<key>)
+    key: str  # attribute of OTLPExporter's state (gauges: their points come from _obs_<key>)
     name: str
     kind: str  # histogram | counter | gauge
     unit: str
@@ -87,21 +80,13 @@ INSTRUMENTS = tuple(
     Instrument(f.otlp.key, f.otlp.name, f.otlp.kind, f.otlp.unit, f.otlp_help, f.name)
     for f in OTLP_FAMILIES if f.otlp is not None
 )
+# Counters: (target, probe) or (target, probe, third attribute) → cumulative count.
+_COUNTER_THIRD = {"runs": "result", "failures": "reason", "dicom_status": "status"}
 
 
 class OTLPExporter:
-    """The pipeline's Exporter protocol (agent/pipeline.py) on top of an SDK MeterProvider."""
-
-    # The synchronous instruments, set in __init__ from INSTRUMENTS by key (gauges need no
-    # attribute: the SDK calls their _obs_<key> callbacks).
-    duration: otel_api.Histogram
-    phase: otel_api.Histogram
-    runs: otel_api.Counter
-    failures: otel_api.Counter
-    attempts: otel_api.Counter
-    out_of_range: otel_api.Counter
-    dicom_status: otel_api.Counter
-    slow_runs: otel_api.Counter
+    """The pipeline's Exporter protocol (agent/pipeline.py); exports every settings.interval on
+    its own thread, on force_flush() and a last time on shutdown()."""
 
     def __init__(
         self,
@@ -110,7 +95,7 @@ class OTLPExporter:
         on_failure: Callable[[], None] = lambda: None,
         shard: str | None = None,
         resource: Resource | None = None,
-        metric_exporter: MetricExporter | None = None,
+        metric_exporter: RequestSender | None = None,
     ) -> None:
         self.settings = settings
         self.resource = resource or build_resource(shard)
@@ -132,53 +117,31 @@ class OTLPExporter:
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         self._maintenance: dict[str, bool] = {}
         self._settings: dict[str, tuple[float, float]] = {}  # target → (degraded, cert warning)
+        # Cumulative series. As with the SDK before, a removed target's counters and histograms
+        # keep their last value (a collector sees no reset) and stop growing.
+        self._runs: dict[Key3, int] = {}
+        self._failures: dict[Key3, int] = {}
+        self._dicom_status: dict[Key3, int] = {}
+        self._attempts: dict[Key2, int] = {}
+        self._out_of_range: dict[Key2, int] = {}
+        self._slow_runs: dict[Key2, int] = {}
+        self._duration: dict[Key2, ExpoHistogram] = {}
+        self._phase: dict[Key3, ExpoHistogram] = {}
+        self._start_ns = time.time_ns()  # start of every cumulative series
 
         self.failure_log = FailureLog(display_url(settings.endpoint))
         self.exporter = CountingExporter(
             metric_exporter or make_metric_exporter(settings), on_failure, self.failure_log,
             budget=settings.interval,
         )
-        limit = CARDINALITY_LIMIT
-        self.reader = PeriodicExportingMetricReader(
-            self.exporter,
-            export_interval_millis=settings.interval * 1000.0,
-            # Bounds the observable-gauge callbacks (local work; a collection that overruns it is
-            # skipped); the network part is bounded by the exporters' own timeout and budget.
-            export_timeout_millis=max(settings.interval, 30.0) * 1000.0,
-            cardinality_limits={
-                Counter: limit, UpDownCounter: limit, Histogram: limit, ObservableGauge: limit,
-                ObservableCounter: limit, ObservableUpDownCounter: limit,
-            },
-        )
-        expo = ExponentialBucketHistogramAggregation(max_size=HISTOGRAM_MAX_SIZE)
-        self.provider = MeterProvider(
-            metric_readers=[self.reader],
-            resource=self.resource,
-            shutdown_on_exit=False,  # AgentService.stop() shuts it down with a bounded flush
-            # No traces here, so no exemplars: skipping their reservoirs saves ~30 % of a collect.
-            exemplar_filter=AlwaysOffExemplarFilter(),
-            # One view per instrument type (an instrument matching two views would be exported
-            # twice): histograms become base-2 exponential histograms.
-            views=[
-                View(instrument_type=Histogram, aggregation=expo,
-                     exemplar_reservoir_factory=_no_exemplars),
-                View(instrument_type=Counter, exemplar_reservoir_factory=_no_exemplars),
-                View(instrument_type=ObservableGauge, exemplar_reservoir_factory=_no_exemplars),
-            ],
-        )
-        m = self.provider.get_meter("pacs-health-agent", __version__)
-        for spec in INSTRUMENTS:
-            if spec.kind == "histogram":
-                inst: Any = m.create_histogram(spec.name, unit=spec.unit, description=spec.help)
-            elif spec.kind == "counter":
-                inst = m.create_counter(spec.name, unit=spec.unit, description=spec.help)
-            else:
-                inst = m.create_observable_gauge(
-                    spec.name, callbacks=[getattr(self, "_obs_" + spec.key)], unit=spec.unit,
-                    description=spec.help,
-                )
-            setattr(self, spec.key, inst)
+        self._resource = resource_bytes(dict(self.resource.attributes))
+        self._scope = scope_bytes("pacs-health-agent", __version__)
+        self._heads = {i.key: MetricHead(i.name, i.help, i.unit, i.kind) for i in INSTRUMENTS}
+        self._export_lock = threading.Lock()  # one export at a time (timer, flush, shutdown)
+        self._stop = threading.Event()
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
+        self._thread.start()
         log.info("OTLP export (%s) to %s every %.1f s (timeout %.1f s)", settings.protocol,
                  display_url(settings.endpoint), settings.interval, settings.timeout)
 
@@ -195,18 +158,18 @@ class OTLPExporter:
                     self._slos[(target, p)] = slos[p]
                 else:
                     self._slos.pop((target, p), None)
-        # Counters start at 0 so rate() works from the first run (failures by reason are created
-        # when they happen: 12 reasons x every probe would be most of an export's points).
-        for p in probes:
-            for res in ("success", "failure"):
-                self.runs.add(0, {"target": target, "probe": p, "result": res})
-            self.attempts.add(0, {"target": target, "probe": p})
-            if slos and p in slos and slos[p].latency_threshold is not None:
-                self.slow_runs.add(0, {"target": target, "probe": p})
+                # Counters start at 0 so rate() works from the first run (failures by reason
+                # are created when they happen: 12 reasons x every probe would be most of an
+                # export's points).
+                for res in ("success", "failure"):
+                    self._runs.setdefault((target, p, res), 0)
+                self._attempts.setdefault((target, p), 0)
+                if slos and p in slos and slos[p].latency_threshold is not None:
+                    self._slow_runs.setdefault((target, p), 0)
 
     def remove_target(self, target: str) -> None:
-        """Its gauges stop at once; the SDK cannot delete counter/histogram series, which keep
-        their last value until the agent restarts (bounded by CARDINALITY_LIMIT)."""
+        """Its gauges stop at once; its counters and histograms keep their last value until
+        the agent restarts (a collector would read a vanished cumulative series as a reset)."""
         with self._lock:
             self._targets.pop(target, None)
             self._target_state.pop(target, None)
@@ -230,37 +193,43 @@ class OTLPExporter:
         out_of_range: int = 0,
     ) -> None:
         t, p = r.target, r.probe
+        tp = (t, p)
         with self._lock:
             if t not in self._targets:
                 return  # removed by a reload while this run was going: no new series for it
-        tp = {"target": t, "probe": p}
-        self.runs.add(1, {**tp, "result": "success" if r.ok else "failure"})
-        self.attempts.add(r.attempts, tp)
-        if r.ok:  # a failed run's duration is not latency
-            self.duration.record(r.duration, tp)
-            for name, v in r.phases.items():
-                self.phase.record(v, {**tp, "phase": name})
-        else:
-            self.failures.add(1, {**tp, "reason": (r.reason or Reason.ERROR).value})
-            if r.facts.dicom_status:  # a bounded label (probes.dicom_status)
-                self.dicom_status.add(1, {**tp, "status": r.facts.dicom_status})
-        if out_of_range:
-            self.out_of_range.add(out_of_range, tp)
-        with self._lock:
-            obj = self._slos.get((t, p))
-        if obj is not None and obj.is_slow(r.ok, r.duration):
-            self.slow_runs.add(1, tp)
-        with self._lock:
-            if t not in self._targets:
-                return  # removed meanwhile: do not resurrect its gauges
-            self._success[(t, p)] = 1 if r.ok else 0
-            self._last_duration[(t, p)] = r.duration
-            self._quantiles[(t, p)] = dict(quantiles)
-            self._check[(t, p)] = check.status
+            k = (t, p, "success" if r.ok else "failure")
+            self._runs[k] = self._runs.get(k, 0) + 1
+            self._attempts[tp] = self._attempts.get(tp, 0) + r.attempts
+            if r.ok:  # a failed run's duration is not latency
+                h = self._duration.get(tp)
+                if h is None:
+                    h = self._duration[tp] = ExpoHistogram()
+                h.record(r.duration, HISTOGRAM_MAX_SIZE)
+                for name, v in r.phases.items():
+                    pk = (t, p, name)
+                    h = self._phase.get(pk)
+                    if h is None:
+                        h = self._phase[pk] = ExpoHistogram()
+                    h.record(v, HISTOGRAM_MAX_SIZE)
+            else:
+                k = (t, p, (r.reason or Reason.ERROR).value)
+                self._failures[k] = self._failures.get(k, 0) + 1
+                if r.facts.dicom_status:  # a bounded label (probes.dicom_status)
+                    k = (t, p, r.facts.dicom_status)
+                    self._dicom_status[k] = self._dicom_status.get(k, 0) + 1
+            if out_of_range:
+                self._out_of_range[tp] = self._out_of_range.get(tp, 0) + out_of_range
+            obj = self._slos.get(tp)
+            if obj is not None and obj.is_slow(r.ok, r.duration):
+                self._slow_runs[tp] = self._slow_runs.get(tp, 0) + 1
+            self._success[tp] = 1 if r.ok else 0
+            self._last_duration[tp] = r.duration
+            self._quantiles[tp] = dict(quantiles)
+            self._check[tp] = check.status
             self._target_state[t] = target_state
             self._agent_state = agent_state
             if r.tls is not None:
-                self._tls[(t, p)] = (r.tls.leaf_not_after, r.tls.earliest_not_after)
+                self._tls[tp] = (r.tls.leaf_not_after, r.tls.earliest_not_after)
             if p == "failover":
                 self._failover[t] = r.facts.active_endpoint if r.ok else None
                 # every configured node (primary, secondary, secondary2, ...) gets a series
@@ -275,105 +244,105 @@ class OTLPExporter:
                 contexts = r.facts.contexts
                 if contexts is None:  # a failed run: nothing was accepted
                     contexts = tuple(
-                        (sop, ts, False) for sop, ts, _ in self._contexts.get((t, p), ())
+                        (sop, ts, False) for sop, ts, _ in self._contexts.get(tp, ())
                     )
-                self._contexts[(t, p)] = list(contexts)
+                self._contexts[tp] = list(contexts)
 
     def set_self_probe_overhead(self, seconds: float) -> None:
         with self._lock:
             self._self_probe = seconds
 
-    # -- observable gauge callbacks (the reader's thread) --------------------------------------
+    # -- gauges: their points at export time (the export thread) ------------------------------
 
-    def _obs_success(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_success(self) -> list[Point]:
         with self._lock:
             items = list(self._success.items())
-        return [Observation(v, {"target": t, "probe": p}) for (t, p), v in items]
+        return [_o(v, {"target": t, "probe": p}) for (t, p), v in items]
 
-    def _obs_last_duration(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_last_duration(self) -> list[Point]:
         with self._lock:
             items = list(self._last_duration.items())
-        return [Observation(v, {"target": t, "probe": p}) for (t, p), v in items]
+        return [_o(v, {"target": t, "probe": p}) for (t, p), v in items]
 
-    def _obs_quantiles(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_quantiles(self) -> list[Point]:
         with self._lock:
             items = [(k, list(qs.items())) for k, qs in self._quantiles.items()]
         return [
-            Observation(v, {"target": t, "probe": p, "quantile": str(q)})
+            _o(v, {"target": t, "probe": p, "quantile": str(q)})
             for (t, p), qs in items for q, v in qs
         ]
 
-    def _obs_check(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_check(self) -> list[Point]:
         with self._lock:
             items = list(self._check.items())
         return [
-            Observation(1 if status == s else 0, {"target": t, "probe": p, "status": s.value})
+            _o(1 if status == s else 0, {"target": t, "probe": p, "status": s.value})
             for (t, p), status in items for s in STATUSES
         ]
 
-    def _obs_target_health(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_target_health(self) -> list[Point]:
         with self._lock:
             # no result yet reads UNKNOWN, as on /metrics
             items = [
                 (t, self._target_state.get(t, HealthState.UNKNOWN)) for t in self._targets
             ]
         return [
-            Observation(1 if state == s else 0, {"target": t, "state": s.value})
+            _o(1 if state == s else 0, {"target": t, "state": s.value})
             for t, state in items for s in STATES
         ]
 
-    def _obs_agent_health(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_agent_health(self) -> list[Point]:
         with self._lock:
             state = self._agent_state or HealthState.UNKNOWN
-        return [Observation(1 if state == s else 0, {"state": s.value}) for s in STATES]
+        return [_o(1 if state == s else 0, {"state": s.value}) for s in STATES]
 
-    def _obs_failover_active(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_failover_active(self) -> list[Point]:
         with self._lock:
             items = [
                 (t, a, self._failover_eps.get(t, FAILOVER_ENDPOINTS))
                 for t, a in self._failover.items()
             ]
         return [
-            Observation(1 if active == ep else 0, {"target": t, "endpoint": ep})
+            _o(1 if active == ep else 0, {"target": t, "endpoint": ep})
             for t, active, eps in items for ep in eps
         ]
 
-    def _obs_failover_endpoint_up(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_failover_endpoint_up(self) -> list[Point]:
         with self._lock:
             items = [(t, list(up.items())) for t, up in self._failover_up.items()]
         return [
-            Observation(1 if ok else 0, {"target": t, "endpoint": ep})
+            _o(1 if ok else 0, {"target": t, "endpoint": ep})
             for t, up in items for ep, ok in up
         ]
 
-    def _obs_context_accepted(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_context_accepted(self) -> list[Point]:
         with self._lock:
             items = [(t, list(cx)) for (t, _p), cx in self._contexts.items()]
         return [
-            Observation(1 if ok else 0, {"target": t, "sop_class": sop, "transfer_syntax": ts})
+            _o(1 if ok else 0, {"target": t, "sop_class": sop, "transfer_syntax": ts})
             for t, cx in items for sop, ts, ok in cx
         ]
 
-    def _obs_tls_earliest(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_tls_earliest(self) -> list[Point]:
         with self._lock:
             items = list(self._tls.items())
-        return [Observation(v[1], {"target": t, "probe": p}) for (t, p), v in items]
+        return [_o(v[1], {"target": t, "probe": p}) for (t, p), v in items]
 
-    def _obs_tls_leaf(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_tls_leaf(self) -> list[Point]:
         with self._lock:
             items = list(self._tls.items())
-        return [Observation(v[0], {"target": t, "probe": p}) for (t, p), v in items]
+        return [_o(v[0], {"target": t, "probe": p}) for (t, p), v in items]
 
-    def _obs_self_probe(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_self_probe(self) -> list[Point]:
         with self._lock:
             v = self._self_probe
-        return [] if v is None else [Observation(v)]
+        return [] if v is None else [_o(v)]
 
-    def _obs_slo_objective(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_slo_objective(self) -> list[Point]:
         with self._lock:
             items = [(k, o.ratios()) for k, o in self._slos.items()]
         return [
-            Observation(v, {"target": t, "probe": p, "slo": slo})
+            _o(v, {"target": t, "probe": p, "slo": slo})
             for (t, p), ratios in items for slo, v in ratios.items()
         ]
 
@@ -387,25 +356,69 @@ class OTLPExporter:
         with self._lock:
             self._settings[target] = (degraded_latency, cert_warning_seconds)
 
-    def _obs_maintenance(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_maintenance(self) -> list[Point]:
         with self._lock:
             items = [(t, self._maintenance.get(t, False)) for t in self._targets]
-        return [Observation(1 if on else 0, {"target": t}) for t, on in items]
+        return [_o(1 if on else 0, {"target": t}) for t, on in items]
 
-    def _obs_degraded_latency(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_degraded_latency(self) -> list[Point]:
         with self._lock:
             items = [(t, v[0]) for t, v in self._settings.items() if t in self._targets]
-        return [Observation(v, {"target": t}) for t, v in items]
+        return [_o(v, {"target": t}) for t, v in items]
 
-    def _obs_cert_warning(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_cert_warning(self) -> list[Point]:
         with self._lock:
             items = [(t, v[1]) for t, v in self._settings.items() if t in self._targets]
-        return [Observation(v, {"target": t}) for t, v in items]
+        return [_o(v, {"target": t}) for t, v in items]
 
-    def _obs_targets_count(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _obs_targets_count(self) -> list[Point]:
         with self._lock:
             n = len(self._targets)
-        return [Observation(n)]
+        return [_o(n)]
+
+    # -- export --------------------------------------------------------------------------------
+
+    def _points(self, key: str, kind: str, now: int) -> list[bytes]:
+        """One instrument's points, encoded under the lock (observe() may run meanwhile)."""
+        start = self._start_ns
+        if kind == "gauge":  # _obs_<key> takes the lock for its copy
+            return [number_point(a, 0, now, v) for a, v in getattr(self, "_obs_" + key)()]
+        with self._lock:
+            if kind == "histogram":
+                hists: dict[Any, ExpoHistogram] = getattr(self, "_" + key)
+                if key == "phase":
+                    return [expo_point((*_tp(t, p), kv("phase", ph)), start, now, h)
+                            for (t, p, ph), h in hists.items()]
+                return [expo_point(_tp(t, p), start, now, h) for (t, p), h in hists.items()]
+            counts: dict[Any, int] = getattr(self, "_" + key)
+            third = _COUNTER_THIRD.get(key)
+            if third is None:
+                return [number_point(_tp(t, p), start, now, n) for (t, p), n in counts.items()]
+            return [number_point((*_tp(t, p), kv(third, x)), start, now, n)
+                    for (t, p, x), n in counts.items()]
+
+    def _metrics(self) -> Iterator[tuple[MetricHead, list[bytes]]]:
+        now = time.time_ns()
+        for spec in INSTRUMENTS:
+            pts = self._points(spec.key, spec.kind, now)
+            if pts:  # an instrument with no series is not sent (as the SDK did)
+                yield self._heads[spec.key], pts
+
+    def export_once(self, budget: float | None = None) -> bool:
+        """One export: the state now, in requests of at most MAX_EXPORT_BATCH points."""
+        with self._export_lock:
+            bodies = requests(self._resource, self._scope, self._metrics(), MAX_EXPORT_BATCH)
+            return self.exporter.export(bodies, budget).name == "SUCCESS"
+
+    def force_flush(self) -> bool:
+        return self.export_once()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.interval):
+            try:
+                self.export_once()
+            except Exception:  # noqa: BLE001 - the export thread must survive anything
+                log.exception("OTLP export")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -419,8 +432,16 @@ class OTLPExporter:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
+        deadline = time.monotonic() + self.final_flush_bound
         try:
-            self.provider.shutdown(timeout_millis=self.final_flush_bound * 1000.0)
+            # an export under way on the timer thread finishes first (bounded by its budget)
+            if self._export_lock.acquire(timeout=self.settings.timeout):
+                self._export_lock.release()
+                # the last request starts in time to end within the bound
+                self.export_once(budget=max(self.final_flush_bound - self.settings.timeout, 0.0))
         except Exception as e:  # noqa: BLE001 - stopping must go on
             log.warning("OTLP shutdown: %s", e)
-
+        finally:
+            left = max(deadline - time.monotonic(), 0.1)
+            self.exporter.shutdown(timeout_millis=left * 1000.0)
