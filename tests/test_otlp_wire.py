@@ -158,3 +158,14 @@ def test_expo_histogram_downscales_to_fit() -> None:
     assert h.count == 4 and len(h.counts) <= 160 and sum(h.counts) == 4
     assert h.offset == index_of(1e-6, h.scale)
     assert h.offset + len(h.counts) - 1 == index_of(100.0, h.scale)
+
+
+def test_expo_histogram_widens_a_full_bucket() -> None:
+    h = ExpoHistogram()
+    for _ in range(300):  # one bucket past 255: the byte array becomes 16-bit
+        h.record(0.004, 160)
+    h.record(0.5, 160)
+    assert h.counts.typecode == "H" and sum(h.counts) == 301 and max(h.counts) == 300
+    for v in (1e-7, 60.0):  # a downscale keeps the counts and the narrowest type
+        h.record(v, 160)
+    assert sum(h.counts) == 303 and h.counts.typecode == "H" and len(h.counts) <= 160

@@ -7,7 +7,8 @@ at MAX_SCALE and, when a value would make the span of populated indices exceed `
 lowers the scale by the fewest steps that make it fit (an index at scale s-c is the index at s
 shifted right by c). The result is the same as the SDK's aggregation with max_size=160 fed the
 same values (tests/test_otlp_wire.py compares them), at a fraction of the memory: counts live
-in one array('I') instead of the SDK's per-series objects, previous-collection copies and locks.
+in one array of the narrowest integer type that holds them ('B', then 'H', 'I', 'Q' as a
+bucket outgrows it) instead of the SDK's per-series objects, previous-collection copies and locks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import math
 from array import array
 
 MAX_SCALE = 20
-MIN_SCALE = -10
+WIDER = {"B": "H", "H": "I", "I": "Q"}
+
+
+def _zeros(n: int, typecode: str) -> array[int]:
+    return array(typecode, bytes(n * array(typecode).itemsize))
 
 
 def index_of(value: float, scale: int) -> int:
@@ -42,7 +47,7 @@ class ExpoHistogram:
         self.zero_count = 0
         self.scale = MAX_SCALE
         self.offset = 0
-        self.counts = array("I")
+        self.counts = array("B")
 
     def record(self, value: float, max_size: int) -> None:
         self.count += 1
@@ -70,20 +75,28 @@ class ExpoHistogram:
             self._downscale(change)
             i >>= change
             counts = self.counts
+        tc = counts.typecode
         if i < self.offset:
-            counts[0:0] = array("I", bytes(4 * (self.offset - i)))
+            counts[0:0] = _zeros(self.offset - i, tc)
             self.offset = i
         elif i >= self.offset + len(counts):
-            counts.extend(array("I", bytes(4 * (i - self.offset - len(counts) + 1))))
-        counts[i - self.offset] += 1
+            counts.extend(_zeros(i - self.offset - len(counts) + 1, tc))
+        try:
+            counts[i - self.offset] += 1
+        except OverflowError:  # this bucket outgrew the type: widen the whole array
+            self.counts = array(WIDER[tc], counts)
+            self.counts[i - self.offset] += 1
 
     def _downscale(self, change: int) -> None:
         """Merge each 2**change neighbouring buckets (scale - change)."""
         new_offset = self.offset >> change
         end = (self.offset + len(self.counts) - 1) >> change
-        merged = array("I", bytes(4 * (end - new_offset + 1)))
+        merged = _zeros(end - new_offset + 1, "Q")
         for j, c in enumerate(self.counts):
             if c:
                 merged[((self.offset + j) >> change) - new_offset] += c
+        top = max(merged)
+        tc = next(t for t in "BHI" if top < 1 << (8 * array(t).itemsize)) if top < 1 << 32 else "Q"
+        merged = array(tc, merged)
         self.counts, self.offset = merged, new_offset
         self.scale -= change

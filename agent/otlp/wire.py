@@ -35,6 +35,18 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+# Packed bucket counts are most of an export's bytes: counts below 2**14 (one or two varint
+# bytes) come from this table through map() + join, at C speed (~0.6 MB, built at import).
+_SMALL = [varint(i) for i in range(1 << 14)]
+
+
+def packed(counts: Iterable[int]) -> bytes:
+    try:
+        return b"".join(map(_SMALL.__getitem__, counts))
+    except IndexError:
+        return b"".join(varint(c) for c in counts)
+
+
 def zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
@@ -93,7 +105,7 @@ def number_point(a: Attrs, start: int, now: int, value: float | int) -> bytes:
 def expo_point(a: Attrs, start: int, now: int, h: ExpoHistogram) -> bytes:
     """ExponentialHistogramDataPoint: attributes 1, start 2, time 3, count 4, sum 5, scale 6,
     zero_count 7, positive 8 (offset 1, bucket_counts 2 packed), negative 9, min 12, max 13."""
-    counts = b"".join(varint(c) for c in h.counts)
+    counts = packed(h.counts)
     positive = b"\x08" + varint(zigzag(h.offset)) + (ld(2, counts) if counts else b"")
     out = [
         _attr_fields(1, a), b"\x11", _Q.pack(start), b"\x19", _Q.pack(now),
