@@ -231,6 +231,23 @@ class _Server(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
 
+class _UnixServer(_Server):
+    """The same server on a unix socket: a worker's private endpoint (agent.supervisor)."""
+
+    address_family = socket.AF_UNIX
+    allow_reuse_address = False
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind splits the address into host and port; a path has neither.
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = "localhost", 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)  # an unnamed peer's address is "": handlers index it
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     # one parser for agent.listen, --listen and here: ValueError with a one-line message
     from agent.config.listen import parse_listen as parse
@@ -244,12 +261,21 @@ def make_server(
     web: WebConfig | None = None,
     request_deadline: float = REQUEST_DEADLINE_S,
 ) -> ThreadingHTTPServer:
+    """A server on HOST:PORT, or on a unix socket for `unix:PATH` (a worker's private one)."""
     web = web or WebConfig()
+    unix = listen.startswith("unix:")
     handler = type(
         "Handler",
         (_Handler,),
-        {"endpoints": endpoints, "web": web, "request_deadline": request_deadline},
+        {
+            "endpoints": endpoints,
+            "web": web,
+            "request_deadline": request_deadline,
+            "disable_nagle_algorithm": not unix,  # a TCP option
+        },
     )
+    if unix:
+        return _UnixServer(listen[5:], handler)  # type: ignore[arg-type]  # AF_UNIX: a path
     host, port = parse_listen(listen)
     attrs: dict[str, Any] = {"ssl_context": web.ssl_context}
     if ":" in host:

@@ -1,0 +1,301 @@
+"""`agent run --workers N`: N worker processes (agent.worker) behind the agent's one port.
+
+This process owns the public port (agent.http_server, with the configured auth and TLS), starts
+and restarts the workers (agent.worker_pool), forwards SIGHUP and SIGTERM to them, and answers
+every endpoint with one document over all of them:
+
+- /metrics: the workers' expositions merged (agent.metrics_merge), plus the supervisor's own
+  pacs_agent_workers, pacs_agent_worker_up and pacs_agent_worker_restarts_total;
+- /health and /: one document, the shape one process gives, targets in config order;
+- /probe: passed to the worker that owns the target; /-/reload: to every worker.
+
+The targets are split with the shards' rendezvous hash in its own hash domain (shard.worker_owner),
+inside the pod's shard: a pod that is shard k of M runs N workers over shard k's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import generate_latest
+
+from agent.config import ConfigError, LoadedConfig, load_config
+from agent.cpus import usable_cpus
+from agent.evaluator import HealthState, worst
+from agent.health_json import http_status_for
+from agent.http_server import Endpoints, make_server, serve_in_thread
+from agent.metrics_merge import merge_expositions
+from agent.shard import Shard, worker_owner
+from agent.web_config import WebConfig
+from agent.worker_pool import Worker, WorkerPool
+
+log = logging.getLogger("agent")
+
+START_TIMEOUT_S = 120.0  # 10,000 targets load, plan and schedule in a few seconds per worker
+STOP_TIMEOUT_S = 10.0  # a worker's stop() is bounded well below this; then SIGKILL
+SCRAPE_TIMEOUT_S = 8.0  # under Prometheus' default 10 s scrape timeout
+
+
+def resolve_workers(flag: int | None, loaded: LoadedConfig, shard: Shard) -> int:
+    """--workers, then AGENT_WORKERS, then one per usable CPU (affinity and cgroup quota), but
+    no more workers than this shard has enabled targets."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("AGENT_WORKERS", "").strip()
+    if env:
+        return parse_workers(env)
+    owned = sum(1 for t in loaded.model.targets if t.enabled and shard.owns(t.id))
+    return max(1, min(usable_cpus(), owned))
+
+
+def parse_workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"workers must be a whole number, got {text!r}") from None
+    if not 1 <= n <= 256:
+        raise ValueError(f"workers must be between 1 and 256, got {n}")
+    return n
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        config_path: str,
+        loaded: LoadedConfig,
+        shard: Shard,
+        count: int,
+        listen: str,
+        web: WebConfig | None,
+        worker_args: list[str],
+    ) -> None:
+        self.config_path = config_path
+        self.shard = shard
+        self.count = count
+        self._order = self._order_of(loaded)
+        self._rundir = Path(tempfile.mkdtemp(prefix="pacs-agent-workers-"))  # 0700
+        self._worker_args = worker_args
+        self._serving = False
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        Gauge("pacs_agent_workers", "Worker processes this agent runs", registry=r).set(count)
+        self._up = Gauge(
+            "pacs_agent_worker_up", "1 if the worker answered this scrape", ["worker"], registry=r
+        )
+        self._restarts = Counter(
+            "pacs_agent_worker_restarts", "Worker processes restarted", ["worker"], registry=r
+        )
+        for j in range(count):
+            self._restarts.labels(str(j))
+            self._up.labels(str(j)).set(0)
+        self.pool = WorkerPool(
+            count,
+            self._command,
+            self._rundir,
+            on_restart=lambda j: self._restarts.labels(str(j)).inc(),
+        )
+        self.server = make_server(
+            listen,
+            Endpoints(
+                metrics=self.metrics,
+                health=self.health,
+                ready=lambda: all(w.ready and w.alive() for w in self.pool.workers),
+                reload=self.reload,
+                status_page=self.status_page,
+                probe=self.probe,
+            ),
+            web,
+        )
+
+    @staticmethod
+    def _order_of(loaded: LoadedConfig) -> dict[str, int]:
+        return {t.id: i for i, t in enumerate(loaded.model.targets)}
+
+    def _command(self, w: Worker) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "agent.worker",
+            "--config",
+            self.config_path,
+            "--socket",
+            w.socket,
+            "--worker",
+            f"{w.index}/{self.count}",
+            "--shard",
+            str(self.shard),
+            *self._worker_args,
+        ]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def metrics(self) -> bytes:
+        texts: list[bytes] = []
+        for j, got in enumerate(self.pool.fan_out("GET", "/metrics", SCRAPE_TIMEOUT_S)):
+            ok = got is not None and got[0] == 200
+            self._up.labels(str(j)).set(1 if ok else 0)
+            if ok and got is not None:
+                texts.append(got[1])
+        return merge_expositions(texts) + generate_latest(self.registry)
+
+    def _health_targets(self) -> list[dict[str, Any]]:
+        targets: list[dict[str, Any]] = []
+        for got in self.pool.fan_out("GET", "/health", SCRAPE_TIMEOUT_S):
+            if got is not None and got[0] in (200, 503):
+                targets.extend(json.loads(got[1])["targets"])
+        end = len(self._order)
+        targets.sort(key=lambda t: self._order.get(t["id"], end))
+        return targets
+
+    def health(self) -> tuple[int, bytes]:
+        targets = self._health_targets()
+        state = worst([HealthState(t["status"]) for t in targets])
+        doc: dict[str, Any] = {
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": state.value,
+            "targets": targets,
+        }
+        if self.shard.count > 1:
+            doc["shard"] = str(self.shard)
+        body = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        return http_status_for(state), body
+
+    def status_page(self) -> bytes:
+        from agent import status_page
+
+        targets: list[Any] = []
+        history: dict[tuple[str, str], list[float | None]] = {}
+        for got in self.pool.fan_out("GET", "/", SCRAPE_TIMEOUT_S):
+            if got is not None and got[0] == 200:
+                # our own child's answer on our own 0700 socket: trusted
+                ts, hist = pickle.loads(got[1])  # noqa: S301
+                targets.extend(ts)
+                history.update(hist)
+        shard = str(self.shard) if self.shard.count > 1 else None
+        return status_page.render(targets, lambda t, c: history.get((t, c), []), shard=shard)
+
+    def probe(self, target: str, probe: str) -> tuple[int, bytes]:
+        w = self.pool.workers[worker_owner(target, self.count)]
+        got = self.pool.request(
+            w, "GET", f"/probe?target={quote(target)}&probe={quote(probe)}", timeout=120.0
+        )
+        if got is None:
+            return 503, b"the worker probing this target is restarting; try again shortly\n"
+        return got
+
+    def _reload_order(self) -> None:
+        try:
+            self._order = self._order_of(load_config(self.config_path))
+        except ConfigError:
+            pass  # the workers reject it too and keep running the old one
+
+    def reload(self) -> tuple[bool, str]:
+        """POST /-/reload: every worker reloads; the answer is the first rejection, or the sum."""
+        answers = self.pool.fan_out("POST", "/-/reload", timeout=120.0)
+        self._reload_order()
+        total = 0
+        for j, got in enumerate(answers):
+            if got is None:
+                return False, f"config reload: worker {j} is restarting (it reads the new config)"
+            text = got[1].decode(errors="replace").strip()
+            if got[0] != 200:
+                return False, text
+            m = re.search(r"(\d+) target", text)
+            total += int(m.group(1)) if m else 0
+        return True, f"config reloaded: {total} target(s)"
+
+    def sighup(self) -> None:
+        """SIGHUP: to every worker (each reloads itself, as one process does)."""
+        self.pool.signal_all(signal.SIGHUP)
+        threading.Thread(target=self._reload_order, daemon=True).start()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> str | None:
+        problem = self.pool.start(START_TIMEOUT_S)
+        if problem is None:
+            serve_in_thread(self.server)
+            self._serving = True
+        return problem
+
+    def stop(self) -> None:
+        self.pool.stop(STOP_TIMEOUT_S)
+        if self._serving:  # shutdown() waits for a serve_forever() that never started otherwise
+            self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self._rundir, ignore_errors=True)
+        log.info("agent stopped (%d workers)", self.count)
+
+
+def run_workers(
+    args: argparse.Namespace,
+    loaded: LoadedConfig,
+    shard: Shard,
+    web: WebConfig | None,
+    count: int,
+) -> int:
+    """cmd_run for N > 1 workers; the same lines on stdout and stderr, the same exit codes."""
+    from agent.cli import UNKNOWN, _leave, _say, _url_host
+
+    worker_args = ["-v"] if args.verbose else []
+    if args.log_format:
+        worker_args += ["--log-format", args.log_format]
+    listen = args.listen or loaded.model.agent.listen
+    try:
+        sup = Supervisor(
+            config_path=args.config,
+            loaded=loaded,
+            shard=shard,
+            count=count,
+            listen=listen,
+            web=web,
+            worker_args=worker_args,
+        )
+    except OSError as e:
+        print(f"agent: cannot listen on {listen}: {e.strerror}", file=sys.stderr)
+        return UNKNOWN
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: sup.sighup())
+    problem = sup.start()
+    if problem is not None:
+        print(f"agent: {problem}", file=sys.stderr)
+        sup.stop()
+        return UNKNOWN
+    log.info(
+        "agent started: %d workers over shard %s, listening on %s",
+        count,
+        shard,
+        "{}:{}".format(*sup.address),
+    )
+    scheme = "https" if web is not None and web.ssl_context is not None else "http"
+    base = f"{scheme}://{_url_host(sup.address[0])}:{sup.address[1]}"
+    _say(f"Listening on {base}")
+    print(f"Metrics: {base}/metrics   Health: {base}/health", file=sys.stderr, flush=True)
+    stop.wait()
+    sup.stop()
+    _leave(0)
+
+
+__all__ = ["Supervisor", "parse_workers", "resolve_workers", "run_workers"]

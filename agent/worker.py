@@ -1,0 +1,100 @@
+"""One worker process of `agent run --workers N`: the daemon (AgentService) over its own slice
+of the targets, answering the supervisor on a private unix socket instead of the public port.
+
+Started by agent.supervisor as `python -m agent.worker ...`, never by hand. It reads the config
+file itself (and again on SIGHUP), so a reload needs no config to travel between processes.
+Its stdin is a pipe from the supervisor: end of file means the supervisor is gone (even
+SIGKILLed), and the worker stops instead of probing on as an orphan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import signal
+import sys
+import threading
+
+from agent.config import ConfigError, load_config
+from agent.redaction import Redactor
+from agent.service import AgentService
+from agent.shard import WorkerShard, parse_shard
+
+log = logging.getLogger("agent")
+
+# GET / on a worker's socket: the status page's inputs, pickled, for the supervisor to render
+# one page over every worker's targets (the socket is the supervisor's, in a 0700 directory).
+SNAPSHOT_PATH = "/"
+
+
+class WorkerService(AgentService):
+    def _status_page(self) -> bytes:
+        self._refresh_maintenance()
+        targets = self.evaluator.snapshot()
+        history = {(t.id, c): self.recorder.history(t.id, c) for t in targets for c in t.checks}
+        return pickle.dumps((targets, history), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return str(self.server.server_address), 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="agent.worker")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--worker", required=True, help="j/N: this worker of N")
+    ap.add_argument("--shard", default="0/1", help="the pod's shard, resolved by the supervisor")
+    ap.add_argument("--log-format", default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _watch_parent(stop: threading.Event) -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.cli import _leave, _log_level, setup_logging
+    from agent.tuning import tune_daemon_process
+
+    args = _parse(argv)
+    w, pod = parse_shard(args.worker), parse_shard(args.shard)
+    shard = WorkerShard(pod.index, pod.count, worker=w.index, workers=w.count)
+    redactor = Redactor()
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as e:
+        print(f"agent worker {w}: invalid configuration:\n{e}", file=sys.stderr)
+        return 3
+    redactor.update(loaded.secrets)
+    setup_logging(
+        _log_level(loaded, args.verbose), redactor, args.log_format or loaded.model.agent.logFormat
+    )
+    service = WorkerService(
+        loaded,
+        shard=shard,
+        redactor=redactor,
+        listen=f"unix:{args.socket}",
+        config_path=args.config,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=service.reload).start())
+    threading.Thread(target=_watch_parent, args=(stop,), daemon=True, name="parent").start()
+    tune_daemon_process()
+    service.start()
+    stop.wait()
+    service.stop()
+    _leave(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
