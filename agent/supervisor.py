@@ -84,12 +84,13 @@ class Supervisor:
         listen: str,
         web: WebConfig | None,
         worker_args: list[str],
+        rundir: Path,
     ) -> None:
         self.config_path = config_path
         self.shard = shard
         self.count = count
         self._order = self._order_of(loaded)
-        self._rundir = Path(tempfile.mkdtemp(prefix="pacs-agent-workers-"))  # 0700
+        self._rundir = rundir
         self._worker_args = worker_args
         self._serving = False
         self.registry = r = CollectorRegistry(auto_describe=True)
@@ -262,7 +263,17 @@ def run_workers(
         worker_args += ["--log-format", args.log_format]
     listen = args.listen or loaded.model.agent.listen
     try:
+        rundir = Path(tempfile.mkdtemp(prefix="pacs-agent-workers-"))  # 0700: only this user
+    except OSError as e:
+        print(
+            f"agent: --workers {count} needs a writable temporary directory (TMPDIR, /tmp) for "
+            f"the workers' sockets: {e.strerror}; --workers 1 needs none",
+            file=sys.stderr,
+        )
+        return UNKNOWN
+    try:
         sup = Supervisor(
+            rundir=rundir,
             config_path=args.config,
             loaded=loaded,
             shard=shard,
@@ -272,6 +283,7 @@ def run_workers(
             worker_args=worker_args,
         )
     except OSError as e:
+        shutil.rmtree(rundir, ignore_errors=True)
         print(f"agent: cannot listen on {listen}: {e.strerror}", file=sys.stderr)
         return UNKNOWN
     stop = threading.Event()
