@@ -49,6 +49,7 @@ log = logging.getLogger("agent")
 START_TIMEOUT_S = 120.0  # 10,000 targets load, plan and schedule in a few seconds per worker
 STOP_TIMEOUT_S = 10.0  # a worker's stop() is bounded well below this; then SIGKILL
 SCRAPE_TIMEOUT_S = 8.0  # under Prometheus' default 10 s scrape timeout
+RELOAD_WAIT_S = 5.0  # a scrape waits this long at most for a reload under way to finish
 
 
 def resolve_workers(flag: int | None, loaded: LoadedConfig, shard: Shard) -> int:
@@ -93,6 +94,11 @@ class Supervisor:
         self._rundir = rundir
         self._worker_args = worker_args
         self._serving = False
+        # set while no reload is under way: a scrape waits for one to finish (bounded), so it
+        # does not show some workers on the new config and some on the old
+        self._idle = threading.Event()
+        self._idle.set()
+        self._reload_lock = threading.Lock()
         self.registry = r = CollectorRegistry(auto_describe=True)
         Gauge("pacs_agent_workers", "Worker processes this agent runs", registry=r).set(count)
         self._up = Gauge(
@@ -109,6 +115,7 @@ class Supervisor:
             self._command,
             self._rundir,
             on_restart=lambda j: self._restarts.labels(str(j)).inc(),
+            forked=lambda w: self._run_forked(w, loaded),
         )
         self.server = make_server(
             listen,
@@ -143,6 +150,13 @@ class Supervisor:
             *self._worker_args,
         ]
 
+    def _run_forked(self, w: Worker, loaded: LoadedConfig) -> int:
+        """In a worker forked from this process: let go of the public port, run the worker."""
+        from agent.worker import main
+
+        self.server.socket.close()
+        return main(self._command(w)[3:], loaded=loaded)
+
     @property
     def address(self) -> tuple[str, int]:
         host, port = self.server.server_address[:2]
@@ -150,7 +164,11 @@ class Supervisor:
 
     # -- endpoints -------------------------------------------------------------------------------
 
+    def _settled(self) -> None:
+        self._idle.wait(RELOAD_WAIT_S)
+
     def metrics(self) -> bytes:
+        self._settled()
         texts: list[bytes] = []
         for j, got in enumerate(self.pool.fan_out("GET", "/metrics", SCRAPE_TIMEOUT_S)):
             ok = got is not None and got[0] == 200
@@ -160,6 +178,7 @@ class Supervisor:
         return merge_expositions(texts) + generate_latest(self.registry)
 
     def _health_targets(self) -> list[dict[str, Any]]:
+        self._settled()
         targets: list[dict[str, Any]] = []
         for got in self.pool.fan_out("GET", "/health", SCRAPE_TIMEOUT_S):
             if got is not None and got[0] in (200, 503):
@@ -186,6 +205,7 @@ class Supervisor:
 
         targets: list[Any] = []
         history: dict[tuple[str, str], list[float | None]] = {}
+        self._settled()
         for got in self.pool.fan_out("GET", "/", SCRAPE_TIMEOUT_S):
             if got is not None and got[0] == 200:
                 # our own child's answer on our own 0700 socket: trusted
@@ -211,9 +231,15 @@ class Supervisor:
             pass  # the workers reject it too and keep running the old one
 
     def reload(self) -> tuple[bool, str]:
-        """POST /-/reload: every worker reloads; the answer is the first rejection, or the sum."""
-        answers = self.pool.fan_out("POST", "/-/reload", timeout=120.0)
-        self._reload_order()
+        """POST /-/reload and SIGHUP: every worker reloads the file, all at once; the answer is
+        the first rejection, or the total."""
+        with self._reload_lock:
+            self._idle.clear()
+            try:
+                answers = self.pool.fan_out("POST", "/-/reload", timeout=120.0)
+                self._reload_order()
+            finally:
+                self._idle.set()
         total = 0
         for j, got in enumerate(answers):
             if got is None:
@@ -226,9 +252,15 @@ class Supervisor:
         return True, f"config reloaded: {total} target(s)"
 
     def sighup(self) -> None:
-        """SIGHUP: to every worker (each reloads itself, as one process does)."""
-        self.pool.signal_all(signal.SIGHUP)
-        threading.Thread(target=self._reload_order, daemon=True).start()
+        """SIGHUP reaches every worker as a reload through its socket: the supervisor then knows
+        when all are done (scrapes wait for that) and what each answered."""
+
+        def run() -> None:
+            ok, text = self.reload()
+            if not ok and "rejected" not in text:  # a rejection: worker 0 logged it already
+                log.error("%s", text)
+
+        threading.Thread(target=run, name="reload", daemon=True).start()
 
     # -- lifecycle -------------------------------------------------------------------------------
 

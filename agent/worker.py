@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError, LoadedConfig, load_config
 from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import WorkerShard, parse_shard
@@ -34,6 +36,17 @@ class WorkerService(AgentService):
         targets = self.evaluator.snapshot()
         history = {(t.id, c): self.recorder.history(t.id, c) for t in targets for c in t.checks}
         return pickle.dumps((targets, history), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _reject(
+        self, reason: str, details: str | None = None, scrub: Redactor | None = None
+    ) -> tuple[bool, str]:
+        # every worker rejects the same file for the same reason: worker 0 logs it, once, as
+        # one process would; the others answer the same line quietly
+        if getattr(self.shard, "worker", 0) == 0:
+            return super()._reject(reason, details, scrub)
+        self.prometheus.reload_ok.set(0)
+        line = " ".join((scrub or self.redactor).scrub(reason).split())
+        return False, f"config reload rejected, keeping the running config: {line}"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -60,7 +73,8 @@ def _watch_parent(stop: threading.Event) -> None:
     stop.set()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> int:
+    """`python -m agent.worker ARGS`; a forked worker passes the supervisor's `loaded` config."""
     from agent.cli import _leave, _log_level, setup_logging
     from agent.tuning import tune_daemon_process
 
@@ -68,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     w, pod = parse_shard(args.worker), parse_shard(args.shard)
     shard = WorkerShard(pod.index, pod.count, worker=w.index, workers=w.count)
     redactor = Redactor()
-    try:
-        loaded = load_config(args.config)
-    except ConfigError as e:
-        print(f"agent worker {w}: invalid configuration:\n{e}", file=sys.stderr)
-        return 3
+    if loaded is None:
+        try:
+            loaded = load_config(args.config)
+        except ConfigError as e:
+            print(f"agent worker {w}: invalid configuration:\n{e}", file=sys.stderr)
+            return 3
     redactor.update(loaded.secrets)
     setup_logging(
         _log_level(loaded, args.verbose), redactor, args.log_format or loaded.model.agent.logFormat
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=service.reload).start())
     threading.Thread(target=_watch_parent, args=(stop,), daemon=True, name="parent").start()
     tune_daemon_process()
+    # who is who, for tools and tests: RUNDIR/worker-J.pid next to RUNDIR/worker-J.sock
+    Path(args.socket).with_suffix(".pid").write_text(f"{os.getpid()}\n")
     service.start()
     stop.wait()
     service.stop()

@@ -1,9 +1,16 @@
 """The worker processes of `agent run --workers N`: start, watch, restart with backoff, signal,
 stop; and the HTTP client that talks to each over its private unix socket.
 
-Each worker is `python -m agent.worker` (agent.worker) answering on RUNDIR/worker-J.sock, where
-RUNDIR is a fresh 0700 directory: only this user reaches the workers, and nothing listens on a
-TCP port besides the agent's one public port.
+Each worker runs agent.worker answering on RUNDIR/worker-J.sock, where RUNDIR is a fresh 0700
+directory: only this user reaches the workers, and nothing listens on a TCP port besides the
+agent's one public port.
+
+At start the workers are forked from the supervisor, which has imported everything and loaded the
+config already and runs no thread yet: N interpreters importing the agent at once took 3.5 times
+as long to start on a loaded 2-core machine. A restart comes later, when the supervisor has
+threads (HTTP, this module's) and a fork could copy a lock another thread holds: it execs
+`python -m agent.worker` instead. Either way the worker's stdin is a pipe from the supervisor whose
+end of file tells it the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -59,11 +66,47 @@ def unix_request(path: str, method: str, url: str, timeout: float) -> tuple[int,
         conn.close()
 
 
+class ForkedProcess:
+    """The part of subprocess.Popen this module uses, for a child made with os.fork()."""
+
+    def __init__(self, pid: int, stdin_fd: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = os.fdopen(stdin_fd, "wb", buffering=0)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)  # a bounded wait for a child's exit; no other event to wait on
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class Worker:
     index: int
     socket: str
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     started: float = 0.0
     ready: bool = False
     restarts: int = 0
@@ -82,9 +125,13 @@ class WorkerPool:
         command: Callable[[Worker], list[str]],
         rundir: Path,
         on_restart: Callable[[int], None] = lambda _: None,
+        forked: Callable[[Worker], int] | None = None,
     ) -> None:
+        """`command`: a worker's argv for exec; `forked`: what a forked child runs instead (its
+        exit status), None to always exec."""
         self.workers = [Worker(j, str(rundir / f"worker-{j}.sock")) for j in range(count)]
         self._command = command
+        self._forked = forked
         self._on_restart = on_restart
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,11 +147,37 @@ class WorkerPool:
         w.ready = False
         w.started = time.monotonic()
         w.restart_at = None
+        if self._forked is not None and threading.active_count() == 1:
+            w.proc = self._fork(w, self._forked)
+            return
         # stdin: a pipe the worker reads to its end, which comes when this process is gone
         # stdout: the agent's stdout carries only its "Listening on" line; workers log to stderr
         w.proc = subprocess.Popen(
             self._command(w), stdin=subprocess.PIPE, stdout=sys.stderr.fileno(), close_fds=True
         )
+
+    def _fork(self, w: Worker, run: Callable[[Worker], int]) -> ForkedProcess:
+        r, wr = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's code
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.close(wr)
+                for other in self.workers:  # other workers' pipes: their EOF is not ours to hold
+                    if isinstance(other.proc, ForkedProcess):
+                        os.close(other.proc.stdin.fileno())
+                os.dup2(r, 0)
+                os.close(r)
+                os.dup2(2, 1)  # stdout is the supervisor's "Listening on" line only
+                code = run(w)
+            finally:
+                os._exit(code)
+        os.close(r)
+        return ForkedProcess(pid, wr)
 
     def _check_ready(self, w: Worker) -> None:
         if w.alive() and not w.ready:

@@ -40,7 +40,11 @@ def _write(cfg: Path, sim: SimulatedPACS, ids: list[str]) -> None:
 def _agent(cfg: Path, log: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     with log.open("w") as err:
         p, url = start_agent(
-            ["--config", str(cfg), *extra], stderr=err, env=agent_env(), cwd=ROOT, timeout=60
+            ["--config", str(cfg), *extra],
+            stderr=err,
+            env=agent_env({"TMPDIR": str(log.parent)}),
+            cwd=ROOT,
+            timeout=60,
         )
         try:
             yield p, url
@@ -63,17 +67,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _workers(pid: int) -> dict[int, tuple[int, str]]:
-    """worker index → (pid, socket path), from the workers' command lines."""
+def _workers(agent: subprocess.Popen[str], tmp: Path) -> dict[int, tuple[int, str]]:
+    """worker index → (pid, socket path): the pid files the workers write next to their sockets
+    (the agent runs with TMPDIR=tmp), for the agent's own children only."""
+    kids = set(_children(agent.pid))
     out = {}
-    for c in _children(pid):
+    for f in tmp.glob("pacs-agent-workers-*/worker-*.pid"):
         try:
-            argv = Path(f"/proc/{c}/cmdline").read_bytes().decode().split("\0")
-        except OSError:
+            pid = int(f.read_text())
+        except (OSError, ValueError):
             continue
-        if "agent.worker" in argv:
-            index = int(argv[argv.index("--worker") + 1].split("/")[0])
-            out[index] = (c, argv[argv.index("--socket") + 1])
+        if pid in kids:
+            out[int(f.stem.split("-")[1])] = (pid, str(f.with_suffix(".sock")))
     return out
 
 
@@ -132,11 +137,11 @@ def test_two_workers_split_the_targets_behind_one_port(tmp_path: Path) -> None:
         cfg = tmp_path / "agent.json"
         _write(cfg, sim, IDS)
         with _agent(cfg, tmp_path / "one.log", "--workers", "1") as (one, one_url):
-            assert _workers(one.pid) == {}  # --workers 1: the one process of before
+            assert _children(one.pid) == []  # --workers 1: the one process of before
             wait_until(lambda: _all_ran(one_url, IDS), 30, 0.2, "single process: all targets ran")
             single = _health(one_url)
         with _agent(cfg, tmp_path / "agent.log", "--workers", "2") as (p, url):
-            workers = _workers(p.pid)
+            workers = _workers(p, tmp_path)
             assert sorted(workers) == [0, 1]
             wait_until(lambda: _all_ran(url, IDS), 30, 0.2, "all targets ran")
 
@@ -209,14 +214,14 @@ def test_a_killed_worker_is_restarted_and_its_targets_come_back(tmp_path: Path) 
         log = tmp_path / "agent.log"
         with _agent(cfg, log, "--workers", "2") as (p, url):
             wait_until(lambda: _all_ran(url, IDS), 30, 0.2, "all targets ran")
-            pid, sock = _workers(p.pid)[1]
+            pid, sock = _workers(p, tmp_path)[1]
             theirs = {t["id"] for t in json.loads(_worker_get(sock, "/health"))["targets"]}
             killed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), 10, 0.05, "worker 1 gone")
 
             def restarted() -> bool:
-                w = _workers(p.pid)
+                w = _workers(p, tmp_path)
                 return 1 in w and w[1][0] != pid
 
             wait_until(restarted, 30, 0.1, "worker 1 restarted")
@@ -224,7 +229,7 @@ def test_a_killed_worker_is_restarted_and_its_targets_come_back(tmp_path: Path) 
             s = _samples(httpx.get(url + "/metrics", timeout=10).text)
             assert s['pacs_agent_worker_restarts_total{worker="1"}'] == 1.0
             assert s['pacs_agent_worker_restarts_total{worker="0"}'] == 0.0
-            new_sock = _workers(p.pid)[1][1]
+            new_sock = _workers(p, tmp_path)[1][1]
             again = {t["id"] for t in json.loads(_worker_get(new_sock, "/health"))["targets"]}
             assert again == theirs  # the same targets, the stable split
             assert p.poll() is None
@@ -241,7 +246,7 @@ def test_sighup_and_reload_reach_every_worker(tmp_path: Path) -> None:
         cfg = tmp_path / "agent.json"
         _write(cfg, sim, IDS)
         with _agent(cfg, tmp_path / "agent.log", "--workers", "2") as (p, url):
-            workers = _workers(p.pid)
+            workers = _workers(p, tmp_path)
             before = {j: _reload_ts(sock) for j, (_, sock) in workers.items()}
             new_ids = [*IDS[1:], "site-new-a", "site-new-b", "site-new-c"]
             _write(cfg, sim, new_ids)
@@ -276,7 +281,7 @@ def test_sigterm_stops_the_agent_and_every_worker(tmp_path: Path) -> None:
         cfg = tmp_path / "agent.json"
         _write(cfg, sim, IDS)
         with _agent(cfg, tmp_path / "agent.log", "--workers", "2") as (p, url):
-            pids = [pid for pid, _ in _workers(p.pid).values()]
+            pids = [pid for pid, _ in _workers(p, tmp_path).values()]
             assert len(pids) == 2
             p.send_signal(signal.SIGTERM)
             assert p.wait(15) == 0
@@ -288,7 +293,7 @@ def test_workers_stop_when_the_agent_is_killed(tmp_path: Path) -> None:
         cfg = tmp_path / "agent.json"
         _write(cfg, sim, IDS)
         with _agent(cfg, tmp_path / "agent.log", "--workers", "2") as (p, url):
-            pids = [pid for pid, _ in _workers(p.pid).values()]
+            pids = [pid for pid, _ in _workers(p, tmp_path).values()]
             p.kill()  # no chance to stop them: they notice their stdin closing
             p.wait(10)
             wait_until(lambda: not any(_alive(w) for w in pids), 15, 0.05, "orphans gone")
