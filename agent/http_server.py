@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -246,6 +247,14 @@ class _UnixServer(_Server):
     def get_request(self) -> tuple[Any, Any]:
         conn, _ = self.socket.accept()
         return conn, ("unix", 0)  # an unnamed peer's address is "": handlers index it
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The supervisor gave up waiting for this answer (its timeout) and closed: not a fault
+        # worth a traceback in the log. Anything else is reported as usual.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("the supervisor closed its connection before the answer")
+            return
+        super().handle_error(request, client_address)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

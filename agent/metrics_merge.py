@@ -36,23 +36,23 @@ DEFAULT_BY_TYPE = {"counter": "sum", "histogram": "sum", "summary": "sum", "gaug
 Block = tuple[bytes, bytes]  # (HELP/TYPE header, sample lines)
 
 
-def split_families(text: bytes) -> list[tuple[str, bytes, bytes]]:
-    """(name, header, samples) per family, in order; a family starts at its `# HELP` line."""
-    out: list[tuple[str, bytes, bytes]] = []
+def split_families(text: bytes) -> list[tuple[str, bytes, bytes | memoryview]]:
+    """(name, header, samples) per family, in order; a family starts at its `# HELP` line.
+    The samples are a view into `text`: 10,000 targets' families are not copied to be joined."""
+    out: list[tuple[str, bytes, bytes | memoryview]] = []
     starts: list[int] = [0] if text.startswith(b"# HELP ") else []
     i = text.find(b"\n# HELP ")
     while i >= 0:
         starts.append(i + 1)
         i = text.find(b"\n# HELP ", i + 1)
+    view = memoryview(text)
     for n, start in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else len(text)
-        block = text[start:end]
-        help_end = block.find(b"\n") + 1
-        head_end = help_end
-        if block.startswith(b"# TYPE ", help_end):
-            head_end = block.find(b"\n", help_end) + 1 or len(block)
-        name = block[7 : block.index(b" ", 7)].decode()
-        out.append((name, block[:head_end], block[head_end:]))
+        head_end = text.find(b"\n", start, end) + 1 or end
+        if text.startswith(b"# TYPE ", head_end):
+            head_end = text.find(b"\n", head_end, end) + 1 or end
+        name = text[start + 7 : text.index(b" ", start + 7)].decode()
+        out.append((name, text[start:head_end], view[head_end:end]))
     return out
 
 
@@ -63,9 +63,9 @@ def _type(header: bytes) -> str:
     return "untyped"
 
 
-def _samples(body: bytes) -> list[tuple[bytes, float]]:
+def _samples(body: bytes | memoryview) -> list[tuple[bytes, float]]:
     out = []
-    for line in body.splitlines():
+    for line in bytes(body).splitlines():
         if not line or line.startswith(b"#"):
             continue
         key, _, value = line.rpartition(b" ")
@@ -73,7 +73,7 @@ def _samples(body: bytes) -> list[tuple[bytes, float]]:
     return out
 
 
-def _state_of(body: bytes) -> HealthState | None:
+def _state_of(body: bytes | memoryview) -> HealthState | None:
     for key, v in _samples(body):
         if v == 1.0 and b'state="' in key:
             return HealthState(key.split(b'state="', 1)[1].split(b'"', 1)[0].decode())
@@ -89,7 +89,7 @@ def _combine(rule: str, values: list[float]) -> float:
 
 
 def _merge_agent_family(
-    name: str, header: bytes, bodies: list[bytes], targets: list[float]
+    name: str, header: bytes, bodies: list[bytes | memoryview], targets: list[float]
 ) -> bytes:
     # a counter's family is `x_total` in the text, `x` to prometheus_client
     rule = (
@@ -123,9 +123,9 @@ def merge_expositions(texts: Sequence[bytes]) -> bytes:
     """The workers' /metrics as one exposition; families in first-seen order."""
     order: list[str] = []
     headers: dict[str, bytes] = {}
-    workers: list[dict[str, bytes]] = []
+    workers: list[dict[str, bytes | memoryview]] = []
     for text in texts:
-        fams: dict[str, bytes] = {}
+        fams: dict[str, bytes | memoryview] = {}
         for name, header, body in split_families(text):
             if name not in headers:
                 order.append(name)
@@ -135,7 +135,7 @@ def merge_expositions(texts: Sequence[bytes]) -> bytes:
     targets = [
         next((v for _, v in _samples(w.get("pacs_agent_targets", b""))), 0.0) for w in workers
     ]
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for name in order:
         if name in PER_TARGET:
             parts.append(headers[name])

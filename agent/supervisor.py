@@ -34,7 +34,7 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
-from agent.config import ConfigError, LoadedConfig, load_config
+from agent.config import LoadedConfig
 from agent.cpus import usable_cpus
 from agent.evaluator import HealthState, worst
 from agent.health_json import http_status_for
@@ -90,10 +90,10 @@ class Supervisor:
         self.config_path = config_path
         self.shard = shard
         self.count = count
-        self._order = self._order_of(loaded)
         self._rundir = rundir
         self._worker_args = worker_args
         self._serving = False
+        self._ready = False
         # set while no reload is under way: a scrape waits for one to finish (bounded), so it
         # does not show some workers on the new config and some on the old
         self._idle = threading.Event()
@@ -122,17 +122,15 @@ class Supervisor:
             Endpoints(
                 metrics=self.metrics,
                 health=self.health,
-                ready=lambda: all(w.ready and w.alive() for w in self.pool.workers),
+                # like one process: ready from a complete start to stop; a worker restarting
+                # meanwhile shows as pacs_agent_worker_up 0, the others' targets still serve
+                ready=lambda: self._ready,
                 reload=self.reload,
                 status_page=self.status_page,
                 probe=self.probe,
             ),
             web,
         )
-
-    @staticmethod
-    def _order_of(loaded: LoadedConfig) -> dict[str, int]:
-        return {t.id: i for i, t in enumerate(loaded.model.targets)}
 
     def _command(self, w: Worker) -> list[str]:
         return [
@@ -177,27 +175,27 @@ class Supervisor:
                 texts.append(got[1])
         return merge_expositions(texts) + generate_latest(self.registry)
 
-    def _health_targets(self) -> list[dict[str, Any]]:
-        self._settled()
-        targets: list[dict[str, Any]] = []
-        for got in self.pool.fan_out("GET", "/health", SCRAPE_TIMEOUT_S):
-            if got is not None and got[0] in (200, 503):
-                targets.extend(json.loads(got[1])["targets"])
-        end = len(self._order)
-        targets.sort(key=lambda t: self._order.get(t["id"], end))
-        return targets
-
     def health(self) -> tuple[int, bytes]:
-        targets = self._health_targets()
-        state = worst([HealthState(t["status"]) for t in targets])
-        doc: dict[str, Any] = {
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": state.value,
-            "targets": targets,
-        }
-        if self.shard.count > 1:
-            doc["shard"] = str(self.shard)
-        body = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        """One /health from the workers' lines (agent.worker: `INDEX\tJSON` per target): sorted
+        into config order and joined, as bytes; the state is the worst target's, read from each
+        fragment's head (`{"id":..,"name":..,"status":"X"`: an escaped name holds no bare quote)."""
+        self._settled()
+        rows: list[tuple[int, bytes]] = []
+        for got in self.pool.fan_out("GET", "/health", SCRAPE_TIMEOUT_S):
+            if got is not None and got[0] == 200 and got[1]:
+                for line in got[1].split(b"\n"):
+                    index, _, frag = line.partition(b"\t")
+                    rows.append((int(index), frag))
+        rows.sort(key=lambda r: r[0])
+        states = []
+        for _, frag in rows:
+            at = frag.index(b'"status":"') + 10
+            states.append(HealthState(frag[at : frag.index(b'"', at)].decode()))
+        state = worst(states)
+        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        head = f'{{"timestamp":"{ts}","status":"{state.value}","targets":['.encode()
+        tail = f',"shard":{json.dumps(str(self.shard))}}}\n' if self.shard.count > 1 else "}\n"
+        body = head + b",".join(f for _, f in rows) + b"]" + tail.encode()
         return http_status_for(state), body
 
     def status_page(self) -> bytes:
@@ -224,12 +222,6 @@ class Supervisor:
             return 503, b"the worker probing this target is restarting; try again shortly\n"
         return got
 
-    def _reload_order(self) -> None:
-        try:
-            self._order = self._order_of(load_config(self.config_path))
-        except ConfigError:
-            pass  # the workers reject it too and keep running the old one
-
     def reload(self) -> tuple[bool, str]:
         """POST /-/reload and SIGHUP: every worker reloads the file, all at once; the answer is
         the first rejection, or the total."""
@@ -237,7 +229,6 @@ class Supervisor:
             self._idle.clear()
             try:
                 answers = self.pool.fan_out("POST", "/-/reload", timeout=120.0)
-                self._reload_order()
             finally:
                 self._idle.set()
         total = 0
@@ -269,9 +260,11 @@ class Supervisor:
         if problem is None:
             serve_in_thread(self.server)
             self._serving = True
+            self._ready = True
         return problem
 
     def stop(self) -> None:
+        self._ready = False
         self.pool.stop(STOP_TIMEOUT_S)
         if self._serving:  # shutdown() waits for a serve_forever() that never started otherwise
             self.server.shutdown()
@@ -319,13 +312,20 @@ def run_workers(
         print(f"agent: cannot listen on {listen}: {e.strerror}", file=sys.stderr)
         return UNKNOWN
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+        sup.pool.cancel_start()  # a SIGTERM while the workers start ends the wait for them
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: sup.sighup())
     problem = sup.start()
     if problem is not None:
-        print(f"agent: {problem}", file=sys.stderr)
         sup.stop()
+        if stop.is_set():  # asked to stop before it was up: not an error
+            _leave(0)
+        print(f"agent: {problem}", file=sys.stderr)
         return UNKNOWN
     log.info(
         "agent started: %d workers over shard %s, listening on %s",

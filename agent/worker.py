@@ -31,6 +31,26 @@ SNAPSHOT_PATH = "/"
 
 
 class WorkerService(AgentService):
+    _order: tuple[object, dict[str, int]] = (None, {})
+
+    def _health(self) -> tuple[int, bytes]:
+        """GET /health on a worker's socket: one line per target, `INDEX\tJSON`, INDEX its
+        position in the config. The supervisor sorts and joins the lines into one /health
+        without parsing any JSON (10,000 targets: a parse and a dump took seconds per scrape).
+        The JSON fragments are the evaluator's cached ones: no newline inside (JSON escapes
+        them), the same text one process serves."""
+        self._refresh_maintenance()
+        loaded = self.loaded
+        if self._order[0] is not loaded:
+            self._order = (loaded, {t.id: i for i, t in enumerate(loaded.model.targets)})
+        order = self._order[1]
+        parts, _ = self.evaluator.rendered()
+        lines = []
+        for part in parts:
+            tid = part[7 : part.index('"', 7)]  # '{"id":"ID",...': ids are [A-Za-z0-9_.:-]
+            lines.append(f"{order.get(tid, len(order))}\t{part}")
+        return 200, "\n".join(lines).encode()
+
     def _status_page(self) -> bytes:
         self._refresh_maintenance()
         targets = self.evaluator.snapshot()

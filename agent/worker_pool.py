@@ -181,7 +181,7 @@ class WorkerPool:
 
     def _check_ready(self, w: Worker) -> None:
         if w.alive() and not w.ready:
-            got = unix_request(w.socket, "GET", "/-/ready", timeout=1.0)
+            got = unix_request(w.socket, "GET", "/-/ready", timeout=5.0)
             w.ready = got is not None and got[0] == 200
 
     def start(self, timeout: float) -> str | None:
@@ -202,6 +202,10 @@ class WorkerPool:
         self._thread = threading.Thread(target=self._supervise, name="workers", daemon=True)
         self._thread.start()
         return None
+
+    def cancel_start(self) -> None:
+        """Stop waiting in start() (from a signal handler: sets an event, nothing more)."""
+        self._stopping.set()
 
     def _supervise(self) -> None:
         while not self._stopping.wait(POLL_S):

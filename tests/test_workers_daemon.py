@@ -88,6 +88,12 @@ def _worker_get(sock: str, path: str) -> bytes:
     return got[1]
 
 
+def _worker_targets(sock: str) -> set[str]:
+    """The targets a worker reports: its /health is a line `INDEX\tJSON` per target."""
+    body = _worker_get(sock, "/health")
+    return {json.loads(line.split(b"\t", 1)[1])["id"] for line in body.splitlines()}
+
+
 def _samples(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -148,8 +154,7 @@ def test_two_workers_split_the_targets_behind_one_port(tmp_path: Path) -> None:
             # each target is probed by exactly one worker, and each worker probes some
             owned = []
             for _, sock in workers.values():
-                doc = json.loads(_worker_get(sock, "/health"))
-                owned.append({t["id"] for t in doc["targets"]})
+                owned.append(_worker_targets(sock))
                 runs = _samples(_worker_get(sock, "/metrics").decode())
                 ran = {
                     t
@@ -215,7 +220,7 @@ def test_a_killed_worker_is_restarted_and_its_targets_come_back(tmp_path: Path) 
         with _agent(cfg, log, "--workers", "2") as (p, url):
             wait_until(lambda: _all_ran(url, IDS), 30, 0.2, "all targets ran")
             pid, sock = _workers(p, tmp_path)[1]
-            theirs = {t["id"] for t in json.loads(_worker_get(sock, "/health"))["targets"]}
+            theirs = _worker_targets(sock)
             killed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), 10, 0.05, "worker 1 gone")
@@ -230,7 +235,7 @@ def test_a_killed_worker_is_restarted_and_its_targets_come_back(tmp_path: Path) 
             assert s['pacs_agent_worker_restarts_total{worker="1"}'] == 1.0
             assert s['pacs_agent_worker_restarts_total{worker="0"}'] == 0.0
             new_sock = _workers(p, tmp_path)[1][1]
-            again = {t["id"] for t in json.loads(_worker_get(new_sock, "/health"))["targets"]}
+            again = _worker_targets(new_sock)
             assert again == theirs  # the same targets, the stable split
             assert p.poll() is None
         assert "worker 1 (pid" in log.read_text() and "exited" in log.read_text()
