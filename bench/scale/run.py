@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -118,20 +119,41 @@ def wait_for_quiet(limit: float = 1.5, max_wait: float = 600.0) -> dict[str, Any
 # -- /proc ---------------------------------------------------------------------------------------
 
 
+def proc_tree(pid: int) -> list[int]:
+    """The process and its children (an agent run with --workers N is N + 1 processes)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                kids.append(int(d))
+    return [pid, *kids]
+
+
 def proc_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of a process and its children (all their threads), seconds."""
+    total = 0
+    for p in proc_tree(pid):
+        text = Path(f"/proc/{p}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def proc_user_cpu(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return int(text[text.rindex(")") + 2 :].split()[11]) / CLK_TCK
+    total = 0
+    for p in proc_tree(pid):
+        text = Path(f"/proc/{p}/stat").read_text()
+        total += int(text[text.rindex(")") + 2 :].split()[11])
+    return total / CLK_TCK
 
 
 def proc_rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
+    pages = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in proc_tree(pid))
+    return pages * PAGE / 1e6
 
 
 def proc_threads(pid: int) -> int:
@@ -230,6 +252,7 @@ def write_config(path: Path, rows: list[dict[str, Any]], self_probe_ms: int = 50
 
 
 AGENT_PREFIX: list[str] = ["-m", "agent"]  # --switch-interval swaps in a wrapper
+AGENT_ARGS: list[str] = []  # --agent-args, e.g. "--workers 2"
 
 
 class Agent:
@@ -239,7 +262,7 @@ class Agent:
         self.spawned = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, *AGENT_PREFIX, "run", "--config", str(config),
-             "--listen", "127.0.0.1:0"],
+             "--listen", "127.0.0.1:0", *AGENT_ARGS],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.pid = self.proc.pid
@@ -1021,11 +1044,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--echoscu-parallel", type=int, default=4)
     ap.add_argument("--pool-workers", type=int, default=16)
     ap.add_argument("--no-compare", action="store_true")
+    ap.add_argument("--agent-args", default="", help='extra `agent run` arguments ("--workers 2")')
     ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     ap.add_argument("--max-wait", type=float, default=600.0)
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="experiment: run the agent with sys.setswitchinterval(S)")
     args = ap.parse_args(argv)
+    # one process unless asked: the figures of record (BENCHMARKS.md) are one process's
+    AGENT_ARGS[:] = ["--workers", "1", *shlex.split(args.agent_args)]
     if args.switch_interval is not None:
         AGENT_PREFIX[:] = [
             "-c", f"import sys, runpy; sys.setswitchinterval({args.switch_interval}); "
