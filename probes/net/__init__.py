@@ -8,7 +8,7 @@ reasons   the one table from network exceptions to probes.base.Reason
 """
 
 from probes.net.connect import open_socket
-from probes.net.reasons import Stage, Where, failure, tls_failure_message
+from probes.net.reasons import Stage, Where, failure
 from probes.net.resolver import close_resolver, resolve
 from probes.net.stream import TimedStream, enable_rx_timestamps
 from probes.net.tls import peer_cert_info, tls_handshake, tls_settings_message
@@ -23,7 +23,6 @@ __all__ = [
     "open_socket",
     "peer_cert_info",
     "resolve",
-    "tls_failure_message",
     "tls_handshake",
     "tls_settings_message",
 ]
