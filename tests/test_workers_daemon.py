@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
+import pytest
+import trustme
 
 from agent.simulator import SimulatedPACS
 from agent.worker_pool import unix_request
@@ -302,3 +306,34 @@ def test_workers_stop_when_the_agent_is_killed(tmp_path: Path) -> None:
             p.kill()  # no chance to stop them: they notice their stdin closing
             p.wait(10)
             wait_until(lambda: not any(_alive(w) for w in pids), 15, 0.05, "orphans gone")
+
+
+def test_the_port_keeps_its_tls_and_basic_auth_with_workers(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed}\n"
+    )
+    with SimulatedPACS() as sim:
+        cfg = tmp_path / "agent.json"
+        _write(cfg, sim, IDS)
+        extra = ("--workers", "2", "--web.config.file", str(web))
+        with _agent(cfg, tmp_path / "agent.log", *extra) as (p, url):
+            assert url.startswith("https://")
+            assert len(_workers(p, tmp_path)) == 2
+            verify = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            for path in ("/metrics", "/health", "/"):
+                assert httpx.get(url + path, verify=verify, timeout=10).status_code == 401
+            auth = ("prometheus", "s3cret-pass")
+            r = httpx.get(url + "/metrics", verify=verify, auth=auth, timeout=10)
+            assert r.status_code == 200 and "pacs_agent_workers 2.0" in r.text
+            r = httpx.get(url + "/health", verify=verify, auth=auth, timeout=10)
+            assert sorted(t["id"] for t in r.json()["targets"]) == sorted(IDS)
+            with pytest.raises(httpx.HTTPError):  # plain HTTP gets nothing
+                httpx.get(url.replace("https://", "http://") + "/metrics", timeout=2)
