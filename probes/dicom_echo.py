@@ -9,7 +9,8 @@ from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSI
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
-from probes.specs import DicomEndpoint
+from probes.settings import ProbeToggle
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 VERIFICATION = "1.2.840.10008.1.1"
 C_ECHO_RSP_FIELD = 0x8030
@@ -46,3 +47,12 @@ class DicomEchoProbe:
                     raise status_failure(status, "C-ECHO")
                 break
         return ProbeOutcome("Echo successful", tls=tls[0] if tls else None)
+
+
+def build(settings: ProbeToggle, ctx: BuildContext) -> DicomEchoProbe | None:
+    return DicomEchoProbe(ctx.dicom) if settings.enabled else None
+
+
+SPEC = ProbeSpec(
+    "dicom_echo", ProbeToggle, build, "C-ECHO: the PACS answers a DICOM association"
+)
