@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import Field, model_validator
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.http_timing import HttpResponse, timed_get
 from probes.settings import Strict
 from probes.specs import BuildContext, HttpEndpoint, ProbeSpec, join_url
@@ -77,7 +77,7 @@ class ApiPingProbe:
         rsp = timed_get(self.endpoint, self.endpoint.url, deadline, phases)
         check_status(rsp, self.expected_status)
         check_body(rsp.body, self.body)
-        return ProbeOutcome("API ping successful", tls=rsp.tls, detail={"status": rsp.status})
+        return ProbeOutcome("API ping successful", tls=rsp.tls, facts=Facts(http_status=rsp.status))
 
 
 class BodyCondition(Strict):

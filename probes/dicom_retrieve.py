@@ -30,7 +30,7 @@ from pynetdicom.dimse_messages import C_GET_RQ, C_MOVE_RQ
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from probes.addresses import parse_listen
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
 from probes.dicom_status import (
     DicomStatusError,
@@ -178,7 +178,7 @@ class DicomRetrieveProbe:
         return ProbeOutcome(
             f"{self.service} successful: {n} instance{'s' if n != 1 else ''}",
             tls=tls[0] if tls else None,
-            detail={"instances": n, "bytes": tally.bytes},
+            facts=Facts(instances=n, size_bytes=tally.bytes),
         )
 
     # -- C-GET: the images come back on the same association -------------------------------------
