@@ -267,6 +267,6 @@ def build(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> DicomCapabilitie
 SPEC = ProbeSpec(
     "dicom_capabilities", DicomCapabilitiesSettings, build,
     "One association proposing each SOP class with each transfer syntax: which are accepted",
-    outputs=("contexts", "accepted", "proposed"),
+    outputs=("contexts", "accepted", "proposed", "dicom_status"),
     optional=True,
 )

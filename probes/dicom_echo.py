@@ -54,5 +54,6 @@ def build(settings: ProbeToggle, ctx: BuildContext) -> DicomEchoProbe | None:
 
 
 SPEC = ProbeSpec(
-    "dicom_echo", ProbeToggle, build, "C-ECHO: the PACS answers a DICOM association"
+    "dicom_echo", ProbeToggle, build, "C-ECHO: the PACS answers a DICOM association",
+    outputs=("dicom_status",),
 )

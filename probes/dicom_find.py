@@ -198,5 +198,5 @@ def build(f: DicomFindSettings, ctx: BuildContext) -> DicomFindProbe | None:
 SPEC = ProbeSpec(
     "dicom_find", DicomFindSettings, build,
     "Study-level C-FIND: a canary query or one that must match nothing",
-    outputs=("matches", "capped"),
+    outputs=("matches", "dicom_status"),
 )

@@ -342,6 +342,6 @@ def build(g: DicomRetrieveSettings, ctx: BuildContext) -> DicomRetrieveProbe | N
 SPEC = ProbeSpec(
     "dicom_retrieve", DicomRetrieveSettings, build,
     "C-GET or C-MOVE of a canary study: instances and bytes received",
-    outputs=("instances", "size_bytes"),
+    outputs=("instances", "size_bytes", "dicom_status"),
     optional=True,
 )

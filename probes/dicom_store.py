@@ -202,5 +202,5 @@ def build(st: DicomStoreSettings, ctx: BuildContext) -> DicomStoreProbe | None:
 SPEC = ProbeSpec(
     "dicom_store", DicomStoreSettings, build,
     "C-STORE of one synthetic, non-patient instance (opt-in), optionally until C-FIND finds it",
-    outputs=("size_bytes",),
+    outputs=("size_bytes", "dicom_status"),
 )

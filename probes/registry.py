@@ -50,3 +50,25 @@ _BUILT_IN = (
 )
 for _spec in _BUILT_IN:
     register(_spec)
+
+
+def on_by_default(spec: ProbeSpec[Any]) -> bool:
+    """Runs without a `probes.NAME` block (when the target has what the probe needs)."""
+    return not spec.optional and bool(getattr(spec.settings(), "enabled", True))
+
+
+def table() -> str:
+    """The registry as the Markdown table docs/architecture.md carries (a test compares them)."""
+    rows = [
+        "| Probe | What it checks | On by default | Facts it fills |",
+        "|---|---|---|---|",
+    ]
+    for spec in PROBES.values():
+        facts = ", ".join(f"`{f}`" for f in spec.outputs)
+        on = "yes" if on_by_default(spec) else "no"
+        rows.append(f"| `{spec.name}` | {spec.description} | {on} | {facts} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(table(), end="")

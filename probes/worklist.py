@@ -231,6 +231,6 @@ def build(w: WorklistSettings, ctx: BuildContext) -> WorklistProbe | None:
 SPEC = ProbeSpec(
     "worklist", WorklistSettings, build,
     "Modality Worklist C-FIND for one station: items counted, never read",
-    outputs=("matches", "capped"),
+    outputs=("matches", "capped", "dicom_status"),
     optional=True,
 )
