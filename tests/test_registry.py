@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,18 @@ def test_build_plan_builds_each_probe_under_its_registry_name_in_order() -> None
     # Without URLs or optional blocks only the DICOM basics run.
     bare = build_plan(_load({"id": "bare", "config": {"host": LOOPBACK}}))
     assert list(bare.probes) == ["dicom_echo", "dicom_find"]
+
+
+def test_a_builder_warning_is_logged_with_the_target_id(caplog: pytest.LogCaptureFixture) -> None:
+    doc = json.loads(json.dumps(EVERY_PROBE))
+    doc["probes"]["viewer"] = {"worklist": True}  # and no sectraConfig.worklistEndpoint
+    with caplog.at_level(logging.WARNING, logger="agent.targets"):
+        plan = build_plan(_load(doc))
+    assert "viewer" in plan.probes
+    assert [r.getMessage() for r in caplog.records if r.name == "agent.targets"] == [
+        "target all: probes.viewer.worklist is on but sectraConfig has no worklistEndpoint; "
+        "no worklist check"
+    ]
 
 
 @pytest.mark.parametrize("name", list(PROBES))
