@@ -26,12 +26,9 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
+from probes.dicom_pdu import APPLICATION_CONTEXT, user_information
 from probes.dicom_session import open_connection
-from probes.dicom_wire import (
-    APPLICATION_CONTEXT,
-    DicomAssociation,
-    user_information,
-)
+from probes.dicom_wire import DicomAssociation
 from probes.settings import Strict
 from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 

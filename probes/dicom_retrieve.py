@@ -31,14 +31,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from probes.addresses import parse_listen
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
-from probes.dicom_session import dicom_session
-from probes.dicom_status import (
-    DicomStatusError,
-    describe_status,
-    status_failure,
-    status_label,
-)
-from probes.dicom_wire import (
+from probes.dicom_pdu import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
     C_STORE_RQ_FIELD,
@@ -51,10 +44,16 @@ from probes.dicom_wire import (
     PENDING_STATUSES,
     STATUS,
     WARNING,
-    DicomAssociation,
-    RequestCache,
     c_store_rsp_pdu,
 )
+from probes.dicom_session import dicom_session
+from probes.dicom_status import (
+    DicomStatusError,
+    describe_status,
+    status_failure,
+    status_label,
+)
+from probes.dicom_wire import DicomAssociation, RequestCache
 from probes.settings import AETitle, DicomUID, Listen, Strict
 from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 from probes.storage_scp import Received, receiving
