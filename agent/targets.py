@@ -4,8 +4,8 @@ Which probes run follows from what the endpoint configures, decided by each prob
 (probes.registry): dicom_echo and dicom_find from config.host/port, api_ping from apiEndpoint,
 viewer from viewerEndpoint + enableWebViewer, failover from primaryEndpoint + secondaryEndpoint
 (or config.secondaryHosts), the optional ones from their own block. `probes:` tunes them and
-`probes.NAME.enabled: false` switches one off. This module builds the BuildContext the builders
-share, once per target.
+`probes.NAME.enabled: false` switches one off. The builders share one BuildContext per target
+(agent.config.context).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from agent.config.schema import Endpoint, TLSConfig
+from agent.config.context import build_context
+from agent.config.schema import Endpoint
 from agent.evaluator import Thresholds
 from agent.maintenance import Schedule, schedule_from_config
 from agent.slo import ProbeObjectives, resolve
 from probes.base import Probe
 from probes.registry import PROBES
-from probes.specs import BuildContext, DicomEndpoint, HttpSecrets, TLSOptions
 
 log = logging.getLogger("agent.targets")
 
@@ -75,68 +75,6 @@ class TargetPlan:
     maintenance: Schedule = field(default_factory=Schedule)  # planned windows (agent.maintenance)
 
 
-def tls_options(cfg: TLSConfig) -> TLSOptions:
-    return TLSOptions(
-        ca_file=cfg.caFile,
-        cert_file=cfg.certFile,
-        key_file=cfg.keyFile,
-        key_password=cfg.keyPassword,
-        verify=cfg.verify,
-        verify_hostname=cfg.verifyHostname,
-        server_name=cfg.serverName,
-        min_version=cfg.minVersion,
-    )
-
-
-def build_context(ep: Endpoint) -> BuildContext:
-    """What the probes' builders get of this target (probes.specs.BuildContext)."""
-    c, s = ep.config, ep.sectraConfig
-    tls = tls_options(c.tls)
-    dicom = DicomEndpoint(
-        host=c.host,
-        port=c.port,
-        calling_aet=c.callingAET,
-        called_aet=c.calledAET,
-        tls=tls if c.enableTLS else None,
-        max_pdu=ep.dicomConfig.maxPDUSize,
-    )
-
-    def warn(text: str) -> None:
-        log.warning("target %s: %s", ep.id, text)
-
-    return BuildContext(
-        target_id=ep.id,
-        dicom=dicom,
-        tls=tls,
-        secondary_dicom=tuple(
-            DicomEndpoint(
-                host=h.host, port=h.port, calling_aet=c.callingAET,
-                called_aet=h.calledAET or c.calledAET, tls=dicom.tls, max_pdu=dicom.max_pdu,
-            )
-            for h in c.secondaryHosts
-        ),
-        api_url=s.apiEndpoint,
-        health_path=s.healthCheckEndpoint,
-        viewer_url=s.viewerEndpoint,
-        web_viewer=s.enableWebViewer,
-        worklist_url=s.worklistEndpoint,
-        primary_url=s.primaryEndpoint,
-        secondary_url=s.secondaryEndpoint,
-        failover_timeout=s.failoverTimeout,
-        load_balancing=s.loadBalancing,
-        transfer_syntaxes=tuple(s.preferredTransferSyntax),
-        sop_classes=tuple(ep.dicomConfig.supportedSOPClasses),
-        # customHeaders and config.credentials belong to apiEndpoint; other endpoints get
-        # secrets only from their own probe block, each only for its own origin.
-        api_secrets=HttpSecrets(
-            tuple(s.customHeaders.items()),
-            c.credentials.username if c.credentials else None,
-            c.credentials.password if c.credentials else None,
-        ),
-        warn=warn,
-    )
-
-
 def build_plan(ep: Endpoint) -> TargetPlan:
     c = ep.config
     # config.tls applies to DICOM TLS and to every HTTPS probe, so warn whatever enableTLS says
@@ -146,7 +84,7 @@ def build_plan(ep: Endpoint) -> TargetPlan:
     elif not c.tls.verifyHostname:
         log.warning("target %s: TLS host name verification is OFF "
                     "(config.tls.verifyHostname=false)", ep.id)
-    ctx = build_context(ep)
+    ctx = build_context(ep, warn=lambda text: log.warning("target %s: %s", ep.id, text))
     probes: dict[str, Probe] = {}
     for name, spec in PROBES.items():  # run order
         settings = getattr(ep.probes, name)

@@ -249,16 +249,25 @@ class DicomCapabilitiesSettings(Strict):
     transferSyntaxes: list[str] = Field(default_factory=list)
 
 
+def _capabilities(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> CapabilitySet:
+    # the lists default to the target's dicomConfig/sectraConfig ones
+    return capability_set(
+        cap.sopClasses or list(ctx.sop_classes),
+        cap.transferSyntaxes or list(ctx.transfer_syntaxes),
+    )
+
+
+def check(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> None:
+    """Names resolve and the pairs fit one association (128 contexts), or the config is
+    refused."""
+    if cap.enabled:
+        _capabilities(cap, ctx)
+
+
 def build(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> DicomCapabilitiesProbe | None:
     if not cap.enabled:
         return None
-    return DicomCapabilitiesProbe(
-        ctx.dicom,  # the config schema has checked that these resolve and fit one association
-        capability_set(
-            cap.sopClasses or list(ctx.sop_classes),
-            cap.transferSyntaxes or list(ctx.transfer_syntaxes),
-        ),
-    )
+    return DicomCapabilitiesProbe(ctx.dicom, _capabilities(cap, ctx))  # check() passed at load
 
 
 SPEC = ProbeSpec(
@@ -266,4 +275,5 @@ SPEC = ProbeSpec(
     "One association proposing each SOP class with each transfer syntax: which are accepted",
     outputs=("contexts", "accepted", "proposed", "dicom_status"),
     optional=True,
+    check=check,
 )

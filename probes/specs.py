@@ -129,7 +129,8 @@ def _cached_context(key: tuple[TLSOptions, _FileId, _FileId, _FileId]) -> ssl.SS
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What builders get of one target, built once per target by the agent (agent.targets).
+    """What builders get of one target, built once per target by the agent
+    (agent.config.context).
 
     Plain values of the validated config, none of the agent's types. The API's secrets
     (customHeaders, config.credentials) are reachable only through `api_http` and through
@@ -194,6 +195,9 @@ class ProbeSpec(Generic[S]):
     into the probe, or None when the target does not configure it or the block disables it.
     `optional`: the block is absent (None) unless given, so the probe is off by default.
     `outputs`: the probes.base.Facts fields its runs fill.
+    `check`: a rule between the block and the rest of the target, run when the config loads;
+    its ValueError refuses the config as `probes.NAME: message` (a rule within the block
+    belongs in the settings model).
     """
 
     name: str
@@ -202,3 +206,4 @@ class ProbeSpec(Generic[S]):
     description: str
     outputs: tuple[str, ...] = ()
     optional: bool = False
+    check: Callable[[S, BuildContext], None] | None = None

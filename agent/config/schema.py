@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config.schema_probes import ProbesConfig, probe_names
+from agent.config.context import build_context
+from agent.config.schema_probes import PROBES, ProbesConfig, probe_names
 from probes.settings import AETitle, Credentials, HttpUrl, Listen, Strict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -352,19 +353,18 @@ class Endpoint(Strict):
         return data
 
     @model_validator(mode="after")
-    def _capabilities_proposable(self) -> Endpoint:
-        # names resolve and the pairs fit one association (128 contexts), or the config is refused
-        c = self.probes.dicom_capabilities
-        if c is not None and c.enabled:
-            from probes.dicom_capabilities import capability_set
-
+    def _probes_fit_the_target(self) -> Endpoint:
+        # rules between a probe's block and the rest of the target (ProbeSpec.check)
+        ctx = None
+        for name, spec in PROBES.items():
+            settings = getattr(self.probes, name)
+            if spec.check is None or settings is None:
+                continue
+            ctx = ctx or build_context(self)
             try:
-                capability_set(
-                    c.sopClasses or self.dicomConfig.supportedSOPClasses,
-                    c.transferSyntaxes or self.sectraConfig.preferredTransferSyntax,
-                )
+                spec.check(settings, ctx)
             except ValueError as e:
-                raise ValueError(f"probes.dicom_capabilities: {e}") from None
+                raise ValueError(f"probes.{name}: {e}") from None
         return self
 
 
