@@ -6,13 +6,12 @@ from pynetdicom.dimse_messages import C_ECHO_RQ
 from pynetdicom.dimse_primitives import C_ECHO
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_pdu import C_ECHO_RSP_FIELD, VERIFICATION, command_field, dimse_status
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
-from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
-from probes.specs import DicomEndpoint
-
-VERIFICATION = "1.2.840.10008.1.1"
-C_ECHO_RSP_FIELD = 0x8030
+from probes.dicom_wire import DicomAssociation, RequestCache
+from probes.settings import ProbeToggle
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 
 class DicomEchoProbe:
@@ -46,3 +45,13 @@ class DicomEchoProbe:
                     raise status_failure(status, "C-ECHO")
                 break
         return ProbeOutcome("Echo successful", tls=tls[0] if tls else None)
+
+
+def build(settings: ProbeToggle, ctx: BuildContext) -> DicomEchoProbe | None:
+    return DicomEchoProbe(ctx.dicom) if settings.enabled else None
+
+
+SPEC = ProbeSpec(
+    "dicom_echo", ProbeToggle, build, "C-ECHO: the PACS answers a DICOM association",
+    outputs=("dicom_status",),
+)
