@@ -56,6 +56,7 @@ CARDINALITY_LIMIT = 100_000
 # Base-2 exponential histograms: 160 buckets (the SDK default) keep ~4 % relative error when one
 # series spans 1 ms .. 60 s, finer when it spans less (the scale is picked per series).
 HISTOGRAM_MAX_SIZE = 160
+SLICE = 1_000  # series encoded per hold of the lock at export
 
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
@@ -378,31 +379,29 @@ class OTLPExporter:
 
     # -- export --------------------------------------------------------------------------------
 
-    def _points(self, key: str, kind: str, now: int) -> list[bytes]:
-        """One instrument's points, encoded under the lock (observe() may run meanwhile)."""
+    def _points(self, key: str, kind: str, now: int) -> Iterator[bytes]:
+        """One instrument's points, encoded SLICE series per hold of the lock (observe() runs
+        in between), lazily: the export holds about one request's points at a time."""
         start = self._start_ns
         if kind == "gauge":  # _obs_<key> takes the lock for its copy
-            return [number_point(a, 0, now, v) for a, v in getattr(self, "_obs_" + key)()]
+            yield from (number_point(a, 0, now, v) for a, v in getattr(self, "_obs_" + key)())
+            return
+        series: dict[Any, Any] = getattr(self, "_" + key)
         with self._lock:
-            if kind == "histogram":
-                hists: dict[Any, ExpoHistogram] = getattr(self, "_" + key)
-                if key == "phase":
-                    return [expo_point((*_tp(t, p), kv("phase", ph)), start, now, h)
-                            for (t, p, ph), h in hists.items()]
-                return [expo_point(_tp(t, p), start, now, h) for (t, p), h in hists.items()]
-            counts: dict[Any, int] = getattr(self, "_" + key)
-            third = _COUNTER_THIRD.get(key)
-            if third is None:
-                return [number_point(_tp(t, p), start, now, n) for (t, p), n in counts.items()]
-            return [number_point((*_tp(t, p), kv(third, x)), start, now, n)
-                    for (t, p, x), n in counts.items()]
+            keys = list(series)
+        third = "phase" if key == "phase" else _COUNTER_THIRD.get(key)
+        encode: Callable[..., bytes] = expo_point if kind == "histogram" else number_point
+        for i in range(0, len(keys), SLICE):
+            with self._lock:  # counters and histograms are never deleted: every key is there
+                out = [encode((*_tp(k[0], k[1]), kv(third, k[2])) if third else _tp(k[0], k[1]),
+                              start, now, series[k]) for k in keys[i:i + SLICE]]
+            yield from out
 
-    def _metrics(self) -> Iterator[tuple[MetricHead, list[bytes]]]:
+    def _metrics(self) -> Iterator[tuple[MetricHead, Iterator[bytes]]]:
         now = time.time_ns()
         for spec in INSTRUMENTS:
-            pts = self._points(spec.key, spec.kind, now)
-            if pts:  # an instrument with no series is not sent (as the SDK did)
-                yield self._heads[spec.key], pts
+            # an instrument with no series is not sent (as the SDK did): wire.requests()
+            yield self._heads[spec.key], self._points(spec.key, spec.kind, now)
 
     def export_once(self, budget: float | None = None) -> bool:
         """One export: the state now, in requests of at most MAX_EXPORT_BATCH points."""
