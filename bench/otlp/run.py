@@ -81,7 +81,7 @@ def case(targets: int, otlp: str | None, rounds: int, exports: int, seed: int) -
         from agent.config.schema import OTLPConfig
         from agent.otlp import OTLPExporter, resolve_settings
 
-        # the reader's own timer never fires within the run: exports are taken on this thread
+        # the exporter's own timer never fires within the run: exports are taken on this thread
         s = resolve_settings(OTLPConfig(endpoint=otlp, interval=3_600_000, timeout=30_000), {})
         assert s is not None
         ex = OTLPExporter(s)
