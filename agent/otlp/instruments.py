@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +31,21 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 
 from agent import __version__
-from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.evaluator import CheckStatus, HealthState
 from agent.metrics_catalogue import OTLP_FAMILIES
+from agent.observation import (
+    AgentEvent,
+    Maintenance,
+    SelfProbeOverhead,
+    TargetInfo,
+    TargetSettings,
+)
+from agent.observation import Observation as ResultObservation  # the SDK has an Observation
 from agent.otlp.delivery import CountingExporter, FailureLog, make_metric_exporter
 from agent.otlp.resource import build_resource
 from agent.otlp.settings import OTLPSettings, display_url
 from agent.slo import ProbeObjectives
-from probes.base import ProbeResult, Reason
+from probes.base import Facts, ProbeResult, Reason
 
 log = logging.getLogger("agent.otlp")
 
@@ -51,7 +59,6 @@ HISTOGRAM_MAX_SIZE = 160
 
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
-FAILOVER_ENDPOINTS = ("primary", "secondary")
 
 
 # -- the exporter --------------------------------------------------------------------------------
@@ -123,7 +130,8 @@ class OTLPExporter:
         self._target_state: dict[str, HealthState] = {}
         self._agent_state: HealthState | None = None
         self._failover: dict[str, str | None] = {}
-        self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
+        # target → probe → the facts it declares for a run that found nothing (TargetInfo)
+        self._declared: dict[str, dict[str, Facts]] = {}
         self._failover_up: dict[str, dict[str, bool]] = {}  # target → node → answered
         # (target, probe) → (sop_class, transfer_syntax, accepted) of dicom_capabilities
         self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
@@ -184,25 +192,27 @@ class OTLPExporter:
 
     # -- Exporter protocol ---------------------------------------------------------------------
 
-    def add_target(
-        self, target: str, probes: list[str],
-        slos: Mapping[str, ProbeObjectives] | None = None,
-    ) -> None:
+    def add_target(self, target: TargetInfo) -> None:
+        if not target.metrics_enabled:
+            return
+        tid, probes, slos = target.id, target.probes, target.slos
         with self._lock:
-            self._targets[target] = list(probes)
+            self._targets[tid] = list(probes)
+            self._declared[tid] = dict(target.declared)
+            self._settings[tid] = (target.degraded_latency, target.cert_warning_seconds)
             for p in probes:
-                if slos and p in slos:
-                    self._slos[(target, p)] = slos[p]
+                if p in slos:
+                    self._slos[(tid, p)] = slos[p]
                 else:
-                    self._slos.pop((target, p), None)
+                    self._slos.pop((tid, p), None)
         # Counters start at 0 so rate() works from the first run (failures by reason are created
         # when they happen: 12 reasons x every probe would be most of an export's points).
         for p in probes:
             for res in ("success", "failure"):
-                self.runs.add(0, {"target": target, "probe": p, "result": res})
-            self.attempts.add(0, {"target": target, "probe": p})
-            if slos and p in slos and slos[p].latency_threshold is not None:
-                self.slow_runs.add(0, {"target": target, "probe": p})
+                self.runs.add(0, {"target": tid, "probe": p, "result": res})
+            self.attempts.add(0, {"target": tid, "probe": p})
+            if p in slos and slos[p].latency_threshold is not None:
+                self.slow_runs.add(0, {"target": tid, "probe": p})
 
     def remove_target(self, target: str) -> None:
         """Its gauges stop at once; the SDK cannot delete counter/histogram series, which keep
@@ -211,8 +221,8 @@ class OTLPExporter:
             self._targets.pop(target, None)
             self._target_state.pop(target, None)
             self._failover.pop(target, None)
-            self._failover_eps.pop(target, None)
             self._failover_up.pop(target, None)
+            self._declared.pop(target, None)
             self._maintenance.pop(target, None)
             self._settings.pop(target, None)
             for d in (self._success, self._last_duration, self._quantiles, self._check, self._tls,
@@ -220,15 +230,9 @@ class OTLPExporter:
                 for key in [k for k in d if k[0] == target]:
                     del d[key]
 
-    def observe(
-        self,
-        r: ProbeResult,
-        quantiles: dict[float, float],
-        check: CheckState,
-        target_state: HealthState,
-        agent_state: HealthState,
-        out_of_range: int = 0,
-    ) -> None:
+    def observe(self, obs: ResultObservation) -> None:
+        r, ev = obs.result, obs.evaluation
+        out_of_range = obs.recorded.out_of_range
         t, p = r.target, r.probe
         with self._lock:
             if t not in self._targets:
@@ -255,33 +259,42 @@ class OTLPExporter:
                 return  # removed meanwhile: do not resurrect its gauges
             self._success[(t, p)] = 1 if r.ok else 0
             self._last_duration[(t, p)] = r.duration
-            self._quantiles[(t, p)] = dict(quantiles)
-            self._check[(t, p)] = check.status
-            self._target_state[t] = target_state
-            self._agent_state = agent_state
+            self._quantiles[(t, p)] = dict(obs.recorded.quantiles)
+            self._check[(t, p)] = ev.check.status
+            self._target_state[t] = ev.target_after
+            self._agent_state = ev.agent_state
             if r.tls is not None:
                 self._tls[(t, p)] = (r.tls.leaf_not_after, r.tls.earliest_not_after)
-            if p == "failover":
-                self._failover[t] = r.facts.active_endpoint if r.ok else None
-                # every configured node (primary, secondary, secondary2, ...) gets a series
-                up = r.facts.endpoints_up
-                if up:
-                    self._failover_eps[t] = tuple(up)
-                self._failover_up[t] = {
-                    ep: bool(r.ok and up and up.get(ep))
-                    for ep in self._failover_eps.get(t, FAILOVER_ENDPOINTS)
-                }
-            if p == "dicom_capabilities":
-                contexts = r.facts.contexts
-                if contexts is None:  # a failed run: nothing was accepted
-                    contexts = tuple(
-                        (sop, ts, False) for sop, ts, _ in self._contexts.get((t, p), ())
-                    )
-                self._contexts[(t, p)] = list(contexts)
+            self._declared_series(r, self._declared.get(t, {}).get(p))
 
-    def set_self_probe_overhead(self, seconds: float) -> None:
+    def _declared_series(self, r: ProbeResult, declared: Facts | None) -> None:
+        """Failover nodes and proposed contexts, for any probe reporting or declaring them; a
+        failed run's come from what the probe declared (every node down, every pair refused)."""
+        t, f = r.target, r.facts
+        up = f.endpoints_up
+        if up is None and declared is not None:
+            up = declared.endpoints_up
+        if up is not None:
+            self._failover[t] = f.active_endpoint if r.ok else None
+            # every configured node (primary, secondary, secondary2, ...) gets a series
+            self._failover_up[t] = {ep: bool(r.ok and ok) for ep, ok in up.items()}
+        contexts = f.contexts
+        if contexts is None and declared is not None:
+            contexts = declared.contexts
+        if contexts is not None:
+            self._contexts[(t, r.probe)] = list(contexts)
+
+    def event(self, ev: AgentEvent) -> None:
+        """Agent-level events; the ones OTLP has no instrument for are ignored."""
         with self._lock:
-            self._self_probe = seconds
+            if isinstance(ev, SelfProbeOverhead):
+                self._self_probe = ev.seconds
+            elif isinstance(ev, Maintenance):
+                self._maintenance.update(ev.active)
+            elif isinstance(ev, TargetSettings) and ev.target.id in self._targets:
+                self._settings[ev.target.id] = (
+                    ev.target.degraded_latency, ev.target.cert_warning_seconds
+                )
 
     # -- observable gauge callbacks (the reader's thread) --------------------------------------
 
@@ -329,10 +342,7 @@ class OTLPExporter:
 
     def _obs_failover_active(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = [
-                (t, a, self._failover_eps.get(t, FAILOVER_ENDPOINTS))
-                for t, a in self._failover.items()
-            ]
+            items = [(t, a, list(self._failover_up.get(t, {}))) for t, a in self._failover.items()]
         return [
             Observation(1 if active == ep else 0, {"target": t, "endpoint": ep})
             for t, active, eps in items for ep in eps
@@ -376,16 +386,6 @@ class OTLPExporter:
             Observation(v, {"target": t, "probe": p, "slo": slo})
             for (t, p), ratios in items for slo, v in ratios.items()
         ]
-
-    def set_maintenance(self, active: Mapping[str, bool]) -> None:
-        with self._lock:
-            self._maintenance.update(active)
-
-    def set_target_settings(
-        self, target: str, degraded_latency: float, cert_warning_seconds: float
-    ) -> None:
-        with self._lock:
-            self._settings[target] = (degraded_latency, cert_warning_seconds)
 
     def _obs_maintenance(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
