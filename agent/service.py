@@ -24,7 +24,7 @@ from agent.observation import (
     SelfProbeOverhead,
     StartLateness,
 )
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, target_info
 from agent.probe_endpoint import OnDemandProber
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
@@ -195,7 +195,10 @@ class AgentService:
 
         self._refresh_maintenance()
         shard = str(self.shard) if self.shard.count > 1 else None
-        return status_page.render(self.evaluator.snapshot(), self.recorder.history, shard=shard)
+        declared = {tid: target_info(p).declared for tid, p in self._installed.items()}
+        return status_page.render(
+            self.evaluator.snapshot(), self.recorder.history, shard=shard, declared=declared
+        )
 
     def _health(self) -> tuple[int, bytes]:
         self._refresh_maintenance()
