@@ -16,6 +16,7 @@ from agent.config.listen import parse_listen
 from agent.config.schema import Endpoint, HttpProbeSecrets, TLSConfig
 from agent.evaluator import Thresholds
 from agent.maintenance import Schedule, schedule_from_config
+from agent.probe_selection import PROBE_ORDER, plan_warnings
 from agent.slo import ProbeObjectives, resolve
 from probes.api_ping import ApiPingProbe
 from probes.base import Probe
@@ -31,13 +32,6 @@ from probes.viewer import ViewerProbe
 from probes.worklist import WorklistProbe, WorklistQuery
 
 log = logging.getLogger("agent.targets")
-
-PROBE_ORDER = (
-    "dicom_echo", "dicom_find", "api_ping", "viewer", "failover", "dicom_retrieve", "dicom_store",
-    "worklist",
-    "dicom_capabilities",
-    "dicomweb",
-)
 
 _TARGET_LOG = logging.getLogger("agent.target")
 
@@ -128,13 +122,8 @@ def _join(base: str, path: str) -> str:
 def build_plan(ep: Endpoint) -> TargetPlan:
     c, s, p = ep.config, ep.sectraConfig, ep.probes
     tls = tls_options(c.tls)
-    # config.tls applies to DICOM TLS and to every HTTPS probe, so warn whatever enableTLS says
-    if not c.tls.verify:
-        log.warning("target %s: TLS certificate verification is OFF (config.tls.verify=false)",
-                    ep.id)
-    elif not c.tls.verifyHostname:
-        log.warning("target %s: TLS host name verification is OFF "
-                    "(config.tls.verifyHostname=false)", ep.id)
+    for warning in plan_warnings(ep):  # TLS verification off, a viewer worklist with no URL
+        log.warning("%s", warning)
     dicom = DicomEndpoint(
         host=c.host,
         port=c.port,
@@ -188,12 +177,6 @@ def build_plan(ep: Endpoint) -> TargetPlan:
     if s.viewerEndpoint and s.enableWebViewer and p.viewer.enabled:
         v = p.viewer
         own = _block_secrets(v, api_secrets)
-        if v.worklist and not s.worklistEndpoint:
-            log.warning(
-                "target %s: probes.viewer.worklist is on but sectraConfig has no "
-                "worklistEndpoint; no worklist check",
-                ep.id,
-            )
         probes["viewer"] = ViewerProbe(
             http(s.viewerEndpoint, own),
             study_uid=v.studyInstanceUID,
