@@ -11,9 +11,9 @@ import gc
 import sys
 from typing import Any
 
-from agent.cli_common import NO_TARGET_WARNING, UNKNOWN, emit
+from agent.cli_common import NO_TARGET_WARNING, UNKNOWN, emit_pieces
 from agent.config import ConfigError, LoadedConfig, load_config
-from agent.config.render import dump_yaml
+from agent.config.render import yaml_chunks
 from agent.config.warnings import config_warnings
 from agent.probe_selection import plan_warnings, selected_probes
 
@@ -43,8 +43,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "durations in ms, secrets redacted"
     ]
     lines += [f"# {tid}: {', '.join(names) or 'no probes'}" for tid, names in running.items()]
-    lines.append(dump_yaml(effective_for_display(loaded, running)))
-    emit("\n".join(lines))  # the effective config is redacted by key (LoadedConfig.effective)
+    lines.append("")
+    # the effective config is redacted by key (LoadedConfig.effective)
+    emit_pieces(["\n".join(lines), *yaml_chunks(effective_for_display(loaded, running)), "\n"])
     return 0
 
 

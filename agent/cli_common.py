@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from agent.config import LoadedConfig, load_config, load_config_text
@@ -87,14 +88,21 @@ def emit(text: str) -> None:
 
     A lone surrogate (from a config's "\\udc80") cannot be encoded: it is written as the escape
     `\\udc80`, never as a raw byte that makes the whole output invalid UTF-8."""
-    data = (text + "\n").encode("utf-8", "backslashreplace")
+    emit_pieces([text, "\n"])
+
+
+def emit_pieces(pieces: Iterable[str]) -> None:
+    """emit() of the concatenated pieces, written one by one (no copy of a large output)."""
     try:
         buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:  # a replaced stdout (tests): text only
-            sys.stdout.write(data.decode("utf-8"))
-        else:
+        if buffer is not None:
             sys.stdout.flush()
-            buffer.write(data)
+        for piece in pieces:
+            data = piece.encode("utf-8", "backslashreplace")
+            if buffer is None:  # a replaced stdout (tests): text only
+                sys.stdout.write(data.decode("utf-8"))
+            else:
+                buffer.write(data)
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()

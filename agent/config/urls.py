@@ -11,10 +11,24 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
 # scheme://user:password@ : the password is group 2 (up to the last @ before the path)
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)([^/?#]*)(@[^@/?#]*)")
 MASK = "<redacted>"
+# The common case, decided without urlsplit and the IDNA codec (15,000 URLs in a 5,000-target
+# config): http(s), an ASCII host name or IPv4 address, an optional port of ASCII digits, then
+# the path or nothing. What does not match takes the full check below.
+_SIMPLE = re.compile(
+    rf"https?://(?=[^/?#]{{1,253}}(?:[/?#]|$)){_LABEL}(?:\.{_LABEL})*\.?(?::([0-9]{{1,5}}))?(?:[/?#]|$)"
+)
 
 
 def url_problem(url: str) -> str | None:
     """Why a probe could not use this URL, in words that do not repeat it; None if it can."""
+    m = _SIMPLE.match(url)
+    if m and (m.group(1) is None or 1 <= int(m.group(1)) <= 65535):
+        return None
+    return full_url_problem(url)
+
+
+def full_url_problem(url: str) -> str | None:
+    """url_problem without the fast path (tests hold the two to the same answers)."""
     try:
         parts = urlsplit(url)
         port = parts.port
