@@ -8,11 +8,17 @@ from typing import Any
 
 from agent.evaluator import CheckState, HealthEvaluator, HealthState, TargetState, worst
 
-# Counts a probe puts in ProbeOutcome.detail that the JSON shows as they are, when present:
-# dicom_find / worklist / dicomweb `matches` (worklist `capped` at maxResults), dicom_retrieve
-# `instances` and `bytes`, dicom_store `bytes`, dicomweb `instances`, viewer's worklist fetch.
-# Counts only: nothing of the matched data is in `detail`.
-DETAIL_KEYS = ("matches", "capped", "instances", "bytes", "worklist_status", "worklist_bytes")
+# The result facts (probes.base.Facts) a check's JSON shows when a run measured them, under
+# their JSON names: counts and the serving node only, nothing of the matched data.
+SHOWN_FACTS = (
+    ("active_endpoint", "activeEndpoint"),
+    ("matches", "matches"),
+    ("capped", "capped"),
+    ("instances", "instances"),
+    ("size_bytes", "bytes"),
+    ("worklist_status", "worklist_status"),
+    ("worklist_bytes", "worklist_bytes"),
+)
 
 
 def _ms(seconds: float) -> float:
@@ -27,7 +33,7 @@ def check_json(c: CheckState) -> dict[str, Any]:
         return doc
     doc.update(
         message=c.message or r.message,
-        responseTime=_ms(r.duration if r.ok else max(r.duration, r.detail.get("elapsed", 0.0))),
+        responseTime=_ms(r.duration if r.ok else max(r.duration, r.elapsed or 0.0)),
         reason=r.reason.value if r.reason else None,
         phases={k: _ms(v) for k, v in r.phases.items()},
         attempts=r.attempts,
@@ -39,11 +45,10 @@ def check_json(c: CheckState) -> dict[str, Any]:
         doc["certificateExpiresAt"] = datetime.fromtimestamp(
             r.tls.earliest_not_after, UTC
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if "active" in r.detail:
-        doc["activeEndpoint"] = r.detail["active"]
-    for key in DETAIL_KEYS:
-        if key in r.detail:
-            doc[key] = r.detail[key]
+    for field_name, key in SHOWN_FACTS:
+        value = getattr(r.facts, field_name)
+        if value is not None:
+            doc[key] = value
     return doc
 
 

@@ -733,8 +733,8 @@ class OTLPExporter:
                 self.phase.record(v, {**tp, "phase": name})
         else:
             self.failures.add(1, {**tp, "reason": (r.reason or Reason.ERROR).value})
-            if r.detail.get("dicom_status"):  # a bounded label (probes.dicom_status)
-                self.dicom_status.add(1, {**tp, "status": r.detail["dicom_status"]})
+            if r.facts.dicom_status:  # a bounded label (probes.dicom_status)
+                self.dicom_status.add(1, {**tp, "status": r.facts.dicom_status})
         if out_of_range:
             self.out_of_range.add(out_of_range, tp)
         with self._lock:
@@ -753,9 +753,9 @@ class OTLPExporter:
             if r.tls is not None:
                 self._tls[(t, p)] = (r.tls.leaf_not_after, r.tls.earliest_not_after)
             if p == "failover":
-                self._failover[t] = r.detail.get("active") if r.ok else None
+                self._failover[t] = r.facts.active_endpoint if r.ok else None
                 # every configured node (primary, secondary, secondary2, ...) gets a series
-                up = r.detail.get("up")
+                up = r.facts.endpoints_up
                 if up:
                     self._failover_eps[t] = tuple(up)
                 self._failover_up[t] = {
@@ -763,9 +763,11 @@ class OTLPExporter:
                     for ep in self._failover_eps.get(t, FAILOVER_ENDPOINTS)
                 }
             if p == "dicom_capabilities":
-                contexts = r.detail.get("contexts")
+                contexts = r.facts.contexts
                 if contexts is None:  # a failed run: nothing was accepted
-                    contexts = [(sop, ts, False) for sop, ts, _ in self._contexts.get((t, p), ())]
+                    contexts = tuple(
+                        (sop, ts, False) for sop, ts, _ in self._contexts.get((t, p), ())
+                    )
                 self._contexts[(t, p)] = list(contexts)
 
     def set_self_probe_overhead(self, seconds: float) -> None:

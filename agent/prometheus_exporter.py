@@ -369,7 +369,7 @@ class PrometheusExporter:
             else:
                 reason = (r.reason or Reason.ERROR).value
                 st.failures[reason] = st.failures.get(reason, 0) + 1
-                dicom_status = r.detail.get("dicom_status")
+                dicom_status = r.facts.dicom_status
                 if dicom_status:
                     st.dicom_status[dicom_status] = st.dicom_status.get(dicom_status, 0) + 1
                     self._set(
@@ -467,9 +467,9 @@ class PrometheusExporter:
                         (f'probe_tls_version_info{{{tp},version="{r.tls.version}"}} 1.0\n',),
                     )
             if p == "failover":
-                active = r.detail.get("active") if r.ok else None
+                active = r.facts.active_endpoint if r.ok else None
                 # every configured node gets a series, so a third node serving reads 1 too
-                up = r.detail.get("up")
+                up = r.facts.endpoints_up
                 eps = tuple(up) if up else self._failover_eps.get(t, FAILOVER_ENDPOINTS)
                 self._failover_eps[t] = eps
                 self._set(
@@ -492,9 +492,9 @@ class PrometheusExporter:
                     ),
                 )
             if p == "dicom_capabilities":
-                contexts = r.detail.get("contexts")
+                contexts = r.facts.contexts
                 if contexts is None:  # a failed run: nothing was accepted
-                    contexts = [(sop, ts, False) for sop, ts, _ in self._contexts.get(key, ())]
+                    contexts = tuple((sop, ts, False) for sop, ts, _ in self._contexts.get(key, ()))
                 self._contexts[key] = list(contexts)
                 # one series per configured (SOP class, transfer syntax) pair: bounded by config
                 self._set(

@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from agent.redaction import Redactor
 from agent.targets import TargetPlan
 from probes.base import Deadline, Phases, ProbeError, ProbeResult, Reason
-from probes.dicom_status import DicomStatusError
 
 log = logging.getLogger("agent.runner")
 
@@ -55,7 +53,7 @@ def run_probe(
                     attempts=attempts,
                     warning=outcome.warning,
                     tls=outcome.tls,
-                    detail=outcome.detail,
+                    facts=outcome.facts,
                 )
             except ProbeError as e:
                 failure = e
@@ -95,15 +93,7 @@ def run_probe(
         attempts=attempts,
         # what the run took, retries included: a run that failed before its first phase (refused,
         # DNS) has no phases, and "0.0 ms" would read as an instant answer
-        detail={"elapsed": time.monotonic() - t0, **_failure_detail(failure)},
+        elapsed=time.monotonic() - t0,
+        facts=failure.facts,
     )
 
-
-def _failure_detail(failure: ProbeError) -> dict[str, Any]:
-    """What a failure carries for the exporters: the bounded label of a DIMSE status or
-    association rejection (the status counter), and a probe's own counts (`detail`, e.g. the
-    pairs dicom_capabilities proposed when none was accepted). Never PHI: probes put none there."""
-    out: dict[str, Any] = dict(getattr(failure, "detail", None) or {})
-    if isinstance(failure, DicomStatusError):
-        out["dicom_status"] = failure.status
-    return out

@@ -145,7 +145,7 @@ def _facts(t: TargetState, now: datetime) -> list[str]:
     facts: list[str] = []
     fo = t.checks.get("failover")
     if fo is not None and fo.last is not None:
-        active = fo.last.detail.get("active") if fo.last.ok else None
+        active = fo.last.facts.active_endpoint if fo.last.ok else None
         side = f"running on {active}" if active else "no endpoint answering"
         facts.append(f"Failover: {escape(side)}")
     expiries = [c.last.tls.earliest_not_after for c in t.checks.values() if c.last and c.last.tls]

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Protocol
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.http_timing import HttpResponse, timed_get
 from probes.specs import HttpEndpoint
 
@@ -74,4 +74,4 @@ class ApiPingProbe:
         rsp = timed_get(self.endpoint, self.endpoint.url, deadline, phases)
         check_status(rsp, self.expected_status)
         check_body(rsp.body, self.body)
-        return ProbeOutcome("API ping successful", tls=rsp.tls, detail={"status": rsp.status})
+        return ProbeOutcome("API ping successful", tls=rsp.tls, facts=Facts(http_status=rsp.status))

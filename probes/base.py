@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -33,12 +33,15 @@ class Reason(enum.StrEnum):
 
 
 class ProbeError(Exception):
-    """Raised inside a probe to end the run with a reason. The message must hold no PHI/secret."""
+    """Raised inside a probe to end the run with a reason. The message must hold no PHI/secret.
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    `facts`: what the failed run still found (a DIMSE status label, the contexts refused)."""
+
+    def __init__(self, reason: Reason, message: str, facts: Facts | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.facts = facts if facts is not None else Facts()
 
 
 class Deadline:
@@ -100,9 +103,38 @@ class TLSInfo:
     version: str | None = None  # negotiated protocol, e.g. "TLS 1.3"
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What a run found beyond pass/fail, typed: counts and states, never patient data.
+
+    A probe fills the fields its registry entry lists as outputs; None means "not measured".
+    Exporters and renderers read fields, never a probe's name: a new probe that reports
+    `matches` is shown wherever matches are shown.
+    """
+
+    http_status: int | None = None  # the final HTTP status (api_ping, viewer)
+    dicom_status: str | None = None  # bounded label of a DIMSE status/rejection (dicom_status)
+    matches: int | None = None  # C-FIND/worklist/QIDO-RS matches counted (not their content)
+    capped: bool | None = None  # matches stopped at maxResults
+    instances: int | None = None  # instances retrieved / listed
+    size_bytes: int | None = None  # bytes retrieved or stored (JSON: "bytes")
+    worklist_status: int | None = None  # viewer's worklist fetch: status and size only
+    worklist_bytes: int | None = None
+    active_endpoint: str | None = None  # failover: the node serving (primary, secondary, ...)
+    endpoints_up: Mapping[str, bool] | None = None  # failover: each node's up/down
+    # dicom_capabilities: (SOP class UID, transfer syntax UID, accepted) per proposed pair
+    contexts: tuple[tuple[str, str, bool], ...] | None = None
+    accepted: int | None = None  # dicom_capabilities: pairs accepted of `proposed`
+    proposed: int | None = None
+
+    def measured(self) -> dict[str, Any]:
+        """The fields a run filled, by field name."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+
 @dataclass
 class ProbeResult:
-    """One run of one probe against one target. `detail` and `message` never hold PHI or secrets."""
+    """One run of one probe against one target. `facts` and `message` never hold PHI or secrets."""
 
     target: str
     probe: str
@@ -115,7 +147,9 @@ class ProbeResult:
     attempts: int = 1
     warning: str | None = None
     tls: TLSInfo | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
+    # a failed run's wall time, retries included (a refused connection has no phases to sum)
+    elapsed: float | None = None
 
     @staticmethod
     def now() -> datetime:
@@ -141,4 +175,4 @@ class ProbeOutcome:
     message: str
     warning: str | None = None
     tls: TLSInfo | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)

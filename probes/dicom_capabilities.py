@@ -24,7 +24,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.dicom_session import open_connection
 from probes.dicom_wire import (
     APPLICATION_CONTEXT,
@@ -159,9 +159,8 @@ class _ProposingAssociation(DicomAssociation):
 class NoContextAccepted(ProbeError):
     """Every pair refused: a failure that still reports each pair (all 0) for the metric."""
 
-    def __init__(self, message: str, contexts: list[tuple[str, str, bool]]) -> None:
-        super().__init__(Reason.REJECTED, message)
-        self.detail = {"contexts": contexts}
+    def __init__(self, message: str, contexts: tuple[tuple[str, str, bool], ...]) -> None:
+        super().__init__(Reason.REJECTED, message, Facts(contexts=contexts))
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class DicomCapabilitiesProbe:
                 sock.close()
             except OSError:
                 pass
-        contexts = [(s, t, ok) for (s, t), ok in zip(self.pairs, accepted, strict=True)]
+        contexts = tuple((s, t, ok) for (s, t), ok in zip(self.pairs, accepted, strict=True))
         refused = [
             f"{uid_name(s)} with {uid_name(t)}"
             for (s, t), ok in zip(self.pairs, accepted, strict=True)
@@ -211,16 +210,16 @@ class DicomCapabilitiesProbe:
             raise NoContextAccepted(
                 f"none of {n} presentation contexts accepted: " + "; ".join(refused), contexts
             )
-        detail = {"contexts": contexts, "accepted": n - len(refused), "proposed": n}
+        facts = Facts(contexts=contexts, accepted=n - len(refused), proposed=n)
         if refused:
             return ProbeOutcome(
                 f"{n - len(refused)} of {n} presentation contexts accepted",
                 warning=f"{len(refused)} of {n} presentation contexts refused: "
                 + "; ".join(refused),
                 tls=tls,
-                detail=detail,
+                facts=facts,
             )
-        return ProbeOutcome(f"all {n} presentation contexts accepted", tls=tls, detail=detail)
+        return ProbeOutcome(f"all {n} presentation contexts accepted", tls=tls, facts=facts)
 
 
 def capability_set(sop_classes: list[str], transfer_syntaxes: list[str]) -> CapabilitySet:

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RQ
 from pynetdicom.dimse_primitives import C_FIND
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
@@ -155,5 +155,5 @@ class DicomFindProbe:
         return ProbeOutcome(
             f"C-FIND successful: {count} match{'es' if count != 1 else ''}",
             tls=tls[0] if tls else None,
-            detail={"matches": count},
+            facts=Facts(matches=count),
         )

@@ -27,7 +27,7 @@ from pynetdicom import sop_class as sc
 from pynetdicom.dimse_messages import C_GET_RQ, C_MOVE_RQ
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
 from probes.dicom_status import (
     DicomStatusError,
@@ -174,7 +174,7 @@ class DicomRetrieveProbe:
         return ProbeOutcome(
             f"{self.service} successful: {n} instance{'s' if n != 1 else ''}",
             tls=tls[0] if tls else None,
-            detail={"instances": n, "bytes": tally.bytes},
+            facts=Facts(instances=n, size_bytes=tally.bytes),
         )
 
     # -- C-GET: the images come back on the same association -------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pynetdicom import status as _tables
 
-from probes.base import ProbeError, Reason
+from probes.base import Facts, ProbeError, Reason
 
 OTHER = "other"
 
@@ -100,7 +100,7 @@ class DicomStatusError(ProbeError):
     """A failure the peer stated in DICOM terms; `status` is its bounded label."""
 
     def __init__(self, reason: Reason, message: str, status: str) -> None:
-        super().__init__(reason, message)
+        super().__init__(reason, message, Facts(dicom_status=status))
         self.status = status
 
 

@@ -23,7 +23,7 @@ from pynetdicom import sop_class as sc
 from pynetdicom.dimse_messages import C_FIND_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_session import dicom_session
 from probes.dicom_status import describe_status, status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
@@ -154,7 +154,9 @@ class DicomStoreProbe:
             "C-STORE successful" + (", findable" if self.verify else ""),
             warning=warning,
             tls=tls[0] if tls else None,
-            detail={"bytes": len(_encoded_instance(self.target_id, _ts(assoc, SECONDARY_CAPTURE)))},
+            facts=Facts(
+                size_bytes=len(_encoded_instance(self.target_id, _ts(assoc, SECONDARY_CAPTURE)))
+            ),
         )
 
     def _findable(self, assoc: DicomAssociation, deadline: Deadline, phases: Phases) -> None:

@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.dicom_find import NO_MATCH_PATIENT_ID
 from probes.http_timing import HttpResponse, timed_get
 from probes.specs import HttpEndpoint
@@ -71,7 +71,9 @@ class DicomwebProbe:
                     Reason.UNEXPECTED_RESULT,
                     f"QIDO-RS: {matches} studies for a query that matches nobody",
                 )
-            return ProbeOutcome("QIDO-RS successful: 0 matches", tls=rsp.tls, detail={"matches": 0})
+            return ProbeOutcome(
+                "QIDO-RS successful: 0 matches", tls=rsp.tls, facts=Facts(matches=0)
+            )
         if matches == 0:
             raise ProbeError(Reason.UNEXPECTED_RESULT, "QIDO-RS: the canary study was not found")
         if wrong:
@@ -103,7 +105,7 @@ class DicomwebProbe:
         return ProbeOutcome(
             f"QIDO-RS and WADO-RS successful: {count} instance{'s' if count != 1 else ''}",
             tls=rsp.tls,
-            detail={"matches": matches, "instances": count},
+            facts=Facts(matches=matches, instances=count),
         )
 
 

@@ -8,7 +8,7 @@ Every endpoint is probed on every run, even when the primary serves, and a dead 
 too: with the standby down the PACS has lost its redundancy ("no standby"), which is what the
 failover setup is for, so the check goes WARN before the day the primary fails.
 `loadBalancing: ROUND_ROBIN` means every node takes its share of the traffic: any node down is a
-warning ("round robin degraded"), whichever it is. Each endpoint's up/down is `detail["up"]`
+warning ("round robin degraded"), whichever it is. Each endpoint's up/down is `facts.endpoints_up`
 (exported as pacs_failover_endpoint_up).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_echo import DicomEchoProbe
 from probes.http_timing import timed_get
 from probes.specs import DicomEndpoint, HttpEndpoint
@@ -116,19 +116,20 @@ class FailoverProbe:
                 # (they end at an answer): without this a hung primary reads as ~0 s.
                 phases.add(name, max(sub.total(), time.perf_counter() - t0))
         active = next((n for n, _ in self.checks if up[n]), None)
-        detail = {"active": active, "up": up}
+        facts = Facts(active_endpoint=active, endpoints_up=up)
         if active is None:
             first = errors[self.checks[0][0]]
             raise ProbeError(
                 first.reason,
                 "all endpoints down: " + "; ".join(f"{n}: {e.message}" for n, e in errors.items()),
+                facts,  # every node down, none serving: the failed run still names its nodes
             )
         down = [n for n, ok in up.items() if not ok]
         why = "; ".join(f"{n} {errors[n].message}" for n in down)
         if active == "primary":
             if not down:
                 msg = "all endpoints serving (round robin)" if self.round_robin else ""
-                return ProbeOutcome(msg or "primary serving", tls=tls, detail=detail)
+                return ProbeOutcome(msg or "primary serving", tls=tls, facts=facts)
             msg = f"primary serving; {', '.join(down)} down"
             if self.round_robin:
                 warning = f"round robin degraded: {why}"
@@ -136,11 +137,11 @@ class FailoverProbe:
                 warning = f"no standby: {why}"  # the next primary failure is an outage
             else:
                 warning = f"standby down: {why}"
-            return ProbeOutcome(msg, warning=warning, tls=tls, detail=detail)
+            return ProbeOutcome(msg, warning=warning, tls=tls, facts=facts)
         warning = f"running on {active}: {why}"
         return ProbeOutcome(
             f"running on {active}",
             warning=f"round robin degraded: {warning}" if self.round_robin else warning,
             tls=tls,
-            detail=detail,
+            facts=facts,
         )

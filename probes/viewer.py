@@ -12,7 +12,7 @@ kept. The body is read and discarded as it arrives, bounded by the deadline, nev
 from __future__ import annotations
 
 from probes.api_ping import check_status
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.http_timing import timed_get
 from probes.specs import HttpEndpoint
 
@@ -64,6 +64,6 @@ class ViewerProbe:
                 phases.add("worklist", sub.total())
             if not 200 <= wl.status < 300:
                 raise ProbeError(Reason.HTTP_STATUS, f"worklist HTTP {wl.status}")
-            detail = {"status": rsp.status, "worklist_status": wl.status, "worklist_bytes": wl.size}
-            return ProbeOutcome("Viewer page loaded", tls=rsp.tls, detail=detail)
-        return ProbeOutcome("Viewer page loaded", tls=rsp.tls, detail={"status": rsp.status})
+            facts = Facts(http_status=rsp.status, worklist_status=wl.status, worklist_bytes=wl.size)
+            return ProbeOutcome("Viewer page loaded", tls=rsp.tls, facts=facts)
+        return ProbeOutcome("Viewer page loaded", tls=rsp.tls, facts=Facts(http_status=rsp.status))

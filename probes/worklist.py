@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_CANCEL_RQ, C_FIND_RQ
 from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
 
-from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_find import raw_text
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
@@ -186,5 +186,5 @@ class WorklistProbe:
         return ProbeOutcome(
             f"Worklist C-FIND successful: {text} item{'s' if count != 1 else ''}",
             tls=tls[0] if tls else None,
-            detail={"matches": count, "capped": capped} if capped else {"matches": count},
+            facts=Facts(matches=count, capped=True) if capped else Facts(matches=count),
         )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.evaluator import CheckStatus, HealthState
-from probes.base import Reason
+from probes.base import Facts, Reason
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import DicomSCP, study
 from tests.helpers.http_servers import HTTPPeer, Route
@@ -124,7 +124,7 @@ def test_dicom_find_over_tls(tls_material: TLSMaterial) -> None:
         h = Harness(plan(t))
         r, _ = h.run(TID, "dicom_find")
     assert r.ok, r.message
-    assert "tls" in r.phases and r.detail == {"matches": 1}
+    assert "tls" in r.phases and r.facts == Facts(matches=1)
     assert expiry_metrics(h, "dicom_find") == (leaf.earliest_not_after, leaf.not_after)
 
 

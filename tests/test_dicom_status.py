@@ -73,7 +73,7 @@ def test_called_ae_title_not_recognized_from_pynetdicom() -> None:
         )
     assert not r.ok and r.reason == Reason.REJECTED
     assert "called AE title not recognized" in r.message, r.message
-    assert r.detail["dicom_status"] == "RJ-1-1-7"
+    assert r.facts.dicom_status == "RJ-1-1-7"
 
 
 def test_called_ae_title_not_recognized_from_dcmtk(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_called_ae_title_not_recognized_from_dcmtk(tmp_path: Path) -> None:
         )
     assert not r.ok and r.reason == Reason.REJECTED
     assert "called AE title not recognized" in r.message, r.message
-    assert r.detail["dicom_status"] == "RJ-1-1-7"
+    assert r.facts.dicom_status == "RJ-1-1-7"
 
 
 def test_dimse_failure_status_named_and_counted() -> None:
@@ -96,7 +96,7 @@ def test_dimse_failure_status_named_and_counted() -> None:
         r3 = run_probe(plan(target(port=scp.port, only=("dicom_echo",))), "dicom_echo")
     assert not r1.ok and r1.reason == Reason.DIMSE_STATUS
     assert r1.message == "C-FIND status 0xA700 Refused: Out of Resources"
-    assert r1.detail["dicom_status"] == "0xA7xx"
+    assert r1.facts.dicom_status == "0xA7xx"
     assert r3.message == "C-ECHO status 0x0122 Refused: SOP Class Not Supported"
 
     ex = PrometheusExporter()
@@ -133,4 +133,4 @@ def test_move_destination_unknown_from_dcmtk_is_counted_by_its_code(tmp_path: Pa
         qr.stop()
     assert not r.ok and r.reason == Reason.DIMSE_STATUS
     assert "C-MOVE status 0xA801 Move destination unknown" in r.message
-    assert r.detail["dicom_status"] == "0xA801"
+    assert r.facts.dicom_status == "0xA801"

@@ -7,7 +7,7 @@ import json
 
 from agent.evaluator import HealthEvaluator, HealthState, Thresholds
 from agent.health_json import JsonRenderer, health_document, health_json_bytes
-from probes.base import ProbeResult, Reason, TLSInfo
+from probes.base import Facts, ProbeResult, Reason, TLSInfo
 
 
 def result(target: str, probe: str, ok: bool, **kw: object) -> ProbeResult:
@@ -40,7 +40,7 @@ def test_fragments_match_the_full_document_through_state_changes() -> None:
     assert [c["status"] for c in doc["targets"][0]["checks"]] == ["PENDING", "PENDING"]
 
     ev.update(result("a", "dicom_echo", True), 0.002)
-    ev.update(result("b", "dicom_find", True, detail={"matches": 0}), None)
+    ev.update(result("b", "dicom_find", True, facts=Facts(matches=0)), None)
     ev.update(result("a", "api_ping", True, tls=TLSInfo(2e9, 2e9)), 0.004)
     assert same(ev)["status"] == "HEALTHY"
 

@@ -37,7 +37,7 @@ from agent.service import AgentService
 from agent.shard import Shard
 from agent.simulator import SimulatedPACS
 from agent.slo import ProbeObjectives
-from probes.base import ProbeResult, Reason, TLSInfo
+from probes.base import Facts, ProbeResult, Reason, TLSInfo
 from tests.helpers import bind_retry, wait_until
 from tests.helpers.otlp_receiver import GrpcReceiver, HttpReceiver, Point
 from tests.helpers.otlp_receiver import points as otlp_points
@@ -281,7 +281,7 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
     prom = PrometheusExporter()
     # with objectives, so the SLO families exist too
     prom.add_target("t", ["failover"], {"failover": ProbeObjectives(0.999, 0.95, 1.0)})
-    r = result("t", "failover", tls=TLSInfo(2e9, 1.9e9), detail={"active": "primary"})
+    r = result("t", "failover", tls=TLSInfo(2e9, 1.9e9), facts=Facts(active_endpoint="primary"))
     prom.observe(
         r,
         {0.5: 0.1},
@@ -299,7 +299,7 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
     )
     # the families that exist only after a DICOM status or a capabilities run
     prom.observe(
-        result("t", "dicom_echo", ok=False, detail={"dicom_status": "RJ-1-1-7"}),
+        result("t", "dicom_echo", ok=False, facts=Facts(dicom_status="RJ-1-1-7")),
         {},
         CheckState("dicom_echo"),
         HealthState.HEALTHY,
@@ -309,7 +309,7 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
         result(
             "t",
             "dicom_capabilities",
-            detail={"contexts": [("1.2.840.10008.1.1", "1.2.840.10008.1.2", True)]},
+            facts=Facts(contexts=(("1.2.840.10008.1.1", "1.2.840.10008.1.2", True),)),
         ),
         {},
         CheckState("dicom_capabilities"),

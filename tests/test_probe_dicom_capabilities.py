@@ -88,8 +88,8 @@ def test_all_pairs_accepted_passes() -> None:
         r = run_cap(port, **guide_lists())
     assert r.ok and r.warning is None, r.message
     assert r.message == "all 15 presentation contexts accepted"
-    assert r.detail["accepted"] == 15 and r.detail["proposed"] == 15
-    assert len(r.detail["contexts"]) == 15
+    assert r.facts.accepted == 15 and r.facts.proposed == 15
+    assert len(r.facts.contexts) == 15
     assert {"connect", "associate", "release"} <= set(r.phases)
     assert "dimse" not in r.phases  # one association, no DIMSE exchange
 
@@ -156,7 +156,7 @@ def test_transfer_syntax_names_from_the_guide_and_pydicom() -> None:
             sopClasses=["CTImageStorage"],
             transferSyntaxes=["JPEG2000", "JPEG_LOSSLESS", "EXPLICIT_VR_LITTLE_ENDIAN"],
         )
-    assert r.ok and r.detail["accepted"] == 2
+    assert r.ok and r.facts.accepted == 2
     assert r.warning == (
         "1 of 3 presentation contexts refused: CT Image Storage (1.2.840.10008.5.1.4.1.1.2) with "
         "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1]) "
@@ -231,7 +231,7 @@ def test_dcmtk_storescp_refuses_compressed_syntaxes(tmp_path: Path) -> None:
         r = run_cap(port, **guide_lists())
     assert r.ok, r.message
     # storescp takes every storage class uncompressed, no JPEG / JPEG 2000 by default
-    assert r.detail["accepted"] == 5
+    assert r.facts.accepted == 5
     assert r.warning is not None and r.warning.startswith("10 of 15 presentation contexts refused")
     assert "JPEG 2000 Image Compression (Lossless Only)" in r.warning
     assert "Implicit VR Little Endian" not in r.warning

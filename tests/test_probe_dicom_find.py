@@ -18,7 +18,7 @@ import pytest
 from agent.cli_probe import run_once
 from agent.redaction import Redactor
 from agent.runner import run_probe
-from probes.base import Reason
+from probes.base import Facts, Reason
 from probes.dicom_find import NO_MATCH_PATIENT_ID
 from tests.helpers import LOOPBACK, bind_retry
 from tests.helpers.config import plan, plans, target
@@ -63,7 +63,7 @@ def test_canary_found_with_expected_count_one_succeeds_with_all_phases() -> None
         r = run_find(scp.port, patientID=CANARY, expectedCount=1)
     assert r.ok, r.message
     assert r.reason is None and r.attempts == 1
-    assert r.detail == {"matches": 1}
+    assert r.facts == Facts(matches=1)
     assert ALL_PHASES <= set(r.phases), r.phases
     assert all(v > 0 for v in r.phases.values())
     # first_match is a marker inside dimse: it is not added to the run's duration
@@ -94,7 +94,7 @@ def test_min_count_is_a_lower_bound() -> None:
     with DicomSCP(pacs_studies()) as scp:
         ok = run_find(scp.port, patientID="SIM0002", minCount=2)
         short = run_find(scp.port, patientID=CANARY, minCount=2)
-    assert ok.ok and ok.detail == {"matches": 2}, ok.message
+    assert ok.ok and ok.facts == Facts(matches=2), ok.message
     assert not short.ok and short.reason == Reason.UNEXPECTED_RESULT
 
 
@@ -139,7 +139,7 @@ def test_default_query_matches_nobody_and_expects_zero() -> None:
         r = run_find(scp.port)
         sent = scp.queries[-1]
     assert r.ok, r.message
-    assert r.detail == {"matches": 0}
+    assert r.facts == Facts(matches=0)
     assert sent.PatientID == NO_MATCH_PATIENT_ID
     assert sent.QueryRetrieveLevel == "STUDY"
     assert "first_match" not in r.phases
@@ -186,7 +186,7 @@ def test_returned_identifiers_never_appear_in_results_json_or_logs(
 
     _assert_no_phi(json.dumps(doc), "the --once JSON")
     for r in direct:
-        _assert_no_phi(r.message + json.dumps(r.detail) + repr(r), "a ProbeResult")
+        _assert_no_phi(r.message + repr(r.facts) + repr(r), "a ProbeResult")
     # Records from the SCP side (pynetdicom logging what it sends, in its own threads) are the
     # test peer's, not the agent's; everything else must be clean.
     ours = [
@@ -251,14 +251,14 @@ def test_dcmqrscp_canary_found_and_default_query_returns_zero(dcmqrscp: Dcmqrscp
         "dicom_find",
     )
     assert canary.ok, canary.message
-    assert canary.detail == {"matches": 1}
+    assert canary.facts == Facts(matches=1)
     assert ALL_PHASES <= set(canary.phases), canary.phases
 
     default = run_probe(
         plan(target(port=dcmqrscp.port, called_aet="QRSCP", only=("dicom_find",))), "dicom_find"
     )
     assert default.ok, default.message
-    assert default.detail == {"matches": 0}
+    assert default.facts == Facts(matches=0)
 
     missing = run_probe(
         plan(

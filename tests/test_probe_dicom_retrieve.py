@@ -84,9 +84,9 @@ def qr(tmp_path: Path) -> Iterator[QRServer]:
 def _check_success(r: Any, n: int, total_bytes: int | None = None) -> None:
     assert r.ok, r.message
     assert r.reason is None
-    assert r.detail["instances"] == n
+    assert r.facts.instances == n
     if total_bytes is not None:
-        assert r.detail["bytes"] == total_bytes
+        assert r.facts.size_bytes == total_bytes
     assert PHASES <= set(r.phases), r.phases
     assert 0 < r.phases["first_image"] <= r.phases["last_image"]
     # first_image overlaps last_image: it is not summed into the run's duration
@@ -135,7 +135,7 @@ def test_cmove_twice_in_a_row_reuses_the_listen_port(qr: QRServer) -> None:
     for _ in range(2):
         r = run_probe(p, "dicom_retrieve")
         assert r.ok, r.message
-        assert r.detail["instances"] == COUNT
+        assert r.facts.instances == COUNT
 
 
 def test_move_destination_unknown_is_dimse_status_a801(qr: QRServer) -> None:
@@ -253,7 +253,7 @@ def test_cget_from_pynetdicom_scp(tmp_path: Path) -> None:
     with PynetdicomGetSCP(_datasets(tmp_path, 3)) as scp:
         r = run_retrieve(scp.port, studyInstanceUID=generate_uid(), expectedInstances=3)
     assert r.ok, r.message
-    assert r.detail["instances"] == 3 and r.detail["bytes"] > 3 * 64 * 64
+    assert r.facts.instances == 3 and r.facts.size_bytes > 3 * 64 * 64
 
 
 def test_cget_over_tls(tmp_path: Path, tls_material: TLSMaterial) -> None:

@@ -19,7 +19,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from agent.runner import run_probe
-from probes.base import Reason
+from probes.base import Facts, Reason
 from tests.helpers import LOOPBACK, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
@@ -149,7 +149,7 @@ def test_canary_found_by_qido_and_its_metadata_by_wado(orthanc: Orthanc) -> None
         "dicomweb",
     )
     assert r.ok, r.message
-    assert r.detail == {"matches": 1, "instances": 3}
+    assert r.facts == Facts(matches=1, instances=3)
     assert r.message == "QIDO-RS and WADO-RS successful: 3 instances"
     assert {"connect", "first_byte", "transfer", "metadata"} <= set(r.phases)
     assert all(v > 0 for v in r.phases.values())
@@ -159,7 +159,7 @@ def test_canary_found_by_qido_and_its_metadata_by_wado(orthanc: Orthanc) -> None
 def test_without_a_canary_a_query_that_matches_nobody(orthanc: Orthanc) -> None:
     r = run_probe(plan(dw_target(orthanc.base + "/dicom-web/", **creds())), "dicomweb")
     assert r.ok, r.message
-    assert r.detail == {"matches": 0}
+    assert r.facts == Facts(matches=0)
     assert "metadata" not in r.phases
 
 

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import Verification
 from agent.config.schema import OTLPConfig
 from agent.evaluator import CheckStatus, HealthState
 from agent.otlp_exporter import OTLPExporter, resolve_settings
-from probes.base import Reason
+from probes.base import Facts, Reason
 from tests.helpers import LOOPBACK
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import DicomSCP
@@ -97,7 +97,9 @@ def test_failover_cycle(kind: str) -> None:
         # 1. primary up: PASS, serving from the primary
         r, check = h.run(TID, "failover")
         assert r.ok and r.warning is None, r.message
-        assert r.detail == {"active": "primary", "up": {"primary": True, "secondary": True}}
+        assert r.facts == Facts(
+            active_endpoint="primary", endpoints_up={"primary": True, "secondary": True}
+        )
         assert {"primary", "secondary"} <= set(r.phases)
         assert check.status == CheckStatus.PASS
         assert h.target_state(TID) == HealthState.HEALTHY
@@ -108,7 +110,7 @@ def test_failover_cycle(kind: str) -> None:
         primary.stop()
         r, check = h.run(TID, "failover")
         assert r.ok, r.message
-        assert r.detail["active"] == "secondary"
+        assert r.facts.active_endpoint == "secondary"
         assert check.status == CheckStatus.WARN
         assert "running on secondary" in check.message
         assert h.target_state(TID) == HealthState.DEGRADED
@@ -120,7 +122,7 @@ def test_failover_cycle(kind: str) -> None:
         primary.start()
         assert primary.port == port
         r, check = h.run(TID, "failover")
-        assert r.ok and r.detail["active"] == "primary", r.message
+        assert r.ok and r.facts.active_endpoint == "primary", r.message
         assert check.status == CheckStatus.PASS
         assert h.target_state(TID) == HealthState.HEALTHY
         assert active(h) == {"primary": 1.0, "secondary": 0.0}
@@ -151,7 +153,9 @@ def test_dead_standby_is_seen_while_the_primary_serves(kind: str) -> None:
         secondary.stop()
         r, check = h.run(TID, "failover")
     assert r.ok, r.message
-    assert r.detail == {"active": "primary", "up": {"primary": True, "secondary": False}}
+    assert r.facts == Facts(
+        active_endpoint="primary", endpoints_up={"primary": True, "secondary": False}
+    )
     assert "secondary down" in r.message
     # still served, but the redundancy is gone: WARN, target DEGRADED, before the primary fails
     assert check.status == CheckStatus.WARN
@@ -205,7 +209,7 @@ def test_failing_primary_status_fails_over_to_the_secondary() -> None:
         primary.routes["/health"] = Route(status=503)
         h = Harness(plan(t))
         r, check = h.run(TID, "failover")
-    assert r.ok and r.detail["active"] == "secondary"
+    assert r.ok and r.facts.active_endpoint == "secondary"
     assert "HTTP 503" in (r.warning or "")
     assert check.status == CheckStatus.WARN
 
@@ -292,15 +296,17 @@ def test_third_dicom_node_serving_is_exported_and_raises_the_alert(tmp_path: Pat
         )
         h = Harness(plan(t))
         r, check = h.run(TID, "failover")
-        assert r.detail == {"active": "primary", "up": dict.fromkeys(NODES3, True)}, r.message
+        assert r.facts == Facts(
+            active_endpoint="primary", endpoints_up=dict.fromkeys(NODES3, True)
+        ), r.message
         assert active3(h) == {"primary": 1.0, "secondary": 0.0, "secondary2": 0.0}
         assert_running_on_secondary_fires(h.exporter.render(), [], tmp_path)
 
         a.stop()
         b.stop()
         r, check = h.run(TID, "failover")
-        assert r.ok and r.detail["active"] == "secondary2", r.message
-        assert r.detail["up"] == {"primary": False, "secondary": False, "secondary2": True}
+        assert r.ok and r.facts.active_endpoint == "secondary2", r.message
+        assert r.facts.endpoints_up == {"primary": False, "secondary": False, "secondary2": True}
         assert {"primary", "secondary", "secondary2"} <= set(r.phases)
         assert check.status == CheckStatus.WARN
         assert "running on secondary2" in check.message
@@ -407,10 +413,9 @@ def test_hung_primary_fails_over_within_the_run_timeout(kind: str) -> None:
         t0 = time.monotonic()
         r, check = h.run(TID, "failover")
         wall = time.monotonic() - t0
-    assert r.ok and r.detail == {
-        "active": "secondary",
-        "up": {"primary": False, "secondary": True},
-    }, r.message
+    assert r.ok and r.facts == Facts(
+        active_endpoint="secondary", endpoints_up={"primary": False, "secondary": True}
+    ), r.message
     assert check.status == CheckStatus.WARN
     assert "running on secondary" in (r.warning or "")
     # the primary waited for its whole share (run timeout minus one failoverTimeout), no more
@@ -435,7 +440,7 @@ def test_failover_timeout_split_decides_whether_a_slow_secondary_serves(kind: st
     with hung_pair(kind, SLOW_SECONDARY_S, None) as t:
         h = Harness(plan(t))
         r, check = h.run(TID, "failover")
-    assert r.ok and r.detail["active"] == "secondary", r.message
+    assert r.ok and r.facts.active_endpoint == "secondary", r.message
     assert check.status == CheckStatus.WARN
     half = HUNG_TIMEOUT_MS / 2000
     assert half - 0.05 <= r.phases["primary"] <= half + 0.3, r.phases

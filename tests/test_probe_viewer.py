@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.runner import run_probe
-from probes.base import ProbeResult, Reason
+from probes.base import Facts, ProbeResult, Reason
 from tests.helpers.config import plan, target
 from tests.helpers.http_servers import HTTPPeer, Route, redirect_loop
 
@@ -75,7 +75,7 @@ def test_redirects_are_followed() -> None:
         r = view(viewer_target(web.url("/viewer"), marker="ids7-viewer"))
         hits = dict(web.hits)
     assert r.ok, r.message
-    assert r.detail["status"] == 200
+    assert r.facts.http_status == 200
     assert hits == {"/viewer": 1, "/login/sso": 1, "/viewer/app": 1}
     # each hop's request → response headers is part of first_byte
     assert r.phases["first_byte"] > 0
@@ -143,7 +143,7 @@ def test_worklist_endpoint_is_fetched_as_the_worklist_phase_when_asked() -> None
     assert r.phases["worklist"] > 0
     assert r.duration == pytest.approx(sum(r.phases.values()))
     # status and size only: nothing of the content
-    assert r.detail == {"status": 200, "worklist_status": 200, "worklist_bytes": len(body)}
+    assert r.facts == Facts(http_status=200, worklist_status=200, worklist_bytes=len(body))
 
 
 def test_large_worklist_is_counted_not_kept_and_not_a_failure() -> None:
@@ -155,7 +155,7 @@ def test_large_worklist_is_counted_not_kept_and_not_a_failure() -> None:
         r = view(viewer_target(web.url("/viewer"), worklist_url=web.url("/worklist"),
                                worklist=True))
     assert r.ok, r.message
-    assert r.detail["worklist_bytes"] == len(body)
+    assert r.facts.worklist_bytes == len(body)
 
 
 def test_slow_worklist_is_bounded_by_the_deadline() -> None:

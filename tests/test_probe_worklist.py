@@ -23,7 +23,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from agent.runner import run_probe
-from probes.base import Reason
+from probes.base import Facts, Reason
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
@@ -170,7 +170,7 @@ def test_todays_items_for_the_station_are_counted(wlm: Wlmscpfs, caplog) -> None
     caplog.set_level(logging.DEBUG)
     r = run_wl(wlm.port, scheduledStationAETitle="CT01")
     assert r.ok, r.message
-    assert r.detail == {"matches": 3}
+    assert r.facts == Facts(matches=3)
     assert r.message == "Worklist C-FIND successful: 3 items"
     assert {"connect", "associate", "first_match", "dimse", "release"} <= set(r.phases)
     assert r.phases["first_match"] <= r.phases["dimse"]
@@ -178,27 +178,26 @@ def test_todays_items_for_the_station_are_counted(wlm: Wlmscpfs, caplog) -> None
 
 
 def test_any_date_modality_and_range(wlm: Wlmscpfs) -> None:
-    assert run_wl(wlm.port, scheduledStationAETitle="CT01", scheduledDate="any").detail == {
-        "matches": 4
-    }
+    r = run_wl(wlm.port, scheduledStationAETitle="CT01", scheduledDate="any")
+    assert r.facts == Facts(matches=4)
     r = run_wl(wlm.port, scheduledStationAETitle="CT01", scheduledDate=f"{TOMORROW}-")
-    assert r.detail == {"matches": 1}
+    assert r.facts == Facts(matches=1)
     r = run_wl(wlm.port, scheduledStationAETitle="MR01", modality="MR")
-    assert r.detail == {"matches": 1}
+    assert r.facts == Facts(matches=1)
     r = run_wl(wlm.port, scheduledStationAETitle="MR01", modality="CT")
-    assert r.ok and r.detail == {"matches": 0}
+    assert r.ok and r.facts == Facts(matches=0)
 
 
 def test_station_defaults_to_the_calling_ae_title(wlm: Wlmscpfs) -> None:
     r = run_wl(wlm.port, calling="CT01")
-    assert r.ok and r.detail == {"matches": 3}
+    assert r.ok and r.facts == Facts(matches=3)
 
 
 def test_an_empty_worklist_passes_by_default(wlm: Wlmscpfs) -> None:
     # an idle modality at 3 a.m. is not an outage
     r = run_wl(wlm.port, scheduledStationAETitle="IDLE01")
     assert r.ok and r.reason is None
-    assert r.detail == {"matches": 0}
+    assert r.facts == Facts(matches=0)
     assert "first_match" not in r.phases
 
 
@@ -211,14 +210,13 @@ def test_min_count_makes_an_empty_worklist_fail(wlm: Wlmscpfs) -> None:
 def test_max_results_cancels_and_wlmscpfs_ends_the_query(wlm: Wlmscpfs) -> None:
     r = run_wl(wlm.port, scheduledStationAETitle="CT02", maxResults=10)
     assert r.ok, r.message
-    assert r.detail == {"matches": 10, "capped": True}
+    assert r.facts == Facts(matches=10, capped=True)
     assert r.message == "Worklist C-FIND successful: at least 10 items"
     # DCMTK honoured the C-CANCEL with its final response, so the association was released
     # (an abort would leave no release phase)
     assert "release" in r.phases
-    assert run_wl(wlm.port, scheduledStationAETitle="CT02", maxResults=100).detail == {
-        "matches": 25
-    }
+    r = run_wl(wlm.port, scheduledStationAETitle="CT02", maxResults=100)
+    assert r.facts == Facts(matches=25)
 
 
 def test_no_worklist_block_no_probe() -> None:
@@ -319,7 +317,7 @@ def test_thousands_of_items_are_counted_up_to_max_results_within_the_deadline(ca
         r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=500)
         elapsed = time.monotonic() - t0
     assert r.ok, r.message
-    assert r.detail == {"matches": 500, "capped": True}
+    assert r.facts == Facts(matches=500, capped=True)
     assert "at least 500" in r.message
     assert elapsed < 10.0
     assert scp.sent < 20_000  # it stopped reading and went away, it did not wait for all
@@ -337,12 +335,13 @@ def test_an_scp_that_honours_the_cancel_is_released_not_aborted() -> None:
         r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=200)
         wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
     assert r.ok, r.message
-    assert r.detail == {"matches": 200, "capped": True}
+    assert r.facts == Facts(matches=200, capped=True)
     assert scp.cancelled.is_set()
     assert scp.ended == ["released"]
     assert "release" in r.phases
 
 
+@pytest.mark.timing  # 1,000 responses in Python against a 4 s deadline: CPU-bound on a busy host
 def test_an_endless_worklist_ends_within_the_deadline() -> None:
     with HostileWorklist(count=None) as scp:
         t0 = time.monotonic()
@@ -350,15 +349,16 @@ def test_an_endless_worklist_ends_within_the_deadline() -> None:
         elapsed = time.monotonic() - t0
     # the default cap (1000) ends it with a count, well inside the 4 s deadline
     assert r.ok, r.message
-    assert r.detail == {"matches": 1000, "capped": True}
+    assert r.facts == Facts(matches=1000, capped=True)
     assert elapsed < 4.0
 
 
 def test_a_long_worklist_below_the_cap_is_counted_exactly() -> None:
     with HostileWorklist(count=1500) as scp:
-        r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=5000)
+        # about counting exactly, not speed: a deadline a loaded 2-core host cannot miss
+        r = run_wl(scp.port, timeout_ms=30_000, scheduledStationAETitle="CT01", maxResults=5000)
     assert r.ok, r.message
-    assert r.detail == {"matches": 1500}
+    assert r.facts == Facts(matches=1500)
     assert {"associate", "dimse", "release"} <= set(r.phases)
 
 

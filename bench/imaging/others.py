@@ -113,14 +113,14 @@ def simulator_process() -> Iterator[dict[str, int]]:
 
 def case(t: dict[str, Any], name: str, **expect: Any) -> Callable[[], Any]:
     """One run of probe `name` through run_probe, checked: ok, and each `expect` key of its
-    detail (or `warning=True/False`) as given."""
+    facts (probes.base.Facts field names, or `warning=True/False`) as given."""
     p = plan(t)
 
     def once() -> Any:
         r = run_probe(p, name)
         assert r.ok, r.message
         for key, want in expect.items():
-            got = (r.warning is not None) if key == "warning" else (r.detail or {}).get(key)
+            got = (r.warning is not None) if key == "warning" else getattr(r.facts, key)
             assert got == want, (name, key, got, want)
         return r
 

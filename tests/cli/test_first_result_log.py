@@ -22,7 +22,6 @@ def _result(ok: bool) -> ProbeResult:
         duration=0.001,
         started_at=ProbeResult.now(),
         attempts=1,
-        detail={},
     )
 
 
