@@ -20,28 +20,38 @@ from agent.probe_selection import PROBE_ORDER
 
 __all__ = ["UNKNOWN", "build_parser", "main", "printable"]
 
-# Names that lived here before the commands had their own modules, found where they are now.
+# Names that lived here before the commands had their own modules, found where they are now
+# (old name -> module, name there), so that code written against the single module still runs.
 _MOVED = {
-    "run_once": "agent.cli_probe",
-    "plugin_line": "agent.cli_probe",
-    "render_table": "agent.cli_probe",
-    "EXIT": "agent.cli_probe",
-    "cmd_probe": "agent.cli_probe",
-    "cmd_diagnose": "agent.cli_probe",
-    "cmd_run": "agent.cli_run",
-    "cmd_check_config": "agent.cli_check",
-    "effective_for_display": "agent.cli_check",
-    "NO_TARGET_WARNING": "agent.cli_common",
+    "run_once": ("agent.cli_probe", "run_once"),
+    "plugin_line": ("agent.cli_probe", "plugin_line"),
+    "render_table": ("agent.cli_probe", "render_table"),
+    "EXIT": ("agent.cli_probe", "EXIT"),
+    "cmd_probe": ("agent.cli_probe", "cmd_probe"),
+    "cmd_diagnose": ("agent.cli_probe", "cmd_diagnose"),
+    "cmd_run": ("agent.cli_run", "cmd_run"),
+    "_leave": ("agent.cli_run", "_leave"),
+    "_url_host": ("agent.cli_run", "_url_host"),
+    "cmd_check_config": ("agent.cli_check", "cmd_check_config"),
+    "effective_for_display": ("agent.cli_check", "effective_for_display"),
+    "NO_TARGET_WARNING": ("agent.cli_common", "NO_TARGET_WARNING"),
+    "setup_logging": ("agent.cli_common", "setup_logging"),
+    "_log_level": ("agent.cli_common", "log_level"),
+    "_load": ("agent.cli_common", "load_or_demo"),
+    "_demo_config": ("agent.cli_common", "demo_config"),
+    "_say": ("agent.cli_common", "say"),
+    "_emit": ("agent.cli_common", "emit"),
+    "_quiet_stdout": ("agent.cli_common", "quiet_stdout"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
+    if name not in _MOVED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    module, attr = _MOVED[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 # Each command imports its module when it runs (see the module docstring).
