@@ -15,7 +15,8 @@ MASK = "<redacted>"
 # config): http(s), an ASCII host name or IPv4 address, an optional port of ASCII digits, then
 # the path or nothing. What does not match takes the full check below.
 _SIMPLE = re.compile(
-    rf"https?://(?=[^/?#]{{1,253}}(?:[/?#]|$)){_LABEL}(?:\.{_LABEL})*\.?(?::([0-9]{{1,5}}))?(?:[/?#]|$)"
+    rf"https?://(?=[^/?#]{{1,253}}(?:[/?#]|\Z)){_LABEL}(?:\.{_LABEL})*\.?"
+    r"(?::([0-9]{1,5}))?(?:[/?#]|\Z)"
 )
 
 

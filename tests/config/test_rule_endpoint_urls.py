@@ -136,6 +136,9 @@ def test_the_fast_path_answers_as_the_full_check() -> None:
         "https://viewer.example.org/?a={b}",
         "https://h.example#frag",
         "https://h.example?q",
+        "https://h.example\n",
+        "https://h.example:80\n",
+        "https://h.exa\nmple/",
     ]
     for url in urls:
         assert url_problem(url) == full_url_problem(url), url
