@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from agent import __version__
 from agent.cli_common import UNKNOWN, printable, quiet_stdout
-from agent.probe_selection import PROBE_ORDER
+from probes.registry import PROBES
 
 __all__ = ["UNKNOWN", "build_parser", "main", "printable"]
 
@@ -97,7 +97,17 @@ def _listen_arg(text: str) -> str:
     return text
 
 
+def _workers_arg(text: str) -> int:
+    from agent.supervisor import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    probe_names = tuple(PROBES)  # run order (probes.registry)
     ap = _Parser(
         prog="agent",
         description="PACS health-monitoring agent. Exit codes: 0 HEALTHY, 1 DEGRADED, "
@@ -123,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "port 0 binds a free port, printed as 'Listening on URL'",
     )
     run.add_argument("--shard", help="i/n: probe only this shard of the targets (or AGENT_SHARD)")
+    run.add_argument(
+        "--workers",
+        type=_workers_arg,
+        metavar="N",
+        help="probe in N processes behind the one port (or AGENT_WORKERS; default one per "
+        "usable CPU, at most one per target; 1 = a single process)",
+    )
     run.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument(
@@ -145,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--target", help="only this target id")
     probe.add_argument(
         "--probe",
-        choices=PROBE_ORDER,
+        choices=probe_names,
         metavar="NAME",
-        help=f"only this probe: {', '.join(PROBE_ORDER)}",
+        help=f"only this probe: {', '.join(probe_names)}",
     )
     probe.add_argument(
         "--output",

@@ -19,11 +19,10 @@ from agent.config import ConfigError
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
 from agent.logging_setup import log_run
-from agent.probe_selection import PROBE_ORDER
 from agent.recorder import LatencyRecorder
 from agent.redaction import Redactor
 from agent.runner import run_probe
-from agent.targets import TargetPlan, build_plan
+from agent.targets import PROBE_ORDER, TargetPlan, build_plan
 
 EXIT = {
     HealthState.HEALTHY: 0,

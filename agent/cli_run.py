@@ -51,6 +51,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except WebConfigError as e:
             print(f"agent: invalid --web.config.file: {e}", file=sys.stderr)
             return UNKNOWN
+    from agent.supervisor import resolve_workers, run_workers
+
+    try:  # the demo (no --config) is one target: one process
+        workers = resolve_workers(args.workers, loaded, shard) if args.config else 1
+    except ValueError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return UNKNOWN
+    if workers > 1:  # N processes behind this one port (agent.supervisor)
+        return run_workers(args, loaded, shard, web, workers)
     try:
         service = AgentService(
             loaded,

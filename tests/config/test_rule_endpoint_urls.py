@@ -99,7 +99,7 @@ def test_check_config_does_not_print_a_url_password(tmp_path: Path) -> None:
 def test_the_fast_path_answers_as_the_full_check() -> None:
     """url_problem decides common URLs with one regex; it must agree with the full check (urlsplit,
     the port, IDNA, the host-name rules) on common and awkward URLs alike."""
-    from agent.config.urls import full_url_problem, url_problem
+    from probes.addresses import full_url_problem, url_problem
 
     long_label = "a" * 63
     urls = [
