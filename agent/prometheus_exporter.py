@@ -13,138 +13,42 @@ and probe, phase, reason, status and state come from fixed sets.
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
 from agent import __version__
-from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.evaluator import HealthState
+from agent.metrics_catalogue import family
+from agent.observation import (
+    AgentEvent,
+    ConfigLoad,
+    Maintenance,
+    MissedRun,
+    Observation,
+    PlansInstalled,
+    SelfProbeOverhead,
+    StartLateness,
+    TargetInfo,
+    TargetSettings,
+)
+from agent.prometheus_series import (
+    DURATION_BUCKETS,
+    FAMILIES,
+    HEADERS,
+    LATENESS_BUCKETS,
+    STATES,
+    STATUSES,
+    ProbeCounters,
+    WithoutCreated,
+    agent_gauge,
+    num,
+)
 from agent.recorder import QUANTILES
 from agent.slo import ProbeObjectives
-from probes.base import ProbeResult, Reason
-
-# `_created` series double every counter and histogram for no use here.
-disable_created_metrics()
-
-# 2 s is the guide's degradedLatency default: alerts can count runs on each side of it.
-DURATION_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-)
-LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# UNKNOWN: no result yet. Exported as a state of its own, so a target that has not reported
-# reads 1 there instead of 0 everywhere (which dashboards painted green).
-STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
-STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
-# Endpoints a failover target exports before its first successful run says which it has; after
-# that, the probe's own node names (primary, secondary, secondary2, ... as configured).
-FAILOVER_ENDPOINTS = ("primary", "secondary")
-
-# (name, type, help) of the per-target families, in exposition order.
-FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("probe_success", "gauge", "1 if the last run succeeded"),
-    ("probe_duration_seconds", "gauge", "Wall time of the last run on the wire"),
-    ("pacs_probe_last_run_timestamp_seconds", "gauge", "Unix time the last run started"),
-    ("pacs_probe_duration_seconds", "histogram", "Successful runs' durations"),
-    (
-        "pacs_probe_latency_seconds",
-        "summary",
-        "HDR quantiles of successful runs over the sliding window",
-    ),
-    ("pacs_probe_phase_duration_seconds", "gauge", "Last run, per phase"),
-    ("pacs_probe_runs_total", "counter", "Runs by result"),
-    ("pacs_probe_failures_total", "counter", "Failed runs by reason"),
-    ("pacs_probe_attempts_total", "counter", "Attempts including retries"),
-    ("pacs_check_status", "gauge", "1 for the check's current status"),
-    ("pacs_target_health", "gauge", "1 for the target's current state"),
-    ("pacs_failover_active", "gauge", "1 for the endpoint currently serving"),
-    ("pacs_failover_endpoint_up", "gauge", "1 if the failover endpoint answered in the last run"),
-    ("pacs_probe_dicom_status_total", "counter", "Failed runs by DICOM status or rejection"),
-    (
-        "pacs_dicom_context_accepted",
-        "gauge",
-        "1 if the PACS accepted the SOP class with the transfer syntax",
-    ),
-    ("probe_ssl_earliest_cert_expiry", "gauge", "Earliest certificate expiry (unix time)"),
-    ("pacs_tls_cert_not_after_timestamp_seconds", "gauge", "Leaf certificate expiry (unix time)"),
-    ("probe_tls_version_info", "gauge", "TLS version the last handshake negotiated"),
-    ("pacs_latency_out_of_range_total", "counter", "Latencies outside the HDR range, clamped"),
-    ("pacs_scheduler_missed_runs_total", "counter", "Scheduled runs missed or skipped"),
-    ("pacs_slo_objective_ratio", "gauge", "Service-level objective (0.999 for 99.9 %)"),
-    ("pacs_probe_slow_runs_total", "counter", "Successful runs over the latency SLO threshold"),
-    ("pacs_target_maintenance", "gauge", "1 while the target is in a maintenance window"),
-    (
-        "pacs_target_degraded_latency_seconds",
-        "gauge",
-        "The target's degradedLatency (p95 above it is DEGRADED)",
-    ),
-    (
-        "pacs_target_cert_expiry_warning_seconds",
-        "gauge",
-        "The target's certExpiryWarningDays in seconds",
-    ),
-)
-_HEADERS = {
-    name: f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode() for name, kind, doc in FAMILIES
-}
-
-
-def _v(x: float) -> str:
-    if isinstance(x, int):
-        return f"{x}.0" if abs(x) < 1e16 else repr(float(x))
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(x)
-
-
-class _ProbeState:
-    """Everything exported about one (target, probe)."""
-
-    __slots__ = (
-        "buckets",
-        "count",
-        "sum",
-        "runs",
-        "failures",
-        "attempts",
-        "missed",
-        "oor",
-        "lat_count",
-        "lat_sum",
-        "slow",
-        "dicom_status",
-    )
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(DURATION_BUCKETS)
-        self.count = 0
-        self.sum = 0.0
-        self.runs = {"success": 0, "failure": 0}
-        self.failures: dict[str, int] = {}
-        self.attempts = 0
-        self.missed = 0
-        self.oor = 0
-        self.lat_count = 0
-        self.lat_sum = 0.0
-        self.slow = 0
-        self.dicom_status: dict[str, int] = {}  # bounded labels (probes.dicom_status)
+from probes.base import Facts, ProbeResult, Reason
 
 
 class PrometheusExporter:
@@ -154,41 +58,27 @@ class PrometheusExporter:
         # that a scrape is one join (a str join + encode + concatenation made three 10 MB
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
-        self._state: dict[tuple[str, str], _ProbeState] = {}
+        self._state: dict[tuple[str, str], ProbeCounters] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
-        self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
-        # (target, probe) → the last (sop_class, transfer_syntax, accepted) of dicom_capabilities
-        self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        # target → probe → the facts it declares for a run that found nothing (TargetInfo)
+        self._declared: dict[str, dict[str, Facts]] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.agent = Gauge(
-            "pacs_agent_health", "1 for the worst target state", ["state"], registry=r
-        )
+        self._agent_metrics = WithoutCreated(r)
+        self.agent = agent_gauge("pacs_agent_health", r)
+        lateness = family("pacs_scheduler_start_lateness_seconds")
         self.lateness = Histogram(
-            "pacs_scheduler_start_lateness_seconds",
-            "Actual minus scheduled start time",
-            buckets=LATENESS_BUCKETS,
-            registry=r,
+            lateness.name, lateness.help, buckets=LATENESS_BUCKETS, registry=r
         )
-        self.self_probe = Gauge(
-            "pacs_agent_self_probe_overhead_seconds",
-            "Reported duration of a C-ECHO to the agent's own in-process loopback SCP",
-            registry=r,
-        )
-        self.targets_gauge = Gauge("pacs_agent_targets", "Targets this agent probes", registry=r)
-        self.info = Gauge(
-            "pacs_agent_info", "Agent version and shard", ["version", "shard"], registry=r
-        )
+        self.self_probe = agent_gauge("pacs_agent_self_probe_overhead_seconds", r)
+        self.targets_gauge = agent_gauge("pacs_agent_targets", r)
+        self.info = agent_gauge("pacs_agent_info", r)
         self.info.labels(__version__, shard).set(1)
-        self.reload_ok = Gauge(
-            "pacs_config_last_reload_successful", "1 if the last config load succeeded", registry=r
-        )
-        self.reload_ts = Gauge(
-            "pacs_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load",
-            registry=r,
-        )
+        self.reload_ok = agent_gauge("pacs_config_last_reload_successful", r)
+        self.reload_ts = agent_gauge("pacs_config_last_reload_success_timestamp_seconds", r)
+        failures = family("pacs_otlp_export_failures_total")
+        # prometheus_client appends _total to a counter's name itself
         self.otlp_failures = Counter(
-            "pacs_otlp_export_failures", "OTLP export attempts that failed", registry=r
+            failures.name.removesuffix("_total"), failures.help, registry=r
         )
         for s in STATES:
             self.agent.labels(s.value).set(1 if s == HealthState.UNKNOWN else 0)
@@ -202,13 +92,13 @@ class PrometheusExporter:
         else:
             self._frag[family].pop(key, None)
 
-    def _counters(self, t: str, p: str, st: _ProbeState) -> None:
+    def _counters(self, t: str, p: str, st: ProbeCounters) -> None:
         tp = f'target="{t}",probe="{p}"'
         self._set(
             "pacs_probe_runs_total",
             (t, p),
             (
-                f'pacs_probe_runs_total{{{tp},result="{res}"}} {_v(n)}\n'
+                f'pacs_probe_runs_total{{{tp},result="{res}"}} {num(n)}\n'
                 for res, n in st.runs.items()
             ),
         )
@@ -216,28 +106,28 @@ class PrometheusExporter:
             "pacs_probe_failures_total",
             (t, p),
             (
-                f'pacs_probe_failures_total{{{tp},reason="{rs}"}} {_v(n)}\n'
+                f'pacs_probe_failures_total{{{tp},reason="{rs}"}} {num(n)}\n'
                 for rs, n in sorted(st.failures.items())
             ),
         )
         self._set(
             "pacs_probe_attempts_total",
             (t, p),
-            (f"pacs_probe_attempts_total{{{tp}}} {_v(st.attempts)}\n",),
+            (f"pacs_probe_attempts_total{{{tp}}} {num(st.attempts)}\n",),
         )
         self._set(
             "pacs_scheduler_missed_runs_total",
             (t, p),
-            (f"pacs_scheduler_missed_runs_total{{{tp}}} {_v(st.missed)}\n",),
+            (f"pacs_scheduler_missed_runs_total{{{tp}}} {num(st.missed)}\n",),
         )
         # from the start, like the counters above: an alert on increase() needs the 0 before the 1
         self._set(
             "pacs_latency_out_of_range_total",
             (t, p),
-            (f"pacs_latency_out_of_range_total{{{tp}}} {_v(st.oor)}\n",),
+            (f"pacs_latency_out_of_range_total{{{tp}}} {num(st.oor)}\n",),
         )
 
-    def _slo(self, t: str, p: str, st: _ProbeState) -> None:
+    def _slo(self, t: str, p: str, st: ProbeCounters) -> None:
         """Objectives, and the slow-run counter of a probe with a latency SLO (one series)."""
         obj = self._slos.get((t, p))
         tp = f'target="{t}",probe="{p}"'
@@ -245,7 +135,7 @@ class PrometheusExporter:
             "pacs_slo_objective_ratio",
             (t, p),
             (
-                f'pacs_slo_objective_ratio{{{tp},slo="{slo}"}} {_v(ratio)}\n'
+                f'pacs_slo_objective_ratio{{{tp},slo="{slo}"}} {num(ratio)}\n'
                 for slo, ratio in (obj.ratios().items() if obj else ())
             ),
         )
@@ -253,37 +143,37 @@ class PrometheusExporter:
         self._set(
             "pacs_probe_slow_runs_total",
             (t, p),
-            (f"pacs_probe_slow_runs_total{{{tp}}} {_v(st.slow)}\n",) if has_latency else (),
+            (f"pacs_probe_slow_runs_total{{{tp}}} {num(st.slow)}\n",) if has_latency else (),
         )
 
     # -- per target ------------------------------------------------------------------------------
 
-    def add_target(
-        self,
-        target: str,
-        probes: list[str],
-        slos: Mapping[str, ProbeObjectives] | None = None,
-    ) -> None:
+    def add_target(self, target: TargetInfo) -> None:
         """Create the series a target has from the start, so absent() and rate() work at once."""
+        if not target.metrics_enabled:
+            return
+        tid = target.id
         with self._lock:
-            for p in probes:
-                if slos and p in slos:
-                    self._slos[(target, p)] = slos[p]
+            self._declared[tid] = dict(target.declared)
+            for p in target.probes:
+                if p in target.slos:
+                    self._slos[(tid, p)] = target.slos[p]
                 else:
-                    self._slos.pop((target, p), None)
+                    self._slos.pop((tid, p), None)
             self._set(
                 "pacs_target_health",
-                (target, ""),
+                (tid, ""),
                 (
-                    f'pacs_target_health{{target="{target}",state="{s.value}"}} '
+                    f'pacs_target_health{{target="{tid}",state="{s.value}"}} '
                     f"{1.0 if s == HealthState.UNKNOWN else 0.0}\n"
                     for s in STATES
                 ),
             )
-            for p in probes:
-                st = self._state.setdefault((target, p), _ProbeState())
-                self._counters(target, p, st)
-                self._slo(target, p, st)
+            for p in target.probes:
+                st = self._state.setdefault((tid, p), ProbeCounters())
+                self._counters(tid, p, st)
+                self._slo(tid, p, st)
+            self._target_settings(target)
 
     def remove_target(self, target: str) -> None:
         with self._lock:
@@ -291,34 +181,50 @@ class PrometheusExporter:
                 del self._state[key]
             for key in [k for k in self._slos if k[0] == target]:
                 del self._slos[key]
-            self._failover_eps.pop(target, None)
-            for key in [k for k in self._contexts if k[0] == target]:
-                del self._contexts[key]
+            self._declared.pop(target, None)
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
 
-    def set_target_settings(
-        self, target: str, degraded_latency: float, cert_warning_seconds: float
-    ) -> None:
+    def _target_settings(self, target: TargetInfo) -> None:
         """Per-target thresholds, so alert rules compare against each target's own settings."""
-        t = f'{{target="{target}"}}'
-        with self._lock:
-            self._set(
-                "pacs_target_degraded_latency_seconds",
-                (target, ""),
-                (f"pacs_target_degraded_latency_seconds{t} {_v(float(degraded_latency))}\n",),
-            )
-            self._set(
-                "pacs_target_cert_expiry_warning_seconds",
-                (target, ""),
-                (
-                    f"pacs_target_cert_expiry_warning_seconds{t} "
-                    f"{_v(float(cert_warning_seconds))}\n",
-                ),
-            )
+        tid = target.id
+        t = f'{{target="{tid}"}}'
+        self._set(
+            "pacs_target_degraded_latency_seconds",
+            (tid, ""),
+            (f"pacs_target_degraded_latency_seconds{t} {num(float(target.degraded_latency))}\n",),
+        )
+        self._set(
+            "pacs_target_cert_expiry_warning_seconds",
+            (tid, ""),
+            (
+                f"pacs_target_cert_expiry_warning_seconds{t} "
+                f"{num(float(target.cert_warning_seconds))}\n",
+            ),
+        )
 
-    def set_maintenance(self, active: dict[str, bool]) -> None:
+    def event(self, ev: AgentEvent) -> None:
+        if isinstance(ev, MissedRun):
+            self._missed_run(ev.target, ev.probe)
+        elif isinstance(ev, StartLateness):
+            self.lateness.observe(ev.seconds)
+        elif isinstance(ev, Maintenance):
+            self._set_maintenance(ev.active)
+        elif isinstance(ev, TargetSettings):
+            with self._lock:
+                if (ev.target.id, "") in self._frag["pacs_target_health"]:
+                    self._target_settings(ev.target)
+        elif isinstance(ev, PlansInstalled):
+            self.targets_gauge.set(ev.targets)
+        elif isinstance(ev, ConfigLoad):
+            self.reload_ok.set(1 if ev.ok else 0)
+            if ev.at is not None:
+                self.reload_ts.set(ev.at)
+        elif isinstance(ev, SelfProbeOverhead):
+            self.self_probe.set(ev.seconds)
+
+    def _set_maintenance(self, active: Mapping[str, bool]) -> None:
         """pacs_target_maintenance for the given targets (only those already added)."""
         with self._lock:
             health = self._frag["pacs_target_health"]
@@ -334,30 +240,26 @@ class PrometheusExporter:
                     (f'pacs_target_maintenance{{target="{target}"}} {1.0 if on else 0.0}\n',),
                 )
 
-    def missed_run(self, target: str, probe: str) -> None:
+    def _missed_run(self, target: str, probe: str) -> None:
         with self._lock:
             st = self._state.get((target, probe))
             if st is not None:
                 st.missed += 1
                 self._counters(target, probe, st)
 
-    def observe(
-        self,
-        r: ProbeResult,
-        quantiles: dict[float, float],
-        check: CheckState,
-        target_state: HealthState,
-        agent_state: HealthState,
-        out_of_range: int = 0,
-    ) -> None:
+    def observe(self, obs: Observation) -> None:
+        r, ev = obs.result, obs.evaluation
+        quantiles = obs.recorded.quantiles
         t, p = r.target, r.probe
         tp = f'target="{t}",probe="{p}"'
         key = (t, p)
         with self._lock:
-            st = self._state.setdefault(key, _ProbeState())
+            st = self._state.get(key)
+            if st is None:
+                return  # metrics disabled for it, or removed by a reload during this run
             st.runs["success" if r.ok else "failure"] += 1
             st.attempts += r.attempts
-            st.oor += out_of_range
+            st.oor += obs.recorded.out_of_range
             if r.ok:
                 i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
                 for j in range(i, len(st.buckets)):
@@ -376,7 +278,7 @@ class PrometheusExporter:
                         "pacs_probe_dicom_status_total",
                         key,
                         (
-                            f'pacs_probe_dicom_status_total{{{tp},status="{sv}"}} {_v(n)}\n'
+                            f'pacs_probe_dicom_status_total{{{tp},status="{sv}"}} {num(n)}\n'
                             for sv, n in sorted(st.dicom_status.items())
                         ),
                     )
@@ -389,42 +291,42 @@ class PrometheusExporter:
             self._set(
                 "probe_duration_seconds",
                 key,
-                (f"probe_duration_seconds{{{tp}}} {_v(r.duration)}\n",),
+                (f"probe_duration_seconds{{{tp}}} {num(r.duration)}\n",),
             )
             self._set(
                 "pacs_probe_last_run_timestamp_seconds",
                 key,
                 (
                     f"pacs_probe_last_run_timestamp_seconds{{{tp}}} "
-                    f"{_v(r.started_at.timestamp())}\n",
+                    f"{num(r.started_at.timestamp())}\n",
                 ),
             )
             if st.count:
                 hist = [
-                    f'pacs_probe_duration_seconds_bucket{{{tp},le="{_v(float(le))}"}} {_v(n)}\n'
+                    f'pacs_probe_duration_seconds_bucket{{{tp},le="{num(float(le))}"}} {num(n)}\n'
                     for le, n in zip(DURATION_BUCKETS, st.buckets, strict=True)
                 ]
                 hist.append(
-                    f'pacs_probe_duration_seconds_bucket{{{tp},le="+Inf"}} {_v(st.count)}\n'
+                    f'pacs_probe_duration_seconds_bucket{{{tp},le="+Inf"}} {num(st.count)}\n'
                 )
-                hist.append(f"pacs_probe_duration_seconds_count{{{tp}}} {_v(st.count)}\n")
-                hist.append(f"pacs_probe_duration_seconds_sum{{{tp}}} {_v(st.sum)}\n")
+                hist.append(f"pacs_probe_duration_seconds_count{{{tp}}} {num(st.count)}\n")
+                hist.append(f"pacs_probe_duration_seconds_sum{{{tp}}} {num(st.sum)}\n")
                 self._set("pacs_probe_duration_seconds", key, hist)
             lat = [
-                f'pacs_probe_latency_seconds{{{tp},quantile="{q}"}} {_v(quantiles[q])}\n'
+                f'pacs_probe_latency_seconds{{{tp},quantile="{q}"}} {num(quantiles[q])}\n'
                 for q in QUANTILES
                 if q in quantiles
             ]
             if lat or st.lat_count:
-                lat.append(f"pacs_probe_latency_seconds_count{{{tp}}} {_v(st.lat_count)}\n")
-                lat.append(f"pacs_probe_latency_seconds_sum{{{tp}}} {_v(st.lat_sum)}\n")
+                lat.append(f"pacs_probe_latency_seconds_count{{{tp}}} {num(st.lat_count)}\n")
+                lat.append(f"pacs_probe_latency_seconds_sum{{{tp}}} {num(st.lat_sum)}\n")
             self._set("pacs_probe_latency_seconds", key, lat)
             # phases this run did not reach are dropped, not left stale
             self._set(
                 "pacs_probe_phase_duration_seconds",
                 key,
                 (
-                    f'pacs_probe_phase_duration_seconds{{{tp},phase="{ph}"}} {_v(v)}\n'
+                    f'pacs_probe_phase_duration_seconds{{{tp},phase="{ph}"}} {num(v)}\n'
                     for ph, v in r.phases.items()
                 ),
             )
@@ -433,7 +335,7 @@ class PrometheusExporter:
                 key,
                 (
                     f'pacs_check_status{{{tp},status="{s.value}"}} '
-                    f"{1.0 if check.status == s else 0.0}\n"
+                    f"{1.0 if ev.check.status == s else 0.0}\n"
                     for s in STATUSES
                 ),
             )
@@ -442,7 +344,7 @@ class PrometheusExporter:
                 (t, ""),
                 (
                     f'pacs_target_health{{target="{t}",state="{s.value}"}} '
-                    f"{1.0 if target_state == s else 0.0}\n"
+                    f"{1.0 if ev.target_after == s else 0.0}\n"
                     for s in STATES
                 ),
             )
@@ -450,14 +352,14 @@ class PrometheusExporter:
                 self._set(
                     "probe_ssl_earliest_cert_expiry",
                     key,
-                    (f"probe_ssl_earliest_cert_expiry{{{tp}}} {_v(r.tls.earliest_not_after)}\n",),
+                    (f"probe_ssl_earliest_cert_expiry{{{tp}}} {num(r.tls.earliest_not_after)}\n",),
                 )
                 self._set(
                     "pacs_tls_cert_not_after_timestamp_seconds",
                     key,
                     (
                         f"pacs_tls_cert_not_after_timestamp_seconds{{{tp}}} "
-                        f"{_v(r.tls.leaf_not_after)}\n",
+                        f"{num(r.tls.leaf_not_after)}\n",
                     ),
                 )
                 if r.tls.version is not None:
@@ -466,48 +368,54 @@ class PrometheusExporter:
                         key,
                         (f'probe_tls_version_info{{{tp},version="{r.tls.version}"}} 1.0\n',),
                     )
-            if p == "failover":
-                active = r.facts.active_endpoint if r.ok else None
-                # every configured node gets a series, so a third node serving reads 1 too
-                up = r.facts.endpoints_up
-                eps = tuple(up) if up else self._failover_eps.get(t, FAILOVER_ENDPOINTS)
-                self._failover_eps[t] = eps
-                self._set(
-                    "pacs_failover_active",
-                    (t, ""),
-                    (
-                        f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
-                        f"{1.0 if active == ep else 0.0}\n"
-                        for ep in eps
-                    ),
-                )
-                # a run that failed has every node down (it raised before reporting `up`)
-                self._set(
-                    "pacs_failover_endpoint_up",
-                    (t, ""),
-                    (
-                        f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
-                        f"{1.0 if r.ok and up and up.get(ep) else 0.0}\n"
-                        for ep in eps
-                    ),
-                )
-            if p == "dicom_capabilities":
-                contexts = r.facts.contexts
-                if contexts is None:  # a failed run: nothing was accepted
-                    contexts = tuple((sop, ts, False) for sop, ts, _ in self._contexts.get(key, ()))
-                self._contexts[key] = list(contexts)
-                # one series per configured (SOP class, transfer syntax) pair: bounded by config
-                self._set(
-                    "pacs_dicom_context_accepted",
-                    key,
-                    (
-                        f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
-                        f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
-                        for sop, ts, ok in contexts
-                    ),
-                )
+            self._declared_series(r, self._declared.get(t, {}).get(p))
         for s in STATES:
-            self.agent.labels(s.value).set(1 if agent_state == s else 0)
+            self.agent.labels(s.value).set(1 if ev.agent_state == s else 0)
+
+    def _declared_series(self, r: ProbeResult, declared: Facts | None) -> None:
+        """Series of the facts that name their own label values (failover nodes, proposed
+        contexts), for any probe reporting or declaring them. A run that failed reports none:
+        its series come from what the probe declared (every node down, every context refused)."""
+        t = r.target
+        f = r.facts
+        up = f.endpoints_up
+        if up is None and declared is not None:
+            up = declared.endpoints_up
+        if up is not None:
+            active = f.active_endpoint if r.ok else None
+            # every configured node gets a series, so a third node serving reads 1 too
+            self._set(
+                "pacs_failover_active",
+                (t, ""),
+                (
+                    f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
+                    f"{1.0 if active == ep else 0.0}\n"
+                    for ep in up
+                ),
+            )
+            self._set(
+                "pacs_failover_endpoint_up",
+                (t, ""),
+                (
+                    f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
+                    f"{1.0 if r.ok and ok else 0.0}\n"
+                    for ep, ok in up.items()
+                ),
+            )
+        contexts = f.contexts
+        if contexts is None and declared is not None:
+            contexts = declared.contexts
+        if contexts is not None:
+            # one series per configured (SOP class, transfer syntax) pair: bounded by config
+            self._set(
+                "pacs_dicom_context_accepted",
+                (t, r.probe),
+                (
+                    f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
+                    f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
+                    for sop, ts, ok in contexts
+                ),
+            )
 
     def render(self) -> bytes:
         with self._lock:
@@ -515,7 +423,7 @@ class PrometheusExporter:
             for name, _, _ in FAMILIES:
                 frags = self._frag[name]
                 if frags:
-                    parts.append(_HEADERS[name])
+                    parts.append(HEADERS[name])
                     parts.extend(frags.values())
-        parts.append(generate_latest(self.registry))
+        parts.append(generate_latest(self._agent_metrics))
         return b"".join(parts)

@@ -1,5 +1,6 @@
-"""docs/metrics.md is the metrics contract: a running agent's /metrics and the page's table must
-agree in both directions (names, types, label names).
+"""The metrics catalogue (agent/metrics_catalogue.py) is the metrics contract: a running agent's
+/metrics and the catalogue must agree in both directions (names, types, label names, HELP), and
+the tables of docs/metrics.md and docs/otlp.md must be the ones generated from it.
 
 The agent (AgentService, the daemon) probes a SimulatedPACS, an HTTPS API with a trustme
 certificate (so the TLS expiry families exist) and a DICOM port with nothing listening (so the
@@ -20,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agent.config import load_config_text
+from agent.metrics_catalogue import FAMILIES, family
+from agent.metrics_doc import PAGES, blocks, generate
 from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import Shard
@@ -30,21 +33,21 @@ from tests.helpers.http_servers import HTTPPeer, Route
 from tests.helpers.ports import refused_port
 from tests.helpers.tls import TLSMaterial
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
-ROW = re.compile(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*(\w+)\s*\|([^|]*)\|")
 # Label names a family's samples carry besides the documented ones.
 IMPLICIT_LABELS = {"histogram": {"le"}, "summary": set(), "counter": set(), "gauge": set()}
 
 
 def documented() -> dict[str, tuple[str, set[str]]]:
-    """name → (type, label names), from the table(s) in docs/metrics.md."""
-    out: dict[str, tuple[str, set[str]]] = {}
-    for line in DOC.read_text().splitlines():
-        m = ROW.match(line)
-        if m:
-            labels = {x.strip() for x in m.group(3).split(",") if x.strip()}
-            out[m.group(1)] = (m.group(2), labels)
-    return out
+    """name → (type, label names) of every family a complete scrape shows, from the catalogue
+    (the conditional ones exist only once there is something to count)."""
+    return {f.name: (f.kind, set(f.labels)) for f in FAMILIES if f.section != "conditional"}
+
+
+def test_docs_tables_are_generated_from_the_catalogue() -> None:
+    for page in PAGES:
+        text = page.read_text()
+        assert blocks(text), f"{page}: no generated table markers"
+    assert not generate(check=True), "docs out of date: run python -m agent.metrics_doc"
 
 
 def family_name(name: str, kind: str) -> str:
@@ -109,7 +112,7 @@ def test_every_documented_family_is_exposed(scraped: dict[str, Any]) -> None:
         fam = families.get(family_name(name, kind))
         if fam is None or not fam.samples:
             missing.append(name)
-    assert not missing, f"documented in docs/metrics.md but not in /metrics: {missing}"
+    assert not missing, f"in the catalogue but not in /metrics: {missing}"
 
 
 def test_every_exposed_family_is_documented(scraped: dict[str, Any]) -> None:
@@ -117,7 +120,7 @@ def test_every_exposed_family_is_documented(scraped: dict[str, Any]) -> None:
     ours = [n for n in scraped["families"] if n.startswith(("pacs_", "probe_"))]
     assert ours, "no pacs_/probe_ families at all"
     undocumented = sorted(set(ours) - doc)
-    assert not undocumented, f"in /metrics but not documented in docs/metrics.md: {undocumented}"
+    assert not undocumented, f"in /metrics but not in the catalogue: {undocumented}"
 
 
 def test_types_and_label_names_match_the_table(scraped: dict[str, Any]) -> None:
@@ -133,6 +136,8 @@ def test_types_and_label_names_match_the_table(scraped: dict[str, Any]) -> None:
         seen -= IMPLICIT_LABELS.get(kind, set())
         if seen != labels:
             problems.append(f"{name}: documented labels {sorted(labels)}, exposed {sorted(seen)}")
+        if fam.documentation != family(name).help:
+            problems.append(f"{name}: HELP {fam.documentation!r}, catalogue {family(name).help!r}")
     assert not problems, "\n".join(problems)
 
 
