@@ -159,6 +159,11 @@ class HealthJsonExporter:
         with self._lock:
             return worst([s for s, n in self._counts.items() if n > 0])
 
+    def fragments(self) -> list[str]:
+        """Each target's JSON object as render() joins it (the workers' /health lines)."""
+        with self._lock:
+            return [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
+
     def render(self, shard: str | None = None) -> tuple[HealthState, bytes]:
         """The same document as health_document(), compact, joined from the cached fragments."""
         with self._lock:

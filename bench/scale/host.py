@@ -65,20 +65,41 @@ def wait_for_quiet(limit: float = 1.5, max_wait: float = 600.0) -> dict[str, Any
 # -- /proc ---------------------------------------------------------------------------------------
 
 
+def proc_tree(pid: int) -> list[int]:
+    """The process and its children (an agent run with --workers N is N + 1 processes)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                kids.append(int(d))
+    return [pid, *kids]
+
+
 def proc_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / clk_tck()
+    """utime + stime of a process and its children (all their threads), seconds."""
+    total = 0
+    for p in proc_tree(pid):
+        text = Path(f"/proc/{p}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / clk_tck()
 
 
 def proc_user_cpu(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return int(text[text.rindex(")") + 2 :].split()[11]) / clk_tck()
+    total = 0
+    for p in proc_tree(pid):
+        text = Path(f"/proc/{p}/stat").read_text()
+        total += int(text[text.rindex(")") + 2 :].split()[11])
+    return total / clk_tck()
 
 
 def proc_rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_size() / 1e6
+    pages = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in proc_tree(pid))
+    return pages * page_size() / 1e6
 
 
 def proc_threads(pid: int) -> int:

@@ -104,6 +104,7 @@ def write_config(path: Path, rows: list[dict[str, Any]], self_probe_ms: int = 50
 
 
 AGENT_PREFIX: list[str] = ["-m", "agent"]  # --switch-interval swaps in a wrapper
+AGENT_ARGS: list[str] = []  # --agent-args, e.g. "--workers 2"
 
 
 class Agent:
@@ -113,7 +114,7 @@ class Agent:
         self.spawned = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, *AGENT_PREFIX, "run", "--config", str(config),
-             "--listen", "127.0.0.1:0"],
+             "--listen", "127.0.0.1:0", *AGENT_ARGS],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.pid = self.proc.pid

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -35,7 +36,7 @@ from typing import Any
 from bench.scale.compare import compare
 from bench.scale.host import loadavg, machine, wait_for_quiet
 from bench.scale.measure import idle_self_probe, judge, measure
-from bench.scale.processes import AGENT_PREFIX, Sim, target_rows
+from bench.scale.processes import AGENT_ARGS, AGENT_PREFIX, Sim, target_rows
 from bench.scale.report import growth_report, main_report, plot_growth
 from bench.scale.settings import ROOT, log
 
@@ -131,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--echoscu-parallel", type=int, default=4)
     ap.add_argument("--pool-workers", type=int, default=16)
     ap.add_argument("--no-compare", action="store_true")
+    ap.add_argument("--agent-args", default="", help='extra `agent run` arguments ("--workers 2")')
     ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     ap.add_argument("--max-wait", type=float, default=600.0)
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="experiment: run the agent with sys.setswitchinterval(S)")
     args = ap.parse_args(argv)
+    # one process unless asked: the figures of record (BENCHMARKS.md) are one process's
+    AGENT_ARGS[:] = ["--workers", "1", *shlex.split(args.agent_args)]
     if args.switch_interval is not None:
         AGENT_PREFIX[:] = [
             "-c", f"import sys, runpy; sys.setswitchinterval({args.switch_interval}); "
