@@ -135,6 +135,7 @@ class HealthEvaluator:
         # targets per state, kept as results arrive: the agent state is read once per result
         # and a scan of 1,000 targets each time was the agent's largest single CPU cost
         self._counts: dict[HealthState, int] = dict.fromkeys(HealthState, 0)
+        self._agent = HealthState.UNKNOWN  # the worst state with a count, kept with the counts
 
     def add_target(
         self, target_id: str, name: str, thresholds: Thresholds, checks: list[str]
@@ -147,6 +148,7 @@ class HealthEvaluator:
             ts.checks = {c: CheckState(c) for c in checks}
             self.targets[target_id] = ts
             self._counts[ts.state] += 1
+            self._agent = self._worst()
 
     def set_thresholds(self, target_id: str, thresholds: Thresholds) -> None:
         """New thresholds for a kept target (a reload): its checks keep their history and
@@ -161,6 +163,7 @@ class HealthEvaluator:
             ts = self.targets.pop(target_id, None)
             if ts is not None:
                 self._counts[ts.state] -= 1
+                self._agent = self._worst()
 
     def set_maintenance(self, active: dict[str, bool]) -> None:
         """Mark targets as in (or out of) a maintenance window."""
@@ -181,7 +184,8 @@ class HealthEvaluator:
             if ts.state != target_before:
                 self._counts[target_before] -= 1
                 self._counts[ts.state] += 1
-            tr = Evaluation(check.view(), before, target_before, ts.state, self._worst())
+                self._agent = self._worst()
+            tr = Evaluation(check.view(), before, target_before, ts.state, self._agent)
         if tr.check_before is None:
             # a check's first result is not a change: say what it is, in plain words
             if tr.check_after != CheckStatus.PASS:
@@ -249,4 +253,4 @@ class HealthEvaluator:
 
     def agent_state(self) -> HealthState:
         with self._lock:
-            return self._worst()
+            return self._agent

@@ -87,6 +87,13 @@ class Maintenance:
 
 
 @dataclass(frozen=True)
+class ExportFailed:
+    """A push exporter's export attempt failed (counted on /metrics)."""
+
+    exporter: str  # "otlp"
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     """A kept target's thresholds changed in a reload (its series and state stay)."""
 
@@ -95,10 +102,10 @@ class TargetSettings:
 
 AgentEvent = (
     MissedRun | StartLateness | ConfigLoad | PlansInstalled | SelfProbeOverhead | Maintenance
-    | TargetSettings
+    | TargetSettings | ExportFailed
 )
 
 __all__ = [
-    "AgentEvent", "ConfigLoad", "Maintenance", "MissedRun", "Observation", "PlansInstalled",
-    "SelfProbeOverhead", "StartLateness", "TargetInfo", "TargetSettings",
+    "AgentEvent", "ConfigLoad", "ExportFailed", "Maintenance", "MissedRun", "Observation",
+    "PlansInstalled", "SelfProbeOverhead", "StartLateness", "TargetInfo", "TargetSettings",
 ]

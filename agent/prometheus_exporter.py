@@ -25,6 +25,7 @@ from agent.metrics_catalogue import family
 from agent.observation import (
     AgentEvent,
     ConfigLoad,
+    ExportFailed,
     Maintenance,
     MissedRun,
     Observation,
@@ -226,6 +227,8 @@ class PrometheusExporter:
                 self.reload_ts.set(ev.at)
         elif isinstance(ev, SelfProbeOverhead):
             self.self_probe.set(ev.seconds)
+        elif isinstance(ev, ExportFailed):
+            self.otlp_failures.inc()
 
     def _set_maintenance(self, active: Mapping[str, bool]) -> None:
         """pacs_target_maintenance for the given targets (only those already added)."""

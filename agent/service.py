@@ -18,6 +18,7 @@ from agent.logging_setup import log_run, run_fields
 from agent.maintenance import MaintenanceBook
 from agent.observation import (
     ConfigLoad,
+    ExportFailed,
     Maintenance,
     MissedRun,
     PlansInstalled,
@@ -141,7 +142,8 @@ class AgentService:
 
         try:
             return otlp_from_config(
-                settings.otlp, on_failure=self.prometheus.otlp_failures.inc, shard=shard
+                settings.otlp, on_failure=lambda: self.pipeline.emit(ExportFailed("otlp")),
+                shard=shard,
             )
         except OTLPSetupError as e:  # probing and /metrics go on without OTLP
             log.error("OTLP export disabled: %s", e)
