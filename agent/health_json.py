@@ -159,16 +159,15 @@ class HealthJsonExporter:
         with self._lock:
             return worst([s for s, n in self._counts.items() if n > 0])
 
-    def fragments(self) -> list[str]:
-        """Each target's JSON object as render() joins it (the workers' /health lines)."""
+    def parts(self) -> tuple[list[str], HealthState]:
+        """Each target's /health JSON, joined from its cached fragments, and the agent state."""
         with self._lock:
-            return [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
+            parts = [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
+            return parts, worst([s for s, n in self._counts.items() if n > 0])
 
     def render(self, shard: str | None = None) -> tuple[HealthState, bytes]:
         """The same document as health_document(), compact, joined from the cached fragments."""
-        with self._lock:
-            parts = [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
-            state = worst([s for s, n in self._counts.items() if n > 0])
+        parts, state = self.parts()
         ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
         text = f'{{"timestamp":"{ts}","status":"{state.value}","targets":[' + ",".join(parts) + "]"

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from agent.config import ConfigError, LoadedConfig, load_config
+from agent.observation import ConfigLoad
 from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import WorkerShard, parse_shard
@@ -37,15 +38,16 @@ class WorkerService(AgentService):
         """GET /health on a worker's socket: one line per target, `INDEX\tJSON`, INDEX its
         position in the config. The supervisor sorts and joins the lines into one /health
         without parsing any JSON (10,000 targets: a parse and a dump took seconds per scrape).
-        The JSON fragments are the /health exporter's cached ones: no newline inside (JSON
-        escapes them), the same text one process serves."""
+        The JSON fragments are the /health exporter's cached ones: no newline inside (JSON escapes
+        them), the same text one process serves."""
         self._refresh_maintenance()
         loaded = self.loaded
         if self._order[0] is not loaded:
             self._order = (loaded, {t.id: i for i, t in enumerate(loaded.model.targets)})
         order = self._order[1]
+        parts, _ = self.health.parts()
         lines = []
-        for part in self.health.fragments():
+        for part in parts:
             tid = part[7 : part.index('"', 7)]  # '{"id":"ID",...': ids are [A-Za-z0-9_.:-]
             lines.append(f"{order.get(tid, len(order))}\t{part}")
         return 200, "\n".join(lines).encode()
@@ -63,7 +65,7 @@ class WorkerService(AgentService):
         # one process would; the others answer the same line quietly
         if getattr(self.shard, "worker", 0) == 0:
             return super()._reject(reason, details, scrub)
-        self.prometheus.reload_ok.set(0)
+        self.pipeline.emit(ConfigLoad(False))
         line = " ".join((scrub or self.redactor).scrub(reason).split())
         return False, f"config reload rejected, keeping the running config: {line}"
 
