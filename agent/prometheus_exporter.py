@@ -53,8 +53,11 @@ from probes.base import Facts, ProbeResult, Reason
 
 
 class PrometheusExporter:
-    def __init__(self, shard: str = "0/1") -> None:
+    def __init__(self, shard: str = "0/1", *, classic_histogram: bool = False) -> None:
+        """classic_histogram: also export pacs_probe_duration_seconds (16 buckets, _count, _sum
+        per probe; agent.metrics.classicHistogram). Off, the HDR quantiles stand for it."""
         self._lock = threading.Lock()
+        self._classic = classic_histogram
         # family → (target, probe) → encoded text; probe "" for per-target families. Bytes, so
         # that a scrape is one join (a str join + encode + concatenation made three 10 MB
         # copies for 1,000 targets, which glibc then kept as RSS).
@@ -264,11 +267,12 @@ class PrometheusExporter:
             st.attempts += r.attempts
             st.oor += obs.recorded.out_of_range
             if r.ok:
-                i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
-                for j in range(i, len(st.buckets)):
-                    st.buckets[j] += 1
-                st.count += 1
-                st.sum += r.duration
+                if self._classic:
+                    i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
+                    for j in range(i, len(st.buckets)):
+                        st.buckets[j] += 1
+                    st.count += 1
+                    st.sum += r.duration
                 st.lat_count += 1
                 st.lat_sum += r.duration
             else:

@@ -96,7 +96,9 @@ class AgentService:
         self._installed: dict[str, TargetPlan] = {}
         self.recorder = LatencyRecorder(settings.latencyWindow, settings.latencyWindowBuckets)
         self.evaluator = HealthEvaluator()
-        self.prometheus = PrometheusExporter(shard=str(shard))
+        self.prometheus = PrometheusExporter(
+            shard=str(shard), classic_histogram=settings.metrics.classicHistogram
+        )
         self.health = HealthJsonExporter()
         self.pipeline = Pipeline(self.recorder, self.evaluator, [self.prometheus, self.health])
         self._initial = plans_for(loaded, shard)
