@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from probes.base import ProbeResult
 
@@ -62,9 +61,23 @@ class CheckState:
     last: ProbeResult | None = None
     p95: float | None = None
     message: str = ""
-    # This check's /health JSON, rendered when it changes (with a renderer), so that /health
-    # only joins strings: 1,000 targets re-rendered per request cost ~0.3 s of CPU.
-    text: str | None = field(default=None, repr=False, compare=False)
+
+    def view(self) -> CheckView:
+        return CheckView(self.name, self.status, self.consecutive_failures,
+                         self.consecutive_successes, self.last, self.p95, self.message)
+
+
+@dataclass(frozen=True)
+class CheckView:
+    """A check as one result left it: immutable, so exporters may keep it."""
+
+    name: str
+    status: CheckStatus = CheckStatus.PASS
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    last: ProbeResult | None = None
+    p95: float | None = None
+    message: str = ""
 
 
 @dataclass
@@ -75,7 +88,6 @@ class TargetState:
     checks: dict[str, CheckState] = field(default_factory=dict)
     state: HealthState = HealthState.UNKNOWN
     maintenance: bool = False  # in a planned window (agent.maintenance): shown, not a state
-    head: str = field(default="", repr=False, compare=False)  # /health JSON up to its checks
 
     def compute(self) -> HealthState:
         statuses = [c.status for c in self.checks.values() if c.last is not None]
@@ -101,31 +113,29 @@ def worst(states: list[HealthState]) -> HealthState:
 
 
 @dataclass(frozen=True)
-class Transition:
-    """What one result changed: the check's and the target's status before and after."""
+class Evaluation:
+    """What one result did, taken under the evaluator's lock in one go: the check after it, the
+    check's and the target's status before and after, and the agent state after."""
 
+    check: CheckView
     check_before: CheckStatus | None
-    check_after: CheckStatus
     target_before: HealthState
     target_after: HealthState
+    agent_state: HealthState
 
-
-class Renderer(Protocol):
-    """Renders the cached /health fragments (agent.health_json.JsonRenderer)."""
-
-    def head(self, t: TargetState) -> str: ...
-
-    def check(self, c: CheckState) -> str: ...
+    @property
+    def check_after(self) -> CheckStatus:
+        return self.check.status
 
 
 class HealthEvaluator:
-    def __init__(self, renderer: Renderer | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self.targets: dict[str, TargetState] = {}
-        self._renderer = renderer
         # targets per state, kept as results arrive: the agent state is read once per result
         # and a scan of 1,000 targets each time was the agent's largest single CPU cost
         self._counts: dict[HealthState, int] = dict.fromkeys(HealthState, 0)
+        self._agent = HealthState.UNKNOWN  # the worst state with a count, kept with the counts
 
     def add_target(
         self, target_id: str, name: str, thresholds: Thresholds, checks: list[str]
@@ -138,10 +148,7 @@ class HealthEvaluator:
             ts.checks = {c: CheckState(c) for c in checks}
             self.targets[target_id] = ts
             self._counts[ts.state] += 1
-            if self._renderer is not None:
-                ts.head = self._renderer.head(ts)
-                for c in ts.checks.values():
-                    c.text = self._renderer.check(c)
+            self._agent = self._worst()
 
     def set_thresholds(self, target_id: str, thresholds: Thresholds) -> None:
         """New thresholds for a kept target (a reload): its checks keep their history and
@@ -156,19 +163,17 @@ class HealthEvaluator:
             ts = self.targets.pop(target_id, None)
             if ts is not None:
                 self._counts[ts.state] -= 1
+                self._agent = self._worst()
 
     def set_maintenance(self, active: dict[str, bool]) -> None:
-        """Mark targets as in (or out of) a maintenance window; re-renders only what changed."""
+        """Mark targets as in (or out of) a maintenance window."""
         with self._lock:
             for tid, on in active.items():
                 ts = self.targets.get(tid)
-                if ts is None or ts.maintenance == on:
-                    continue
-                ts.maintenance = on
-                if self._renderer is not None:
-                    ts.head = self._renderer.head(ts)
+                if ts is not None:
+                    ts.maintenance = on
 
-    def update(self, result: ProbeResult, p95: float | None) -> Transition:
+    def update(self, result: ProbeResult, p95: float | None) -> Evaluation:
         with self._lock:
             ts = self.targets[result.target]
             check = ts.checks.setdefault(result.probe, CheckState(result.probe))
@@ -176,14 +181,11 @@ class HealthEvaluator:
             self._apply(check, ts.thresholds, result, p95)
             target_before = ts.state
             ts.state = ts.compute()
-            tr = Transition(before, check.status, target_before, ts.state)
             if ts.state != target_before:
                 self._counts[target_before] -= 1
                 self._counts[ts.state] += 1
-            if self._renderer is not None:
-                check.text = self._renderer.check(check)
-                if ts.state != target_before:
-                    ts.head = self._renderer.head(ts)
+                self._agent = self._worst()
+            tr = Evaluation(check.view(), before, target_before, ts.state, self._agent)
         if tr.check_before is None:
             # a check's first result is not a change: say what it is, in plain words
             if tr.check_after != CheckStatus.PASS:
@@ -246,17 +248,9 @@ class HealthEvaluator:
                 for t in self.targets.values()
             ]
 
+    def _worst(self) -> HealthState:
+        return worst([s for s, n in self._counts.items() if n > 0])
+
     def agent_state(self) -> HealthState:
         with self._lock:
-            return worst([s for s, n in self._counts.items() if n > 0])
-
-    def rendered(self) -> tuple[list[str], HealthState]:
-        """Each target's /health JSON from the cached fragments, and the agent state."""
-        if self._renderer is None:
-            raise RuntimeError("HealthEvaluator was created without a renderer")
-        with self._lock:
-            parts = [
-                t.head + ",".join(c.text or "null" for c in t.checks.values()) + "]}"
-                for t in self.targets.values()
-            ]
-            return parts, worst([s for s, n in self._counts.items() if n > 0])
+            return self._agent

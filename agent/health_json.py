@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.evaluator import CheckState, HealthEvaluator, HealthState, TargetState, worst
+from agent.evaluator import CheckState, CheckView, HealthState, TargetState, worst
+from agent.observation import AgentEvent, Maintenance, Observation, TargetInfo
 
 # The result facts (probes.base.Facts) a check's JSON shows when a run measured them, under
 # their JSON names: counts and the serving node only, nothing of the matched data.
@@ -25,7 +28,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-def check_json(c: CheckState) -> dict[str, Any]:
+def check_json(c: CheckState | CheckView) -> dict[str, Any]:
     r = c.last
     doc: dict[str, Any] = {"name": c.name, "status": c.status.value if r else "PENDING"}
     if r is None:
@@ -73,30 +76,102 @@ def health_document(targets: list[TargetState], shard: str | None = None) -> dic
     return doc
 
 
-class JsonRenderer:
-    """The fragments HealthEvaluator caches: a check's JSON, a target's up to its checks."""
-
-    @staticmethod
-    def check(c: CheckState) -> str:
-        return json.dumps(check_json(c), separators=(",", ":"))
-
-    @staticmethod
-    def head(t: TargetState) -> str:
-        return (
-            f'{{"id":{json.dumps(t.id)},"name":{json.dumps(t.name)},'
-            f'"status":{json.dumps(t.state.value)},'
-            f'"maintenance":{json.dumps(t.maintenance)},"checks":['
-        )
+def check_text(c: CheckState | CheckView) -> str:
+    return json.dumps(check_json(c), separators=(",", ":"))
 
 
-def health_json_bytes(ev: HealthEvaluator, shard: str | None = None) -> tuple[HealthState, bytes]:
-    """The same document as health_document(), compact, joined from the evaluator's cached
-    fragments: /health for 1,000 targets costs a join, not 3,000 check renders."""
-    parts, state = ev.rendered()
-    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
-    text = f'{{"timestamp":"{ts}","status":"{state.value}","targets":[' + ",".join(parts) + "]"
-    return state, (text + tail).encode()
+def head_text(target_id: str, name: str, state: HealthState, maintenance: bool) -> str:
+    """A target's /health JSON up to its checks."""
+    return (
+        f'{{"id":{json.dumps(target_id)},"name":{json.dumps(name)},'
+        f'"status":{json.dumps(state.value)},'
+        f'"maintenance":{json.dumps(maintenance)},"checks":['
+    )
+
+
+@dataclass
+class _Target:
+    name: str
+    state: HealthState = HealthState.UNKNOWN
+    maintenance: bool = False
+    head: str = ""
+    checks: dict[str, str] = field(default_factory=dict)  # check name → its JSON
+
+    def render_head(self, target_id: str) -> None:
+        self.head = head_text(target_id, self.name, self.state, self.maintenance)
+
+
+class HealthJsonExporter:
+    """/health as an exporter: each check's JSON is rendered when its result arrives and each
+    target's head when its state or maintenance flag changes, so a request joins cached strings
+    (1,000 targets re-rendered per request cost ~0.3 s of CPU; joined, ~7 ms). Every target is
+    shown, whether its metrics are enabled or not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._targets: dict[str, _Target] = {}
+        # targets per state, so the agent state is read without a scan
+        self._counts: dict[HealthState, int] = dict.fromkeys(HealthState, 0)
+
+    def add_target(self, target: TargetInfo) -> None:
+        with self._lock:
+            old = self._targets.get(target.id)
+            if old is not None:
+                self._counts[old.state] -= 1
+            t = _Target(target.name)
+            t.render_head(target.id)
+            t.checks = {p: check_text(CheckView(p)) for p in target.probes}
+            # a re-added id keeps its place, as the evaluator's does
+            self._targets[target.id] = t
+            self._counts[t.state] += 1
+
+    def remove_target(self, target_id: str) -> None:
+        with self._lock:
+            t = self._targets.pop(target_id, None)
+            if t is not None:
+                self._counts[t.state] -= 1
+
+    def observe(self, obs: Observation) -> None:
+        r, ev = obs.result, obs.evaluation
+        text = check_text(ev.check)  # outside the lock: the only real work here
+        with self._lock:
+            t = self._targets.get(r.target)
+            if t is None:
+                return  # removed by a reload while this run was going
+            t.checks[r.probe] = text
+            if t.state != ev.target_after:
+                self._counts[t.state] -= 1
+                self._counts[ev.target_after] += 1
+                t.state = ev.target_after
+                t.render_head(r.target)
+
+    def event(self, ev: AgentEvent) -> None:
+        if not isinstance(ev, Maintenance):
+            return
+        with self._lock:
+            for tid, on in ev.active.items():
+                t = self._targets.get(tid)
+                if t is not None and t.maintenance != on:  # re-render only what changed
+                    t.maintenance = on
+                    t.render_head(tid)
+
+    def state(self) -> HealthState:
+        with self._lock:
+            return worst([s for s, n in self._counts.items() if n > 0])
+
+    def parts(self) -> tuple[list[str], HealthState]:
+        """Each target's /health JSON, joined from its cached fragments, and the agent state."""
+        with self._lock:
+            parts = [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
+            return parts, worst([s for s, n in self._counts.items() if n > 0])
+
+    def render(self, shard: str | None = None) -> tuple[HealthState, bytes]:
+        """The same document as health_document(), compact, joined from the cached fragments."""
+        parts, state = self.parts()
+        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
+        text = f'{{"timestamp":"{ts}","status":"{state.value}","targets":[' + ",".join(parts) + "]"
+        return state, (text + tail).encode()
 
 
 def http_status_for(state: HealthState) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 class Otlp:
     """How a family is pushed over OTLP."""
 
-    key: str  # OTLPExporter attribute (synchronous instruments) or _obs_<key> callback (gauges)
+    key: str  # OTLP state: SeriesState._<key> (counters, histograms) or obs_<key>() (gauges)
     name: str
     kind: str  # histogram | counter | gauge (the OTLP instrument, not the Prometheus type)
     unit: str
@@ -36,7 +36,9 @@ class Family:
     # "target": pre-rendered per-target fragments; "agent": a handful of prometheus_client series
     scope: str = "target"
     # docs/metrics.md table it is listed in; "conditional": exists only once there is something
-    # to count, so it is described in prose, not in a table a full scrape is compared with
+    # to count, so it is described in prose, not in a table a full scrape is compared with;
+    # "opt-in": exported only when a setting asks for it (prose too: dashboards and alerts must
+    # not need it, and tests/test_dashboards.py reads only the tables)
     section: str = "main"
     doc: str = ""  # the meaning column of docs/metrics.md
     otlp: Otlp | None = None
@@ -61,9 +63,10 @@ FAMILIES: tuple[Family, ...] = (
            labels=("target", "probe"),
            doc="Unix time the last run started (staleness: a probe that stopped running)."),
     Family("pacs_probe_duration_seconds", "histogram", "Successful runs' durations",
-           labels=("target", "probe"),
+           labels=("target", "probe"), section="opt-in",
            doc=("Successful runs' durations, fixed buckets (1 ms … 60 s, including 2 s, the "
-                "default `degradedLatency`), aggregatable across targets."),
+                "default `degradedLatency`), aggregatable across targets. Only with "
+                "`agent.metrics.classicHistogram: true`."),
            otlp=Otlp("duration", "pacs.probe.duration", "histogram", "s",
                      help="Successful runs' durations on the wire")),
     Family(

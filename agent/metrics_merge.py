@@ -1,6 +1,6 @@
 """One /metrics from the workers' expositions (agent run --workers N).
 
-Per-target families (prometheus_exporter.FAMILIES) are disjoint between workers, since every
+Per-target families (metrics_catalogue.TARGET_FAMILIES) are disjoint between workers, since every
 target belongs to one worker: their sample lines are concatenated under one HELP/TYPE header, as
 bytes, without parsing (10,000 targets are ~1M lines). The agent-level families, a handful of
 series, are parsed and combined by a rule each (AGENT_RULES): a label-free gauge must come out
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from prometheus_client.utils import floatToGoString
 
 from agent.evaluator import _SEVERITY, HealthState
-from agent.prometheus_exporter import FAMILIES
+from agent.metrics_catalogue import TARGET_FAMILIES
 
-PER_TARGET = frozenset(name for name, _, _ in FAMILIES)
+PER_TARGET = frozenset(f.name for f in TARGET_FAMILIES)
 
 # family → how the workers' values of one series combine
 AGENT_RULES: dict[str, str] = {

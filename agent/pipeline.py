@@ -1,49 +1,70 @@
-"""result → latency recorder → health evaluator → exporters: the one-way flow."""
+"""result → latency recorder → health evaluator → exporters: the one-way flow.
+
+Every consumer of results is an Exporter: /metrics (PrometheusExporter), OTLP push
+(OTLPExporter), /health (HealthJsonExporter). Each gets a target's description when it is
+installed (TargetInfo), one Observation per result (the result, what the recorder recorded, the
+evaluator's verdict) and the agent-level events, all through the four methods below.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Protocol
 
-from agent.evaluator import CheckState, HealthEvaluator, HealthState
+from agent.evaluator import Evaluation, HealthEvaluator
+from agent.observation import AgentEvent, Observation, TargetInfo, TargetSettings
 from agent.recorder import LatencyRecorder
-from agent.slo import ProbeObjectives
 from agent.targets import TargetPlan
-from probes.base import ProbeResult
+from probes.base import Facts, ProbeResult
 
 
 class Exporter(Protocol):
-    def add_target(
-        self, target: str, probes: list[str],
-        slos: Mapping[str, ProbeObjectives] | None = None,
-    ) -> None: ...
+    def add_target(self, target: TargetInfo) -> None: ...
 
-    def remove_target(self, target: str) -> None: ...
+    def remove_target(self, target_id: str) -> None: ...
 
-    def observe(
-        self,
-        r: ProbeResult,
-        quantiles: dict[float, float],
-        check: CheckState,
-        target_state: HealthState,
-        agent_state: HealthState,
-        out_of_range: int = 0,
-    ) -> None: ...
+    def observe(self, obs: Observation) -> None: ...
+
+    def event(self, ev: AgentEvent) -> None: ...
+
+
+def target_info(plan: TargetPlan) -> TargetInfo:
+    """What exporters may know of a plan: names, settings, and per probe the facts it declares
+    for a run that found nothing (a probe's optional `declared()`)."""
+    declared: dict[str, Facts] = {}
+    for name, probe in plan.probes.items():
+        fn = getattr(probe, "declared", None)
+        if callable(fn):
+            declared[name] = fn()
+    th = plan.thresholds
+    return TargetInfo(
+        id=plan.id, name=plan.name, probes=tuple(plan.probes), metrics_enabled=plan.metrics_enabled,
+        slos=dict(plan.slos), degraded_latency=th.degraded_latency,
+        cert_warning_seconds=th.cert_warning_days * 86400, declared=declared,
+    )
 
 
 class Pipeline:
     def __init__(
-        self, recorder: LatencyRecorder, evaluator: HealthEvaluator, exporters: list[Exporter]
+        self, recorder: LatencyRecorder, evaluator: HealthEvaluator, exporters: Sequence[Exporter]
     ) -> None:
         self.recorder = recorder
         self.evaluator = evaluator
-        self.exporters = exporters
+        self.exporters = list(exporters)
+
+    def add_exporter(self, exporter: Exporter) -> None:
+        self.exporters.append(exporter)
 
     def add_target(self, plan: TargetPlan) -> None:
         self.evaluator.add_target(plan.id, plan.name, plan.thresholds, list(plan.probes))
-        if plan.metrics_enabled:
-            for e in self.exporters:
-                e.add_target(plan.id, list(plan.probes), plan.slos)
+        info = target_info(plan)
+        for e in self.exporters:
+            e.add_target(info)
+
+    def set_thresholds(self, plan: TargetPlan) -> None:
+        """A kept target's new thresholds: judged by them from its next result on."""
+        self.evaluator.set_thresholds(plan.id, plan.thresholds)
+        self.emit(TargetSettings(target_info(plan)))
 
     def remove_target(self, target_id: str) -> None:
         self.evaluator.remove_target(target_id)
@@ -51,19 +72,14 @@ class Pipeline:
         for e in self.exporters:
             e.remove_target(target_id)
 
-    def handle(self, plan: TargetPlan, r: ProbeResult) -> CheckState:
-        key = (r.target, r.probe)
-        before = self.recorder.out_of_range.get(key, 0)
-        if r.ok:  # a failed run's duration is not latency
-            q = self.recorder.record(r.target, r.probe, r.duration)
-        else:
-            q = self.recorder.quantiles(r.target, r.probe)
-        oor = self.recorder.out_of_range.get(key, 0) - before
-        tr = self.evaluator.update(r, q.get(0.95))
-        ts = self.evaluator.targets.get(r.target)
-        check = ts.checks[r.probe] if ts else CheckState(r.probe)
-        if plan.metrics_enabled:
-            agent_state = self.evaluator.agent_state()
-            for e in self.exporters:
-                e.observe(r, q, check, tr.target_after, agent_state, oor)
-        return check
+    def handle(self, r: ProbeResult) -> Evaluation:
+        recorded = self.recorder.record_result(r)
+        evaluation = self.evaluator.update(r, recorded.quantiles.get(0.95))
+        obs = Observation(r, recorded, evaluation)
+        for e in self.exporters:
+            e.observe(obs)
+        return evaluation
+
+    def emit(self, ev: AgentEvent) -> None:
+        for e in self.exporters:
+            e.event(ev)

@@ -20,11 +20,23 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
 from agent import __version__
-from agent.evaluator import CheckState, HealthState
+from agent.evaluator import HealthState
 from agent.metrics_catalogue import family
+from agent.observation import (
+    AgentEvent,
+    ConfigLoad,
+    ExportFailed,
+    Maintenance,
+    MissedRun,
+    Observation,
+    PlansInstalled,
+    SelfProbeOverhead,
+    StartLateness,
+    TargetInfo,
+    TargetSettings,
+)
 from agent.prometheus_series import (
     DURATION_BUCKETS,
-    FAILOVER_ENDPOINTS,
     FAMILIES,
     HEADERS,
     LATENESS_BUCKETS,
@@ -37,21 +49,23 @@ from agent.prometheus_series import (
 )
 from agent.recorder import QUANTILES
 from agent.slo import ProbeObjectives
-from probes.base import ProbeResult, Reason
+from probes.base import Facts, ProbeResult, Reason
 
 
 class PrometheusExporter:
-    def __init__(self, shard: str = "0/1") -> None:
+    def __init__(self, shard: str = "0/1", *, classic_histogram: bool = False) -> None:
+        """classic_histogram: also export pacs_probe_duration_seconds (16 buckets, _count, _sum
+        per probe; agent.metrics.classicHistogram). Off, the HDR quantiles stand for it."""
         self._lock = threading.Lock()
+        self._classic = classic_histogram
         # family → (target, probe) → encoded text; probe "" for per-target families. Bytes, so
         # that a scrape is one join (a str join + encode + concatenation made three 10 MB
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
         self._state: dict[tuple[str, str], ProbeCounters] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
-        self._failover_eps: dict[str, tuple[str, ...]] = {}  # target → its failover node names
-        # (target, probe) → the last (sop_class, transfer_syntax, accepted) of dicom_capabilities
-        self._contexts: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        # target → probe → the facts it declares for a run that found nothing (TargetInfo)
+        self._declared: dict[str, dict[str, Facts]] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._agent_metrics = WithoutCreated(r)
         self.agent = agent_gauge("pacs_agent_health", r)
@@ -138,32 +152,32 @@ class PrometheusExporter:
 
     # -- per target ------------------------------------------------------------------------------
 
-    def add_target(
-        self,
-        target: str,
-        probes: list[str],
-        slos: Mapping[str, ProbeObjectives] | None = None,
-    ) -> None:
+    def add_target(self, target: TargetInfo) -> None:
         """Create the series a target has from the start, so absent() and rate() work at once."""
+        if not target.metrics_enabled:
+            return
+        tid = target.id
         with self._lock:
-            for p in probes:
-                if slos and p in slos:
-                    self._slos[(target, p)] = slos[p]
+            self._declared[tid] = dict(target.declared)
+            for p in target.probes:
+                if p in target.slos:
+                    self._slos[(tid, p)] = target.slos[p]
                 else:
-                    self._slos.pop((target, p), None)
+                    self._slos.pop((tid, p), None)
             self._set(
                 "pacs_target_health",
-                (target, ""),
+                (tid, ""),
                 (
-                    f'pacs_target_health{{target="{target}",state="{s.value}"}} '
+                    f'pacs_target_health{{target="{tid}",state="{s.value}"}} '
                     f"{1.0 if s == HealthState.UNKNOWN else 0.0}\n"
                     for s in STATES
                 ),
             )
-            for p in probes:
-                st = self._state.setdefault((target, p), ProbeCounters())
-                self._counters(target, p, st)
-                self._slo(target, p, st)
+            for p in target.probes:
+                st = self._state.setdefault((tid, p), ProbeCounters())
+                self._counters(tid, p, st)
+                self._slo(tid, p, st)
+            self._target_settings(target)
 
     def remove_target(self, target: str) -> None:
         with self._lock:
@@ -171,34 +185,52 @@ class PrometheusExporter:
                 del self._state[key]
             for key in [k for k in self._slos if k[0] == target]:
                 del self._slos[key]
-            self._failover_eps.pop(target, None)
-            for key in [k for k in self._contexts if k[0] == target]:
-                del self._contexts[key]
+            self._declared.pop(target, None)
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
 
-    def set_target_settings(
-        self, target: str, degraded_latency: float, cert_warning_seconds: float
-    ) -> None:
+    def _target_settings(self, target: TargetInfo) -> None:
         """Per-target thresholds, so alert rules compare against each target's own settings."""
-        t = f'{{target="{target}"}}'
-        with self._lock:
-            self._set(
-                "pacs_target_degraded_latency_seconds",
-                (target, ""),
-                (f"pacs_target_degraded_latency_seconds{t} {num(float(degraded_latency))}\n",),
-            )
-            self._set(
-                "pacs_target_cert_expiry_warning_seconds",
-                (target, ""),
-                (
-                    f"pacs_target_cert_expiry_warning_seconds{t} "
-                    f"{num(float(cert_warning_seconds))}\n",
-                ),
-            )
+        tid = target.id
+        t = f'{{target="{tid}"}}'
+        self._set(
+            "pacs_target_degraded_latency_seconds",
+            (tid, ""),
+            (f"pacs_target_degraded_latency_seconds{t} {num(float(target.degraded_latency))}\n",),
+        )
+        self._set(
+            "pacs_target_cert_expiry_warning_seconds",
+            (tid, ""),
+            (
+                f"pacs_target_cert_expiry_warning_seconds{t} "
+                f"{num(float(target.cert_warning_seconds))}\n",
+            ),
+        )
 
-    def set_maintenance(self, active: dict[str, bool]) -> None:
+    def event(self, ev: AgentEvent) -> None:
+        if isinstance(ev, MissedRun):
+            self._missed_run(ev.target, ev.probe)
+        elif isinstance(ev, StartLateness):
+            self.lateness.observe(ev.seconds)
+        elif isinstance(ev, Maintenance):
+            self._set_maintenance(ev.active)
+        elif isinstance(ev, TargetSettings):
+            with self._lock:
+                if (ev.target.id, "") in self._frag["pacs_target_health"]:
+                    self._target_settings(ev.target)
+        elif isinstance(ev, PlansInstalled):
+            self.targets_gauge.set(ev.targets)
+        elif isinstance(ev, ConfigLoad):
+            self.reload_ok.set(1 if ev.ok else 0)
+            if ev.at is not None:
+                self.reload_ts.set(ev.at)
+        elif isinstance(ev, SelfProbeOverhead):
+            self.self_probe.set(ev.seconds)
+        elif isinstance(ev, ExportFailed):
+            self.otlp_failures.inc()
+
+    def _set_maintenance(self, active: Mapping[str, bool]) -> None:
         """pacs_target_maintenance for the given targets (only those already added)."""
         with self._lock:
             health = self._frag["pacs_target_health"]
@@ -214,36 +246,33 @@ class PrometheusExporter:
                     (f'pacs_target_maintenance{{target="{target}"}} {1.0 if on else 0.0}\n',),
                 )
 
-    def missed_run(self, target: str, probe: str) -> None:
+    def _missed_run(self, target: str, probe: str) -> None:
         with self._lock:
             st = self._state.get((target, probe))
             if st is not None:
                 st.missed += 1
                 self._counters(target, probe, st)
 
-    def observe(
-        self,
-        r: ProbeResult,
-        quantiles: dict[float, float],
-        check: CheckState,
-        target_state: HealthState,
-        agent_state: HealthState,
-        out_of_range: int = 0,
-    ) -> None:
+    def observe(self, obs: Observation) -> None:
+        r, ev = obs.result, obs.evaluation
+        quantiles = obs.recorded.quantiles
         t, p = r.target, r.probe
         tp = f'target="{t}",probe="{p}"'
         key = (t, p)
         with self._lock:
-            st = self._state.setdefault(key, ProbeCounters())
+            st = self._state.get(key)
+            if st is None:
+                return  # metrics disabled for it, or removed by a reload during this run
             st.runs["success" if r.ok else "failure"] += 1
             st.attempts += r.attempts
-            st.oor += out_of_range
+            st.oor += obs.recorded.out_of_range
             if r.ok:
-                i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
-                for j in range(i, len(st.buckets)):
-                    st.buckets[j] += 1
-                st.count += 1
-                st.sum += r.duration
+                if self._classic:
+                    i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
+                    for j in range(i, len(st.buckets)):
+                        st.buckets[j] += 1
+                    st.count += 1
+                    st.sum += r.duration
                 st.lat_count += 1
                 st.lat_sum += r.duration
             else:
@@ -313,7 +342,7 @@ class PrometheusExporter:
                 key,
                 (
                     f'pacs_check_status{{{tp},status="{s.value}"}} '
-                    f"{1.0 if check.status == s else 0.0}\n"
+                    f"{1.0 if ev.check.status == s else 0.0}\n"
                     for s in STATUSES
                 ),
             )
@@ -322,7 +351,7 @@ class PrometheusExporter:
                 (t, ""),
                 (
                     f'pacs_target_health{{target="{t}",state="{s.value}"}} '
-                    f"{1.0 if target_state == s else 0.0}\n"
+                    f"{1.0 if ev.target_after == s else 0.0}\n"
                     for s in STATES
                 ),
             )
@@ -346,48 +375,54 @@ class PrometheusExporter:
                         key,
                         (f'probe_tls_version_info{{{tp},version="{r.tls.version}"}} 1.0\n',),
                     )
-            if p == "failover":
-                active = r.facts.active_endpoint if r.ok else None
-                # every configured node gets a series, so a third node serving reads 1 too
-                up = r.facts.endpoints_up
-                eps = tuple(up) if up else self._failover_eps.get(t, FAILOVER_ENDPOINTS)
-                self._failover_eps[t] = eps
-                self._set(
-                    "pacs_failover_active",
-                    (t, ""),
-                    (
-                        f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
-                        f"{1.0 if active == ep else 0.0}\n"
-                        for ep in eps
-                    ),
-                )
-                # a run that failed has every node down (it raised before reporting `up`)
-                self._set(
-                    "pacs_failover_endpoint_up",
-                    (t, ""),
-                    (
-                        f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
-                        f"{1.0 if r.ok and up and up.get(ep) else 0.0}\n"
-                        for ep in eps
-                    ),
-                )
-            if p == "dicom_capabilities":
-                contexts = r.facts.contexts
-                if contexts is None:  # a failed run: nothing was accepted
-                    contexts = tuple((sop, ts, False) for sop, ts, _ in self._contexts.get(key, ()))
-                self._contexts[key] = list(contexts)
-                # one series per configured (SOP class, transfer syntax) pair: bounded by config
-                self._set(
-                    "pacs_dicom_context_accepted",
-                    key,
-                    (
-                        f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
-                        f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
-                        for sop, ts, ok in contexts
-                    ),
-                )
+            self._declared_series(r, self._declared.get(t, {}).get(p))
         for s in STATES:
-            self.agent.labels(s.value).set(1 if agent_state == s else 0)
+            self.agent.labels(s.value).set(1 if ev.agent_state == s else 0)
+
+    def _declared_series(self, r: ProbeResult, declared: Facts | None) -> None:
+        """Series of the facts that name their own label values (failover nodes, proposed
+        contexts), for any probe reporting or declaring them. A run that failed reports none:
+        its series come from what the probe declared (every node down, every context refused)."""
+        t = r.target
+        f = r.facts
+        up = f.endpoints_up
+        if up is None and declared is not None:
+            up = declared.endpoints_up
+        if up is not None:
+            active = f.active_endpoint if r.ok else None
+            # every configured node gets a series, so a third node serving reads 1 too
+            self._set(
+                "pacs_failover_active",
+                (t, ""),
+                (
+                    f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
+                    f"{1.0 if active == ep else 0.0}\n"
+                    for ep in up
+                ),
+            )
+            self._set(
+                "pacs_failover_endpoint_up",
+                (t, ""),
+                (
+                    f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
+                    f"{1.0 if r.ok and ok else 0.0}\n"
+                    for ep, ok in up.items()
+                ),
+            )
+        contexts = f.contexts
+        if contexts is None and declared is not None:
+            contexts = declared.contexts
+        if contexts is not None:
+            # one series per configured (SOP class, transfer syntax) pair: bounded by config
+            self._set(
+                "pacs_dicom_context_accepted",
+                (t, r.probe),
+                (
+                    f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
+                    f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
+                    for sop, ts, ok in contexts
+                ),
+            )
 
     def render(self) -> bytes:
         with self._lock:

@@ -38,9 +38,6 @@ LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 # reads 1 there instead of 0 everywhere (which dashboards painted green).
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
-# Endpoints a failover target exports before its first successful run says which it has; after
-# that, the probe's own node names (primary, secondary, secondary2, ... as configured).
-FAILOVER_ENDPOINTS = ("primary", "secondary")
 
 # (name, type, help) of the per-target families, in exposition order (agent.metrics_catalogue).
 FAMILIES: tuple[tuple[str, str, str], ...] = tuple(

@@ -14,11 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 from hdrh.histogram import HdrHistogram
+
+from probes.base import ProbeResult
 
 LOWEST_US = 1
 HIGHEST_US = 120_000_000  # 120 s: longer than any sane probe deadline
@@ -55,6 +57,15 @@ def quantiles_of(counts: dict[int, int], qs: tuple[float, ...] = QUANTILES) -> d
     return out
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What recording one result did: the window's quantiles after it (seconds; empty when
+    nothing was recorded within the window) and how many values it clamped into the HDR range."""
+
+    quantiles: Mapping[float, float]
+    out_of_range: int = 0
+
+
 @dataclass
 class _Window:
     """Sub-windows of sparse counts, newest last."""
@@ -84,12 +95,24 @@ class LatencyRecorder:
         while w.slots and w.slots[0][0] <= slot - self.buckets:
             w.slots.popleft()
 
+    def record_result(self, r: ProbeResult) -> Recorded:
+        """One result: a successful run's duration is recorded; a failed run's is not latency,
+        so it only reads the window."""
+        if not r.ok:
+            return Recorded(self.quantiles(r.target, r.probe))
+        return self._record(r.target, r.probe, r.duration)
+
     def record(self, target: str, probe: str, seconds: float) -> dict[float, float]:
         """Add one latency; returns the window's quantiles after it. Out-of-range is clamped."""
+        return dict(self._record(target, probe, seconds).quantiles)
+
+    def _record(self, target: str, probe: str, seconds: float) -> Recorded:
         us = int(round(seconds * 1e6))
         key = (target, probe)
+        clamped = 0
         with self._lock:
             if us < LOWEST_US or us > HIGHEST_US:
+                clamped = 1
                 self.out_of_range[key] = self.out_of_range.get(key, 0) + 1
                 us = min(max(us, LOWEST_US), HIGHEST_US)
             w = self._windows.setdefault(key, _Window())
@@ -101,7 +124,7 @@ class LatencyRecorder:
             i = bucket_index(us)
             counts[i] = counts.get(i, 0) + 1
             w.quantiles = self._compute(w)
-            return w.quantiles
+            return Recorded(dict(w.quantiles), clamped)
 
     @staticmethod
     def _compute(w: _Window) -> dict[float, float]:

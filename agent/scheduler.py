@@ -48,14 +48,15 @@ class ProbeScheduler:
         self,
         run: JobFn,
         *,
+        plan: Callable[[str], TargetPlan | None],
         on_missed: Callable[[str, str], None],
         on_lateness: Callable[[float], None],
         max_workers: int,
     ) -> None:
         self._run = run
+        self._plan = plan  # the installed plan of a target id (the service keeps the one copy)
         self._on_missed = on_missed
         self._on_lateness = on_lateness
-        self._plans: dict[str, TargetPlan] = {}
         self._starts: dict[str, tuple[float, float]] = {}  # job id → (first run epoch, interval)
         self._lock = threading.Lock()
         # APScheduler logs a WARNING line per missed or skipped run: on a saturated agent that is
@@ -92,8 +93,8 @@ class ProbeScheduler:
         now = time.time()
         with self._lock:
             start = self._starts.get(job_id)
-            target, _, probe = job_id.partition("|")
-            plan = self._plans.get(target)
+        target, _, probe = job_id.partition("|")
+        plan = self._plan(target)
         if start is not None:
             first, interval = start
             scheduled = first + max(0, math.floor((now - first) / interval + 1e-9)) * interval
@@ -116,7 +117,6 @@ class ProbeScheduler:
             f"{p.id}|{name}": (p, name) for p in plans for name in p.probes
         }
         with self._lock:
-            self._plans = {p.id: p for p in plans}
             old = dict(self._starts)
         for job_id in old.keys() - wanted.keys():
             try:
@@ -128,7 +128,7 @@ class ProbeScheduler:
         now = time.time()
         for job_id, (plan, _) in wanted.items():
             if job_id in old and old[job_id][1] == plan.interval:
-                continue  # unchanged schedule: keep its phase, the plan itself was swapped above
+                continue  # unchanged schedule: keep its phase (the job reads the current plan)
             first = now + jitter_fraction(job_id) * plan.interval
             with self._lock:
                 self._starts[job_id] = (first, plan.interval)

@@ -12,11 +12,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.config import ConfigError, LoadedConfig, load_config
 from agent.evaluator import HealthEvaluator
-from agent.health_json import JsonRenderer, health_json_bytes, http_status_for
+from agent.health_json import HealthJsonExporter, http_status_for
 from agent.http_server import Endpoints, make_server, serve_in_thread
 from agent.logging_setup import log_run, run_fields
 from agent.maintenance import MaintenanceBook
-from agent.pipeline import Pipeline
+from agent.observation import (
+    ConfigLoad,
+    ExportFailed,
+    Maintenance,
+    MissedRun,
+    PlansInstalled,
+    SelfProbeOverhead,
+    StartLateness,
+)
+from agent.pipeline import Pipeline, target_info
 from agent.probe_endpoint import OnDemandProber
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
@@ -82,19 +91,24 @@ class AgentService:
         self._reload_lock = threading.Lock()
         # Guards the installed target set against results arriving while it is swapped.
         self._plans_lock = threading.Lock()
+        # The one copy of the installed plans, by id, replaced whole on a swap: the scheduler,
+        # the result path and GET /probe all read it.
         self._installed: dict[str, TargetPlan] = {}
         self.recorder = LatencyRecorder(settings.latencyWindow, settings.latencyWindowBuckets)
-        self.evaluator = HealthEvaluator(JsonRenderer())
-        self.prometheus = PrometheusExporter(shard=str(shard))
-        self.exporters: list = [self.prometheus]
-        self.pipeline = Pipeline(self.recorder, self.evaluator, self.exporters)
-        self.plans = plans_for(loaded, shard)
-        check_schedulable(self.plans)  # before binding: a bad interval is a config error
+        self.evaluator = HealthEvaluator()
+        self.prometheus = PrometheusExporter(
+            shard=str(shard), classic_histogram=settings.metrics.classicHistogram
+        )
+        self.health = HealthJsonExporter()
+        self.pipeline = Pipeline(self.recorder, self.evaluator, [self.prometheus, self.health])
+        self._initial = plans_for(loaded, shard)
+        check_schedulable(self._initial)  # before binding: a bad interval is a config error
         self.scheduler = ProbeScheduler(
             self._run_job,
-            on_missed=self.prometheus.missed_run,
-            on_lateness=self.prometheus.lateness.observe,
-            max_workers=pool_size(self.plans, settings.maxWorkers),
+            plan=lambda tid: self._installed.get(tid),
+            on_missed=lambda t, p: self.pipeline.emit(MissedRun(t, p)),
+            on_lateness=lambda s: self.pipeline.emit(StartLateness(s)),
+            max_workers=pool_size(self._initial, settings.maxWorkers),
         )
         self.self_probe: SelfProbe | None = None
         self.maintenance = MaintenanceBook()
@@ -116,14 +130,20 @@ class AgentService:
         # Last, so a failed bind leaves no export thread behind.
         self.otlp = self._make_otlp(settings, str(shard))
         if self.otlp is not None:
-            self.exporters.append(self.otlp)
+            self.pipeline.add_exporter(self.otlp)
+
+    @property
+    def plans(self) -> list[TargetPlan]:
+        """The installed plans (before start(), the ones start() will install)."""
+        return list(self._installed.values()) if self._installed else list(self._initial)
 
     def _make_otlp(self, settings: AgentSettings, shard: str) -> OTLPExporter | None:
         from agent.otlp import OTLPSetupError, otlp_from_config
 
         try:
             return otlp_from_config(
-                settings.otlp, on_failure=self.prometheus.otlp_failures.inc, shard=shard
+                settings.otlp, on_failure=lambda: self.pipeline.emit(ExportFailed("otlp")),
+                shard=shard,
             )
         except OTLPSetupError as e:  # probing and /metrics go on without OTLP
             log.error("OTLP export disabled: %s", e)
@@ -147,7 +167,7 @@ class AgentService:
             current = self._installed.get(plan.id)
             if self.stop_event.is_set() or current is None or probe not in current.probes:
                 return
-            self.pipeline.handle(current, result)
+            self.pipeline.handle(result)
         if not result.ok:
             plan.logger.info(
                 "probe %s/%s failed: %s (%s)",
@@ -163,17 +183,13 @@ class AgentService:
             return
         v = self.self_probe.measure()
         if v is not None:
-            self.prometheus.self_probe.set(v)
-            if self.otlp is not None:
-                self.otlp.set_self_probe_overhead(v)
+            self.pipeline.emit(SelfProbeOverhead(v))
 
     def _refresh_maintenance(self) -> None:
         """Open or close maintenance windows (on a timer, and before /metrics and /health)."""
         active = self.maintenance.active()
         self.evaluator.set_maintenance(active)
-        self.prometheus.set_maintenance(active)
-        if self.otlp is not None:
-            self.otlp.set_maintenance(active)
+        self.pipeline.emit(Maintenance(active))
 
     def _metrics(self) -> bytes:
         self._refresh_maintenance()
@@ -184,14 +200,15 @@ class AgentService:
 
         self._refresh_maintenance()
         shard = str(self.shard) if self.shard.count > 1 else None
-        return status_page.render(self.evaluator.snapshot(), self.recorder.history, shard=shard)
+        declared = {tid: target_info(p).declared for tid, p in self._installed.items()}
+        return status_page.render(
+            self.evaluator.snapshot(), self.recorder.history, shard=shard, declared=declared
+        )
 
     def _health(self) -> tuple[int, bytes]:
         self._refresh_maintenance()
-        # joined from fragments cached per check (see HealthEvaluator): ~ms for 1,000 targets
-        state, body = health_json_bytes(
-            self.evaluator, shard=str(self.shard) if self.shard.count > 1 else None
-        )
+        # joined from fragments cached per check (HealthJsonExporter): ~ms for 1,000 targets
+        state, body = self.health.render(str(self.shard) if self.shard.count > 1 else None)
         return http_status_for(state), body
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -219,29 +236,19 @@ class AgentService:
                     if prev.thresholds != p.thresholds:
                         # judged by the new thresholds from its next result on; its history,
                         # state and series stay (no counter reset, no UNKNOWN flash)
-                        self.evaluator.set_thresholds(tid, p.thresholds)
+                        self.pipeline.set_thresholds(p)
                     continue
                 if prev is not None:
                     self.pipeline.remove_target(tid)
                 self.pipeline.add_target(p)
             self._installed = new
-            self.plans = plans
-            self.prometheus.targets_gauge.set(len(plans))
-            for p in plans:
-                if p.metrics_enabled:
-                    for exporter in (self.prometheus, self.otlp):
-                        if exporter is not None:
-                            exporter.set_target_settings(
-                                p.id,
-                                p.thresholds.degraded_latency,
-                                p.thresholds.cert_warning_days * 86400,
-                            )
+            self.pipeline.emit(PlansInstalled(len(plans)))
             self.maintenance.install({p.id: p.maintenance for p in plans})
         self._refresh_maintenance()
 
     def start(self) -> None:
         settings = self.loaded.model.agent
-        self._install(self.plans)
+        self._install(self._initial)
         if settings.selfProbe.enabled:
             self.self_probe = SelfProbe()
             self.scheduler.add_extra_job(
@@ -249,8 +256,7 @@ class AgentService:
             )
         # windows open and close between scrapes too (OTLP pushes, the status page reads state)
         self.scheduler.add_extra_job("maintenance", self._refresh_maintenance, 15.0)
-        self.prometheus.reload_ok.set(1)
-        self.prometheus.reload_ts.set(time.time())
+        self.pipeline.emit(ConfigLoad(True, time.time()))
         self.scheduler.start()
         serve_in_thread(self.server)
         self.ready = True
@@ -300,8 +306,7 @@ class AgentService:
                 )
             self.redactor.update(set(loaded.secrets) | set(self.loaded.secrets))
             self.loaded = loaded
-            self.prometheus.reload_ok.set(1)
-            self.prometheus.reload_ts.set(time.time())
+            self.pipeline.emit(ConfigLoad(True, time.time()))
             enabled = sum(1 for t in loaded.model.targets if t.enabled)
             if not enabled:
                 log.warning("config reloaded: no target is enabled, nothing is monitored")
@@ -313,7 +318,7 @@ class AgentService:
     ) -> tuple[bool, str]:
         scrub = scrub or self.redactor
         line = " ".join(scrub.scrub(reason).split())  # one line, whatever the error said
-        self.prometheus.reload_ok.set(0)
+        self.pipeline.emit(ConfigLoad(False))
         log.error(
             "config reload rejected, keeping the running config: %s",
             scrub.scrub(details) if details else line,

@@ -12,13 +12,13 @@ from the config or a peer is HTML-escaped: target names may hold anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from html import escape
 
 from agent import __version__
 from agent.evaluator import _SEVERITY, CheckState, CheckStatus, HealthState, TargetState, worst
-from probes.base import Reason
+from probes.base import Facts, Reason
 
 History = Callable[[str, str], list[float | None]]
 
@@ -141,11 +141,17 @@ def _check_row(t: TargetState, c: CheckState, history: History, now: datetime) -
     )
 
 
-def _facts(t: TargetState, now: datetime) -> list[str]:
+def _facts(t: TargetState, now: datetime, declared: Mapping[str, Facts]) -> list[str]:
     facts: list[str] = []
-    fo = t.checks.get("failover")
-    if fo is not None and fo.last is not None:
-        active = fo.last.facts.active_endpoint if fo.last.ok else None
+    for c in t.checks.values():
+        # the serving side of any check that reports (or, failed, declares) its nodes
+        r = c.last
+        if r is None:
+            continue
+        decl = declared.get(c.name)
+        if r.facts.endpoints_up is None and (decl is None or decl.endpoints_up is None):
+            continue
+        active = r.facts.active_endpoint if r.ok else None
         side = f"running on {active}" if active else "no endpoint answering"
         facts.append(f"Failover: {escape(side)}")
     expiries = [c.last.tls.earliest_not_after for c in t.checks.values() if c.last and c.last.tls]
@@ -158,14 +164,16 @@ def _facts(t: TargetState, now: datetime) -> list[str]:
     return facts
 
 
-def _target(t: TargetState, history: History, now: datetime) -> str:
+def _target(
+    t: TargetState, history: History, now: datetime, declared: Mapping[str, Facts]
+) -> str:
     state = t.state.value
     badges = f'<span class="b {state}">{state}</span>'
     if t.maintenance:
         badges += ' <span class="b MAINT">MAINTENANCE</span>'
     title = escape(t.name)
     ident = "" if t.name == t.id else f' <span class="msg">({escape(t.id)})</span>'
-    facts = _facts(t, now)
+    facts = _facts(t, now, declared)
     if t.maintenance:
         facts.insert(0, "In a planned maintenance window: probes run, alerts stay quiet")
     facts_html = "".join(f"<span>{f}</span>" for f in facts)
@@ -191,8 +199,12 @@ def render(
     now: datetime | None = None,
     refresh: int = 15,
     shard: str | None = None,
+    declared: Mapping[str, Mapping[str, Facts]] | None = None,
 ) -> bytes:
+    """`declared`: per target and probe, the facts the probe declares (TargetInfo.declared), so
+    a failed run of a probe that serves from one of several nodes still shows that none does."""
     now = now or datetime.now(UTC)
+    declared = declared or {}
     agent_state = worst([t.state for t in targets]) if targets else HealthState.UNKNOWN
     counts = {s: sum(1 for t in targets if t.state == s) for s in HealthState}
     summary = ", ".join(f"{n} {s.value.lower()}" for s, n in counts.items() if n)
@@ -200,7 +212,7 @@ def render(
     if maint:
         summary += f", {maint} in maintenance"
     shard_txt = f" · shard {escape(shard)}" if shard else ""
-    body = "".join(_target(t, history, now) for t in order(targets)) or (
+    body = "".join(_target(t, history, now, declared.get(t.id, {})) for t in order(targets)) or (
         "<p>No targets configured.</p>"
     )
     doc = (

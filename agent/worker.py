@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from agent.config import ConfigError, LoadedConfig, load_config
+from agent.observation import ConfigLoad
 from agent.redaction import Redactor
 from agent.service import AgentService
 from agent.shard import WorkerShard, parse_shard
@@ -37,14 +38,14 @@ class WorkerService(AgentService):
         """GET /health on a worker's socket: one line per target, `INDEX\tJSON`, INDEX its
         position in the config. The supervisor sorts and joins the lines into one /health
         without parsing any JSON (10,000 targets: a parse and a dump took seconds per scrape).
-        The JSON fragments are the evaluator's cached ones: no newline inside (JSON escapes
+        The JSON fragments are the /health exporter's cached ones: no newline inside (JSON escapes
         them), the same text one process serves."""
         self._refresh_maintenance()
         loaded = self.loaded
         if self._order[0] is not loaded:
             self._order = (loaded, {t.id: i for i, t in enumerate(loaded.model.targets)})
         order = self._order[1]
-        parts, _ = self.evaluator.rendered()
+        parts, _ = self.health.parts()
         lines = []
         for part in parts:
             tid = part[7 : part.index('"', 7)]  # '{"id":"ID",...': ids are [A-Za-z0-9_.:-]
@@ -64,7 +65,7 @@ class WorkerService(AgentService):
         # one process would; the others answer the same line quietly
         if getattr(self.shard, "worker", 0) == 0:
             return super()._reject(reason, details, scrub)
-        self.prometheus.reload_ok.set(0)
+        self.pipeline.emit(ConfigLoad(False))
         line = " ".join((scrub or self.redactor).scrub(reason).split())
         return False, f"config reload rejected, keeping the running config: {line}"
 
@@ -95,7 +96,9 @@ def _watch_parent(stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> int:
     """`python -m agent.worker ARGS`; a forked worker passes the supervisor's `loaded` config."""
-    from agent.cli import _leave, _log_level, setup_logging
+    from agent.cli_common import log_level as _log_level
+    from agent.cli_common import setup_logging
+    from agent.cli_run import _leave
     from agent.tuning import tune_daemon_process
 
     args = _parse(argv)

@@ -182,6 +182,10 @@ class DicomCapabilitiesProbe:
         self.endpoint = endpoint
         self.pairs = pairs
 
+    def declared(self) -> Facts:
+        """What a run that failed reports: every proposed (SOP class, transfer syntax) refused."""
+        return Facts(contexts=tuple((sop, ts, False) for sop, ts in self.pairs))
+
     def run(self, deadline: Deadline, phases: Phases) -> ProbeOutcome:
         ep = self.endpoint
         sock, tls = open_connection(ep, deadline, phases)

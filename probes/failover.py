@@ -58,6 +58,10 @@ class FailoverProbe:
         self.failover_timeout = failover_timeout
         self.round_robin = load_balancing == "ROUND_ROBIN"
 
+    def declared(self) -> Facts:
+        """What a run that reached no node reports: every configured node down, none serving."""
+        return Facts(endpoints_up={name: False for name, _ in self.checks})
+
     @classmethod
     def for_http(
         cls,

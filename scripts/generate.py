@@ -10,8 +10,9 @@ everything into a temporary directory and fails, naming the file and `make gener
 committed copy differs or is left over.
 
 To add a generated file, add a generator to GENERATORS: a function of the outputs generated so
-far that yields Output(path, content). docs/metrics.md, generated from the metrics catalogue,
-joins that way (before chart_copies, which copies nothing from docs/).
+far that yields Output(path, content). The metrics tables of docs/metrics.md and docs/otlp.md
+are generated from the metrics catalogue (agent/metrics_doc.py), between markers in pages whose
+prose is written by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import metrics_doc
 from dashboards.generate import DASHBOARDS, render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +49,13 @@ class Mirror:
 def dashboard_json(done: dict[str, bytes]) -> Iterator[Output]:
     for name, build in DASHBOARDS.items():
         yield Output(f"dashboards/{name}", render(build).encode())
+
+
+def metrics_docs(done: dict[str, bytes]) -> Iterator[Output]:
+    """docs/metrics.md and docs/otlp.md with their tables rewritten from the catalogue."""
+    for page in metrics_doc.PAGES:
+        path = page.relative_to(REPO).as_posix()
+        yield Output(path, metrics_doc.render(page.read_text()).encode())
 
 
 # The chart's copies: (source directory, patterns) -> the chart directory holding them.
@@ -76,6 +85,7 @@ def chart_copies(done: dict[str, bytes]) -> Iterator[Output]:
 # In order: a generator sees what the ones before it produced.
 GENERATORS: tuple[Callable[[dict[str, bytes]], Iterable[Output]], ...] = (
     dashboard_json,
+    metrics_docs,
     chart_copies,
 )
 MIRRORS = tuple(copy for _source, copy in CHART_COPIES)

@@ -290,7 +290,7 @@ def test_degraded_clears_once_slow_runs_leave_the_window() -> None:
         pipe.add_target(p_slow)
 
         def run(p: Any) -> CheckStatus:
-            return pipe.handle(p, run_probe(p, "dicom_echo")).status
+            return pipe.handle(run_probe(p, "dicom_echo")).check.status
 
         assert run(p_slow) == CheckStatus.WARN  # p95 250 ms over 150 ms
         assert ev.targets["lat"].state == HealthState.DEGRADED

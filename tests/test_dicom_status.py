@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.uid import generate_uid
 
-from agent.evaluator import CheckState, HealthState
+from agent.evaluator import HealthState
 from agent.prometheus_exporter import PrometheusExporter
 from agent.runner import run_probe
 from probes.base import Reason
@@ -23,6 +23,7 @@ from tests.helpers import LOOPBACK, free_port
 from tests.helpers.config import plan, target
 from tests.helpers.dcmtk import QRServer
 from tests.helpers.dicom_scp import Dcmqrscp, DicomSCP, study
+from tests.helpers.observe import info, observation
 
 SERVICES = ("C-ECHO", "C-FIND", "MWL C-FIND", "C-MOVE", "C-GET", "C-STORE")
 
@@ -100,8 +101,9 @@ def test_dimse_failure_status_named_and_counted() -> None:
     assert r3.message == "C-ECHO status 0x0122 Refused: SOP Class Not Supported"
 
     ex = PrometheusExporter()
+    ex.add_target(info(r1.target, ["dicom_find", "dicom_echo"]))
     for r in (r1, r2, r3):
-        ex.observe(r, {}, CheckState(r.probe), HealthState.UNHEALTHY, HealthState.UNHEALTHY)
+        ex.observe(observation(r, target_state=HealthState.UNHEALTHY))
     # a success has no status series
     families = {f.name: f for f in text_string_to_metric_families(ex.render().decode())}
     samples = {

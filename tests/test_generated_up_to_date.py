@@ -1,6 +1,7 @@
-"""Every committed generated file (dashboards JSON, the Helm chart's copies of alerts and
-dashboards) is what `make generate` writes now: the generators write into a temporary
-directory and each committed file is compared with it byte for byte."""
+"""Every committed generated file (dashboards JSON, the metrics tables of docs/metrics.md and
+docs/otlp.md, the Helm chart's copies of alerts and dashboards) is what `make generate` writes
+now: the generators write into a temporary directory and each committed file is compared with it
+byte for byte."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_everything_generated_is_covered() -> None:
     assert dashboards <= outputs
     assert {f"{generate.CHART_FILES}/dashboards/{Path(d).name}" for d in dashboards} <= outputs
     assert {f"{generate.CHART_FILES}/alerts/{a}" for a in alerts} <= outputs
+    assert {"docs/metrics.md", "docs/otlp.md"} <= outputs
 
 
 def test_a_hand_edit_a_missing_copy_and_a_leftover_are_named_with_the_fix(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""/health from cached fragments is the same document as health_document(), and the
-agent state kept as counts follows adds, updates, removals and re-adds."""
+"""/health from the HealthJsonExporter's cached fragments is the same document as
+health_document() over the evaluator's snapshot, and the agent state kept as counts follows adds,
+updates, maintenance, removals and re-adds."""
 
 from __future__ import annotations
 
 import json
 
 from agent.evaluator import HealthEvaluator, HealthState, Thresholds
-from agent.health_json import JsonRenderer, health_document, health_json_bytes
+from agent.health_json import HealthJsonExporter, health_document
+from agent.observation import Maintenance, Observation, TargetInfo
+from agent.recorder import Recorded
 from probes.base import Facts, ProbeResult, Reason, TLSInfo
 
 
@@ -19,8 +22,33 @@ def result(target: str, probe: str, ok: bool, **kw: object) -> ProbeResult:
     )
 
 
-def same(ev: HealthEvaluator, shard: str | None = None) -> dict:
-    state, body = health_json_bytes(ev, shard)
+class Pair:
+    """The evaluator and the /health exporter, fed as the pipeline feeds them."""
+
+    def __init__(self) -> None:
+        self.ev = HealthEvaluator()
+        self.hx = HealthJsonExporter()
+
+    def add_target(self, tid: str, name: str, th: Thresholds, checks: list[str]) -> None:
+        self.ev.add_target(tid, name, th, checks)
+        self.hx.add_target(TargetInfo(tid, name, tuple(checks)))
+
+    def remove_target(self, tid: str) -> None:
+        self.ev.remove_target(tid)
+        self.hx.remove_target(tid)
+
+    def update(self, r: ProbeResult, p95: float | None) -> None:
+        self.hx.observe(Observation(r, Recorded({}), self.ev.update(r, p95)))
+
+    def set_maintenance(self, active: dict[str, bool]) -> None:
+        self.ev.set_maintenance(active)
+        self.hx.event(Maintenance(active))
+
+
+def same(pair: Pair, shard: str | None = None) -> dict:
+    ev = pair.ev
+    state, body = pair.hx.render(shard)
+    assert body.endswith(b"}\n") and b"\n" not in body[:-1]  # compact, one line
     fast = json.loads(body)
     slow = health_document(ev.snapshot(), shard)
     fast.pop("timestamp")
@@ -31,7 +59,7 @@ def same(ev: HealthEvaluator, shard: str | None = None) -> dict:
 
 
 def test_fragments_match_the_full_document_through_state_changes() -> None:
-    ev = HealthEvaluator(JsonRenderer())
+    ev = Pair()
     th = Thresholds(failure=2)
     ev.add_target("a", 'Site "A"', th, ["dicom_echo", "api_ping"])
     ev.add_target("b", "B", th, ["dicom_find"])
@@ -43,6 +71,9 @@ def test_fragments_match_the_full_document_through_state_changes() -> None:
     ev.update(result("b", "dicom_find", True, facts=Facts(matches=0)), None)
     ev.update(result("a", "api_ping", True, tls=TLSInfo(2e9, 2e9)), 0.004)
     assert same(ev)["status"] == "HEALTHY"
+    ev.set_maintenance({"a": True, "b": False})
+    assert [t["maintenance"] for t in same(ev)["targets"]] == [True, False]
+    ev.set_maintenance({"a": False, "b": False})
 
     ev.update(result("b", "dicom_find", False), None)
     assert same(ev)["status"] == "DEGRADED"

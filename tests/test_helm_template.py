@@ -163,3 +163,18 @@ def test_the_make_target_renders_and_checks(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "valid; 1 target(s)" in p.stdout and "kind: Deployment" in out.read_text()
+
+
+def agent_section(values: dict[str, Any]) -> dict[str, Any]:
+    cm = next(d for d in docs(values) if d["kind"] == "ConfigMap"
+              and "config.yaml" in d.get("data", {}))
+    return yaml.safe_load(cm["data"]["config.yaml"]).get("agent") or {}
+
+
+def test_metrics_classic_histogram_writes_the_agent_setting() -> None:
+    assert "metrics" not in agent_section({})  # off: the agent's own default (off) applies
+    on = agent_section({"metrics": {"classicHistogram": True}})
+    assert on["metrics"] == {"classicHistogram": True}
+    assert on["logLevel"] == "INFO"  # the rest of config.agent is kept
+    with pytest.raises(helm.HelmValuesError):
+        docs({"metrics": {"classicHistogram": "yes"}})

@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import __version__
 from agent.config import load_config_text
 from agent.config.schema import OTLPConfig
-from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.evaluator import CheckStatus
+from agent.health_json import HealthJsonExporter
+from agent.observation import Maintenance, SelfProbeOverhead
 from agent.otlp import (
     CARDINALITY_LIMIT,
     INSTRUMENTS,
@@ -39,6 +41,7 @@ from agent.simulator import SimulatedPACS
 from agent.slo import ProbeObjectives
 from probes.base import Facts, ProbeResult, Reason, TLSInfo
 from tests.helpers import bind_retry, wait_until
+from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import GrpcReceiver, HttpReceiver, Point
 from tests.helpers.otlp_receiver import points as otlp_points
 
@@ -278,47 +281,28 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
             out += "_" + suffix
         return out + ("_total" if kind == "counter" else "")
 
-    prom = PrometheusExporter()
+    # the full set: pacs.probe.duration's /metrics name exists only with the classic histogram
+    prom = PrometheusExporter(classic_histogram=True)
     # with objectives, so the SLO families exist too
-    prom.add_target("t", ["failover"], {"failover": ProbeObjectives(0.999, 0.95, 1.0)})
+    prom.add_target(info(
+        "t", ["failover", "dicom_echo", "dicom_capabilities"],
+        {"failover": ProbeObjectives(0.999, 0.95, 1.0)},
+        declared={"failover": Facts(endpoints_up={"primary": False, "secondary": False})},
+    ))
     r = result("t", "failover", tls=TLSInfo(2e9, 1.9e9), facts=Facts(active_endpoint="primary"))
-    prom.observe(
-        r,
-        {0.5: 0.1},
-        CheckState("failover"),
-        HealthState.HEALTHY,
-        HealthState.HEALTHY,
-        out_of_range=1,
-    )
-    prom.observe(
-        result("t", "failover", ok=False),
-        {0.5: 0.1},
-        CheckState("failover"),
-        HealthState.HEALTHY,
-        HealthState.HEALTHY,
-    )
+    prom.observe(observation(r, {0.5: 0.1}, out_of_range=1))
+    prom.observe(observation(result("t", "failover", ok=False), {0.5: 0.1}))
     # the families that exist only after a DICOM status or a capabilities run
-    prom.observe(
-        result("t", "dicom_echo", ok=False, facts=Facts(dicom_status="RJ-1-1-7")),
-        {},
-        CheckState("dicom_echo"),
-        HealthState.HEALTHY,
-        HealthState.HEALTHY,
-    )
-    prom.observe(
-        result(
+    prom.observe(observation(
+        result("t", "dicom_echo", ok=False, facts=Facts(dicom_status="RJ-1-1-7"))
+    ))
+    prom.observe(observation(result(
             "t",
             "dicom_capabilities",
             facts=Facts(contexts=(("1.2.840.10008.1.1", "1.2.840.10008.1.2", True),)),
-        ),
-        {},
-        CheckState("dicom_capabilities"),
-        HealthState.HEALTHY,
-        HealthState.HEALTHY,
-    )
-    prom.self_probe.set(0.001)
-    prom.set_target_settings("t", 2.0, 14 * 86400.0)
-    prom.set_maintenance({"t": False})
+        ), {}))
+    prom.event(SelfProbeOverhead(0.001))
+    prom.event(Maintenance({"t": False}))
     samples = parse_prom(prom.render())
     names = {n for n, _ in samples}
     for spec in INSTRUMENTS:
@@ -337,11 +321,11 @@ def test_names_follow_our_restatement_of_the_collector_translation() -> None:
 
 
 def test_no_otlp_exporter_without_config_or_env(sim: SimulatedPACS) -> None:
-    before = threads_named("OtelPeriodicExportingMetricReader")
+    before = threads_named("otlp-export")
     with agent([sim.endpoint_config(interval_ms=1000)]) as svc:
         assert svc.otlp is None
-        assert [type(e) for e in svc.exporters] == [PrometheusExporter]
-        assert threads_named("OtelPeriodicExportingMetricReader") == before
+        assert [type(e) for e in svc.pipeline.exporters] == [PrometheusExporter, HealthJsonExporter]
+        assert threads_named("otlp-export") == before
 
 
 def test_enabled_false_wins_over_env_and_bad_settings_only_disable_otlp(
@@ -467,7 +451,7 @@ def test_grpc_export_end_to_end(sim: SimulatedPACS, monkeypatch: pytest.MonkeyPa
     with GrpcReceiver() as rx:
         cfg["otlp"]["endpoint"] = rx.endpoint
         with agent([sim.endpoint_config(interval_ms=1000)], cfg, {"OTLP_TOKEN": secret}) as svc:
-            assert svc.otlp is not None and svc.otlp in svc.exporters
+            assert svc.otlp is not None and svc.otlp in svc.pipeline.exporters
             _check_export(rx, svc)
             res = rx.points()[-1].resource
             assert res["service.name"] == "pacs-health-agent"
@@ -618,15 +602,9 @@ def test_cardinality_above_the_sdk_default_is_kept() -> None:
         ex = otlp_exporter(rx)
         probes = sorted(PROBES)
         for i in range(420):
-            ex.add_target(f"t{i:04d}", probes)
+            ex.add_target(info(f"t{i:04d}", probes))
             for p in probes:
-                ex.observe(
-                    result(f"t{i:04d}", p, phases={"dimse": 0.002}),
-                    {},
-                    CheckState(p),
-                    HealthState.HEALTHY,
-                    HealthState.HEALTHY,
-                )
+                ex.observe(observation(result(f"t{i:04d}", p, phases={"dimse": 0.002})))
         # force_flush collects and exports on this thread, with no shutdown deadline to race
         # on a loaded machine
         ex.force_flush()
@@ -652,14 +630,8 @@ def test_grpc_tls_with_configured_certificate(tmp_path: Path) -> None:
     chain = b"".join(p.bytes() for p in leaf.cert_chain_pems)
     with GrpcReceiver(tls=(key, chain)) as rx:
         ex = otlp_exporter(rx, certificate=str(ca_file))
-        ex.add_target("tls-target", ["dicom_echo"])
-        ex.observe(
-            result("tls-target"),
-            {},
-            CheckState("dicom_echo"),
-            HealthState.HEALTHY,
-            HealthState.HEALTHY,
-        )
+        ex.add_target(info("tls-target", ["dicom_echo"]))
+        ex.observe(observation(result("tls-target")))
         ex.shutdown()
         assert rx.count() == 1
         assert ex.exporter.failures == 0
@@ -687,7 +659,7 @@ def test_first_failed_batch_ends_the_export() -> None:
         failed: list[int] = []
         ex.exporter.on_failure = lambda: failed.append(1)
         for i in range(600):  # 6,000 runs series: at least 5 batches of 2,000
-            ex.add_target(f"t{i:04d}", sorted(PROBES))
+            ex.add_target(info(f"t{i:04d}", sorted(PROBES)))
         ex.shutdown()
         assert (rx.attempts, rx.count(), failed) == (1, 0, [1])
 
@@ -697,7 +669,7 @@ def test_slow_collector_export_is_bounded_by_the_interval() -> None:
         rx.delay = 0.4  # each request answered, but late
         ex = otlp_exporter(rx, interval=1000)  # budget 1 s per export, 1 s per request
         for i in range(600):  # ~11,000 points: 6 batches, 2.4 s if all were sent
-            ex.add_target(f"t{i:04d}", sorted(PROBES))
+            ex.add_target(info(f"t{i:04d}", sorted(PROBES)))
         wait_until(lambda: ex.exporter.failures >= 1, 15, 0.02, "an export cut short")
         # the export stopped starting requests at its 1 s budget, long before its 6th batch
         assert ex.exporter.exports == 1 and 1 <= ex.exporter.requests <= 4
@@ -710,18 +682,10 @@ def test_removed_target_stops_reporting_gauges() -> None:
     with GrpcReceiver() as rx:
         ex = otlp_exporter(rx)
         for t in ("keep", "gone"):
-            ex.add_target(t, ["dicom_echo"])
-            ex.observe(
-                result(t),
-                {0.5: 0.004},
-                CheckState("dicom_echo"),
-                HealthState.HEALTHY,
-                HealthState.HEALTHY,
-            )
+            ex.add_target(info(t, ["dicom_echo"]))
+            ex.observe(observation(result(t), {0.5: 0.004}))
         ex.remove_target("gone")
-        ex.observe(
-            result("gone"), {}, CheckState("dicom_echo"), HealthState.HEALTHY, HealthState.HEALTHY
-        )  # a run that was in flight during the reload
+        ex.observe(observation(result("gone")))  # a run that was in flight during the reload
         ex.shutdown()
         m = by_name(rx.points())
         for name in (

@@ -18,10 +18,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 
 from agent.config.schema import OTLPConfig
-from agent.evaluator import CheckState, HealthState
 from agent.otlp import INSTRUMENTS, OTLPExporter, resolve_settings
 from agent.otlp.expo import ExpoHistogram, index_of
 from probes.base import ProbeResult, Reason
+from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import Received, points
 
 PHASES = ("connect", "associate", "dimse", "release")
@@ -108,7 +108,7 @@ def test_export_content_equals_the_sdk_path() -> None:
     probes = ["dicom_echo", "api_ping"]
     for i in range(120):
         t = f"pacs-{i:03d}"
-        ours.add_target(t, probes)
+        ours.add_target(info(t, probes))
         for p in probes:
             for res in ("success", "failure"):
                 runs.add(0, {"target": t, "probe": p, "result": res})
@@ -123,7 +123,7 @@ def test_export_content_equals_the_sdk_path() -> None:
                 d = sum(ph.values())
                 r = ProbeResult(t, p, ok, None if ok else Reason.TIMEOUT, "", ph, d, now,
                                 attempts=rng.choice([1, 1, 2]))
-                ours.observe(r, {}, CheckState(p), HealthState.HEALTHY, HealthState.HEALTHY)
+                ours.observe(observation(r))
                 tp = {"target": t, "probe": p}
                 runs.add(1, {**tp, "result": "success" if ok else "failure"})
                 attempts.add(r.attempts, tp)

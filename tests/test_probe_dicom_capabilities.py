@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 
 from agent.config import ConfigError
-from agent.evaluator import CheckState, CheckStatus, HealthEvaluator, HealthState
+from agent.evaluator import CheckStatus, HealthEvaluator, HealthState
 from agent.prometheus_exporter import PrometheusExporter
 from agent.runner import run_probe
 from probes.base import Reason
@@ -26,6 +26,7 @@ from probes.dicom_capabilities import resolve_transfer_syntax, uid_name
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
+from tests.helpers.observe import info, observation
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "examples" / "sectra-pacs-prod.json"
@@ -117,7 +118,8 @@ def test_refused_pairs_are_a_warning_naming_each_pair() -> None:
     assert tr.check_after == CheckStatus.WARN
     # and each pair is a series, 1 or 0
     ex = PrometheusExporter()
-    ex.observe(r, {}, CheckState("dicom_capabilities"), HealthState.DEGRADED, HealthState.DEGRADED)
+    ex.add_target(info(r.target, ["dicom_capabilities"]))
+    ex.observe(observation(r, target_state=HealthState.DEGRADED))
     fams = {f.name: f for f in text_string_to_metric_families(ex.render().decode())}
     got = {
         (s.labels["sop_class"], s.labels["transfer_syntax"]): s.value
@@ -135,9 +137,8 @@ def test_nothing_accepted_fails_rejected() -> None:
     assert r.message.startswith("none of 15 presentation contexts accepted")
     # the failed run still reports every pair, so the series read 0 from the first run on
     ex = PrometheusExporter()
-    ex.observe(
-        r, {}, CheckState("dicom_capabilities"), HealthState.UNHEALTHY, HealthState.UNHEALTHY
-    )
+    ex.add_target(info(r.target, ["dicom_capabilities"]))
+    ex.observe(observation(r, target_state=HealthState.UNHEALTHY))
     fams = {f.name: f for f in text_string_to_metric_families(ex.render().decode())}
     values = [s.value for s in fams["pacs_dicom_context_accepted"].samples]
     assert len(values) == 15 and set(values) == {0.0}

@@ -25,6 +25,7 @@ from tests.helpers import LOOPBACK
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import DicomSCP
 from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.pipeline import Harness
 from tests.peers import silent_listener
@@ -321,8 +322,8 @@ def test_third_dicom_node_serving_is_exported_and_raises_the_alert(tmp_path: Pat
             )
             assert s is not None
             ox = OTLPExporter(s)
-            ox.add_target(TID, ["failover"])
-            ox.observe(r, {}, check, HealthState.DEGRADED, HealthState.DEGRADED)
+            ox.add_target(info(TID, ["failover"]))
+            ox.observe(observation(r, {}, check.status, target_state=HealthState.DEGRADED))
             ox.shutdown()
             pts = [p for p in rx.points() if p.name == "pacs.failover.active"]
         assert {p.attributes["endpoint"]: p.value for p in pts} == {

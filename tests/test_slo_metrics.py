@@ -13,13 +13,13 @@ import pytest
 
 from agent.config import load_config_text
 from agent.config.schema import OTLPConfig
-from agent.evaluator import CheckState, HealthState
 from agent.otlp import OTLPExporter, resolve_settings
 from agent.simulator import SimulatedPACS
 from agent.slo import ProbeObjectives, resolve
 from agent.targets import build_plan
 from probes.base import ProbeResult, Reason
 from tests.helpers.agent_cli import run_agent
+from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import GrpcReceiver
 from tests.helpers.otlp_receiver import points as otlp_points
 from tests.helpers.pipeline import Harness
@@ -140,17 +140,11 @@ def test_otlp_exports_objectives_and_slow_runs() -> None:
         s = resolve_settings(OTLPConfig(endpoint=rx.endpoint, protocol="grpc", interval=60000), {})
         assert s is not None
         ex = OTLPExporter(s)
-        ex.add_target(
+        ex.add_target(info(
             "t", ["dicom_echo", "api_ping"], {"dicom_echo": ProbeObjectives(0.999, 0.95, 1.0)}
-        )
+        ))
         for ok, d in ((True, 0.5), (True, 1.5), (True, 2.0), (False, 5.0)):
-            ex.observe(
-                result(ok, d),
-                {},
-                CheckState("dicom_echo"),
-                HealthState.HEALTHY,
-                HealthState.HEALTHY,
-            )
+            ex.observe(observation(result(ok, d)))
         ex.force_flush()
         received = rx.received
         ex.shutdown()

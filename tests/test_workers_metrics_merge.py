@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 from datetime import UTC, datetime
 
-from agent.evaluator import CheckState, CheckStatus, HealthState
+from agent.evaluator import CheckStatus, HealthState
 from agent.metrics_merge import AGENT_RULES, PER_TARGET, merge_expositions, split_families
+from agent.observation import ConfigLoad, PlansInstalled, SelfProbeOverhead, StartLateness
 from agent.prometheus_exporter import PrometheusExporter
 from probes.base import ProbeResult
+from tests.helpers.observe import info, observation
 from tests.promserver import find_promtool
 
 
@@ -29,13 +31,12 @@ def _result(target: str, ok: bool = True) -> ProbeResult:
 def _worker(targets: list[str], state: HealthState, overhead: float, reload_ts: float) -> bytes:
     e = PrometheusExporter(shard="0/1")
     for t in targets:
-        e.add_target(t, ["dicom_echo"])
-        e.observe(_result(t), {0.5: 0.01}, CheckState("dicom_echo", CheckStatus.PASS), state, state)
-    e.targets_gauge.set(len(targets))
-    e.self_probe.set(overhead)
-    e.reload_ok.set(1)
-    e.reload_ts.set(reload_ts)
-    e.lateness.observe(0.002)
+        e.add_target(info(t, ["dicom_echo"]))
+        e.observe(observation(_result(t), {0.5: 0.01}, CheckStatus.PASS, state))
+    e.event(PlansInstalled(len(targets)))
+    e.event(SelfProbeOverhead(overhead))
+    e.event(ConfigLoad(True, reload_ts))
+    e.event(StartLateness(0.002))
     return e.render()
 
 

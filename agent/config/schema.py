@@ -384,6 +384,14 @@ class SelfProbeConfig(Strict):
     interval: Interval = 10.0
 
 
+class MetricsSettings(Strict):
+    """What /metrics exposes beyond the default set (docs/metrics.md, docs/scaling.md)."""
+
+    # pacs_probe_duration_seconds: 16 fixed buckets + _count + _sum per (target, probe), off by
+    # default because the HDR quantiles (pacs_probe_latency_seconds) already give p50/p95/p99.
+    classicHistogram: bool = False
+
+
 class AgentSettings(Strict):
     listen: Listen = ":9887"
     latencyWindow: Interval = 300.0
@@ -394,6 +402,7 @@ class AgentSettings(Strict):
     shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
     selfProbe: SelfProbeConfig = SelfProbeConfig()
     otlp: OTLPConfig = OTLPConfig()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 class AgentConfig(Strict):

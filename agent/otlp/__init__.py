@@ -6,17 +6,20 @@ gRPC or HTTP/protobuf to an OpenTelemetry Collector.
   the environment. Nothing ever dials localhost:4317 by surprise.
 * The config file wins over the environment; the standard OTEL_* variables fill the gaps
   (docs/otlp.md has the table).
-* Exporting runs on the SDK's PeriodicExportingMetricReader thread, each request and each
-  export bounded; a probe only records into SDK instruments. A down or slow collector never
-  blocks probing or /metrics, nothing is queued across failed exports, and failures are counted in
-  `pacs_otlp_export_failures_total` by a small delegating MetricExporter and logged at most once
-  a minute. The gRPC exporter re-creates its channel after UNAVAILABLE, so export resumes without
-  a restart when the collector comes back.
+* Exporting runs on the exporter's own `otlp-export` thread, each request and each export
+  bounded; a probe result only updates our compact state (series.py), which an export encodes
+  as OTLP protobuf (wire.py, no SDK MeterProvider). A down or slow collector never blocks
+  probing or /metrics, nothing is queued across failed exports, and failures are counted in
+  `pacs_otlp_export_failures_total` by the delivery wrapper and logged at most once a minute.
+  The gRPC exporter re-creates its channel after UNAVAILABLE, so export resumes without a
+  restart when the collector comes back.
 * Names are the dotted equivalents of the Prometheus names, chosen so that the Collector's
   Prometheus translation (unit suffix, `_total` for counters) gives back the /metrics name.
 
 Modules: settings (config + OTEL_* → OTLPSettings), resource, delivery (the SDK exporter and the
-wrapper that bounds, splits and counts exports), instruments (OTLPExporter). Importing them
+wrapper that bounds and counts exports), series (the state: add_target, observe, event),
+wire and expo (the protobuf encoding), instruments (OTLPExporter: the catalogue's instruments and
+the export thread). Importing them
 changes no global state; the SDK log capture is installed when an exporter is built.
 """
 

@@ -68,9 +68,10 @@ def receiver() -> None:
 
 
 def case(targets: int, otlp: str | None, rounds: int, exports: int, seed: int) -> dict[str, Any]:
-    from agent.evaluator import CheckState, HealthState
+    from agent.evaluator import CheckView, Evaluation, HealthState
+    from agent.observation import Observation, TargetInfo
     from agent.prometheus_exporter import PrometheusExporter
-    from agent.recorder import LatencyRecorder
+    from agent.recorder import LatencyRecorder, Recorded
     from probes.base import ProbeResult
 
     rng = random.Random(seed)
@@ -88,11 +89,12 @@ def case(targets: int, otlp: str | None, rounds: int, exports: int, seed: int) -
         exporters.append(ex)
     rec = LatencyRecorder()
     ids = [f"pacs-{i:04d}" for i in range(targets)]
-    checks = {(t, p): CheckState(p) for t in ids for p in PROBES}
+    H = HealthState.HEALTHY
     for t in ids:
+        info = TargetInfo(t, t, tuple(PROBES), degraded_latency=1.0,
+                          cert_warning_seconds=30 * 86400)
         for e in exporters:
-            e.add_target(t, list(PROBES))
-            e.set_target_settings(t, 1.0, 30 * 86400)
+            e.add_target(info)
     now = ProbeResult.now()
 
     def one_round() -> None:
@@ -106,8 +108,10 @@ def case(targets: int, otlp: str | None, rounds: int, exports: int, seed: int) -
                     q = rec.record(t, p, d)
                 else:
                     q = rec.quantiles(t, p)
+                ev = Evaluation(CheckView(p, last=r), None, H, H, H)
+                obs = Observation(r, Recorded(q, 0), ev)
                 for e in exporters:
-                    e.observe(r, q, checks[(t, p)], HealthState.HEALTHY, HealthState.HEALTHY)
+                    e.observe(obs)
 
     for _ in range(rounds):
         one_round()

@@ -20,6 +20,7 @@ from dashboards.lib.panels import (
     MERGE,
     bargauge,
     color_override,
+    dashed,
     organize,
     stat,
     state_timeline,
@@ -179,13 +180,22 @@ def overview() -> dict[str, Any]:
                               (RED, DEGRADED_LATENCY)),
     ), 6, 9)
     lay.add(timeseries(
-        "p95 by probe, all selected targets (histogram)",
-        "Aggregated across targets from the fixed-bucket histogram pacs_probe_duration_seconds "
-        "(as precise as its buckets; the HDR panel is exact to 1 %).",
-        targets(target(
-            "histogram_quantile(0.95, sum by (probe, le) (rate(pacs_probe_duration_seconds_bucket"
-            f"{{{JT_MULTI}}}[$__rate_interval])))", "{{probe}}")),
+        "p95 by probe, all selected targets",
+        "Per probe, the highest HDR p95 among the selected targets "
+        "(pacs_probe_latency_seconds{quantile=\"0.95\"}): the p95 of all their runs together "
+        "is never above it (each target has 95 % of its runs at or below its own p95, so the "
+        "pooled runs do too), and it is exact for one target. Dashed: the mean of all their "
+        "successful runs (rate of pacs_probe_latency_seconds_sum / _count), exact.",
+        targets(
+            target(f'max by (probe) (pacs_probe_latency_seconds{{{JT_MULTI}, quantile="0.95"}})',
+                   "{{probe}} p95 (worst target)"),
+            target(f"sum by (probe) (rate(pacs_probe_latency_seconds_sum{{{JT_MULTI}}}"
+                   "[$__rate_interval])) / sum by (probe) (rate("
+                   f"pacs_probe_latency_seconds_count{{{JT_MULTI}}}[$__rate_interval]))",
+                   "{{probe}} mean"),
+        ),
         "s", threshold=DEGRADED_LATENCY, legend=LEGEND_LIST,
+        overrides=[dashed("/ mean$/")],
     ), 6, 9)
     lay.add(timeseries(
         "Retrieve time to first image",

@@ -180,11 +180,13 @@ def table(title: str, description: str, tgts: list[dict[str, Any]], *, unit: str
 
 def heatmap(title: str, description: str, tgts: list[dict[str, Any]], **extra: Any
             ) -> dict[str, Any]:
+    """Grafana buckets the series' values itself (log 2 in y): no bucket series needed."""
     defaults = field_defaults(custom={"hideFrom": {"legend": False, "tooltip": False,
                                                    "viz": False},
                                       "scaleDistribution": {"type": "linear"}})
     options = {
-        "calculate": False,
+        "calculate": True,
+        "calculation": {"yBuckets": {"mode": "size", "scale": {"type": "log", "log": 2}}},
         "cellGap": 1,
         "color": {"mode": "scheme", "scheme": "Oranges", "fill": "dark-orange",
                   "scale": "exponential", "exponent": 0.5, "steps": 64, "reverse": False},
@@ -209,6 +211,12 @@ def color_override(column: str, unit: str, steps: dict[str, Any],
     if decimals is not None:
         props.append({"id": "decimals", "value": decimals})
     return {"matcher": {"id": "byName", "options": column}, "properties": props}
+
+
+def dashed(regex: str) -> dict[str, Any]:
+    """Override: series whose display name matches `regex` (Grafana's /.../ form) are dashed."""
+    return {"matcher": {"id": "byRegexp", "options": regex},
+            "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}
 
 
 def organize(rename: dict[str, str], exclude: tuple[str, ...] = ("Time",)) -> dict[str, Any]:

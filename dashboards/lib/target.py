@@ -133,14 +133,14 @@ def target_drilldown() -> dict[str, Any]:
         "s", threshold=DEGRADED_LATENCY,
     ), 12, 8)
     lay.add(timeseries(
-        "Last run vs. histogram p95",
-        "Wall time of the last run (probe_duration_seconds) and the p95 from the fixed-bucket "
-        "histogram (pacs_probe_duration_seconds).",
+        "Last run vs. p95",
+        "Wall time of the last run (probe_duration_seconds) against the p95 of the successful "
+        "runs in the agent's sliding window (HDR, pacs_probe_latency_seconds{quantile=\"0.95\"}): "
+        "a last run far above the line is an outlier, one that stays above it moves the p95.",
         targets(
             target(f"max by (probe) (probe_duration_seconds{{{JTP}}})", "{{probe}} last run"),
-            target("histogram_quantile(0.95, sum by (probe, le) (rate("
-                   f"pacs_probe_duration_seconds_bucket{{{JTP}}}[$__rate_interval])))",
-                   "{{probe}} p95 (buckets)"),
+            target(f'max by (probe) (pacs_probe_latency_seconds{{{JTP}, quantile="0.95"}})',
+                   "{{probe}} p95"),
         ),
         "s", threshold=DEGRADED_LATENCY,
     ), 12, 8)
@@ -165,10 +165,12 @@ def target_drilldown() -> dict[str, Any]:
     ), 12, 6)
     lay.add(heatmap(
         "Run duration distribution",
-        "Successful runs per duration bucket (pacs_probe_duration_seconds_bucket).",
+        "Successful runs by duration over time: Grafana buckets the last successful run's wall "
+        "time (probe_duration_seconds where probe_success is 1) as Prometheus sampled it, on a "
+        "log-2 scale. Each run counts once per scrape it was the latest for, so the shape is "
+        "the runs' distribution when the selected probes share an interval.",
         targets(target(
-            f"sum by (le) (increase(pacs_probe_duration_seconds_bucket{{{JTP}}}"
-            "[$__rate_interval]))", "{{le}}", fmt="heatmap")),
+            f"probe_duration_seconds{{{JTP}}} and probe_success{{{JTP}}} == 1", "{{probe}}")),
     ), 24, 8)
 
     lay.row("Runs and failures")

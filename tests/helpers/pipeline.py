@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.evaluator import CheckState, HealthEvaluator, HealthState
+from agent.evaluator import CheckView, HealthEvaluator, HealthState
 from agent.pipeline import Pipeline
 from agent.prometheus_exporter import PrometheusExporter
 from agent.recorder import LatencyRecorder
@@ -23,11 +23,10 @@ class Harness:
         for p in plans:
             self.pipeline.add_target(p)
 
-    def run(self, target: str, probe: str) -> tuple[ProbeResult, CheckState]:
+    def run(self, target: str, probe: str) -> tuple[ProbeResult, CheckView]:
         plan = self.plans[target]
         r = run_probe(plan, probe)
-        check = self.pipeline.handle(plan, r)
-        return r, check
+        return r, self.pipeline.handle(r).check
 
     def target_state(self, target: str) -> HealthState:
         return self.evaluator.targets[target].state

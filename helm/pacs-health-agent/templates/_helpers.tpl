@@ -107,6 +107,15 @@ protocol, interval (and headers if any) from the otlp values, its other keys kep
 {{- $_ := set $agent "otlp" $otlp -}}
 {{- $_ := set $cfg "agent" $agent -}}
 {{- end -}}
+{{- if .Values.metrics.classicHistogram -}}
+{{- $agent := dict -}}
+{{- if and (hasKey $cfg "agent") (kindIs "map" $cfg.agent) -}}{{- $agent = $cfg.agent -}}{{- end -}}
+{{- $metrics := dict -}}
+{{- if and (hasKey $agent "metrics") (kindIs "map" $agent.metrics) -}}{{- $metrics = $agent.metrics -}}{{- end -}}
+{{- $_ := set $metrics "classicHistogram" true -}}
+{{- $_ := set $agent "metrics" $metrics -}}
+{{- $_ := set $cfg "agent" $agent -}}
+{{- end -}}
 {{- include "pha.checkNoSecrets" (dict "v" $cfg "path" "config" "key" "") -}}
 {{- toYaml $cfg -}}
 {{- end -}}
