@@ -147,6 +147,9 @@ def resolve(host: str, port: int, deadline: Deadline, phases: Phases) -> list[tu
         literal = True
     except OSError:
         literal = False
+    if literal:  # no lookup to bound: skip the hand-over to the resolver pool (two thread switches)
+        deadline.left_or_raise(Reason.DNS, "name resolution")
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     t0 = time.perf_counter()
     fut = _resolver.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
     try:
@@ -155,8 +158,7 @@ def resolve(host: str, port: int, deadline: Deadline, phases: Phases) -> list[tu
         raise ProbeError(Reason.DNS, f"{host}: name resolution timed out") from None
     except socket.gaierror:
         raise ProbeError(Reason.DNS, f"{host} does not resolve") from None
-    if not literal:
-        phases.add("dns", time.perf_counter() - t0)
+    phases.add("dns", time.perf_counter() - t0)
     return infos
 
 
