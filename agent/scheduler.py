@@ -144,21 +144,27 @@ class ProbeScheduler:
                 slot = due + math.floor((now - due) / job.interval + 1e-9) * job.interval
                 job.due = slot + job.interval
                 self._push(job)
+                missed = spawn = False
                 if job.id in self._busy:
-                    missed: _Job | None = job  # still queued or running: not started twice
+                    missed = True  # still queued or running: not started twice
                 else:
-                    missed = None
                     self._busy.add(job.id)
                     self._queue.put((job, slot))
+                    # a new worker only when none is idle (as concurrent.futures does)
                     if not self._idle.acquire(blocking=False) and self._workers < self.max_workers:
                         self._workers += 1
-                        threading.Thread(
-                            target=self._worker, name=f"probe-worker-{self._workers}", daemon=True
-                        ).start()
-                if missed is not None:
-                    cond.release()  # the callbacks take other locks: not under ours
+                        spawn = True
+                if missed or spawn:
+                    # not under our lock: the callbacks take other locks, and a thread start
+                    # waits for the new thread, which on a loaded machine can take a while
+                    cond.release()
                     try:
-                        self._missed(missed)
+                        if missed:
+                            self._missed(job)
+                        if spawn:
+                            threading.Thread(
+                                target=self._worker, name="probe-worker", daemon=True
+                            ).start()
                     finally:
                         cond.acquire()
 
