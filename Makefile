@@ -12,7 +12,7 @@ RUN_STAMP := $(RUN_VENV)/.installed
 # What scripts/install-system-deps.sh installs when missing (apt package names).
 SYSTEM_PACKAGES := dcmtk prometheus chromium
 
-.PHONY: run test test-fast lint system-deps check-python clean helm-template
+.PHONY: run test test-fast lint system-deps check-python clean helm-template generate
 
 check-python:
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -66,6 +66,14 @@ helm-template: $(STAMP)
 	  --env-out $(HELM_OUT).env > $(HELM_OUT).config.yaml
 	env $$(cat $(HELM_OUT).env) $(BIN)/agent check-config --no-file-checks --config - \
 	  < $(HELM_OUT).config.yaml
+
+# `make generate`: rewrite every generated file, then commit them. scripts/generate.py lists what
+# is generated from what (dashboards/*.json from dashboards/lib; the chart's copies of alerts/ and
+# dashboards/ under helm/pacs-health-agent/files) and is where a new generated file is added.
+# tests/test_generated_up_to_date.py (fast tier, so in `make test` and `make test-fast`) fails,
+# naming the file and this command, while a committed one differs.
+generate: $(STAMP)
+	$(BIN)/python -m scripts.generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

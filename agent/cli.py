@@ -109,6 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except WebConfigError as e:
             print(f"agent: invalid --web.config.file: {e}", file=sys.stderr)
             return UNKNOWN
+    from agent.supervisor import resolve_workers, run_workers
+
+    try:  # the demo (no --config) is one target: one process
+        workers = resolve_workers(args.workers, loaded, shard) if args.config else 1
+    except ValueError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return UNKNOWN
+    if workers > 1:  # N processes behind this one port (agent.supervisor)
+        return run_workers(args, loaded, shard, web, workers)
     try:
         service = AgentService(
             loaded,
@@ -468,6 +477,15 @@ def _listen_arg(text: str) -> str:
     return text
 
 
+def _workers_arg(text: str) -> int:
+    from agent.supervisor import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="agent",
@@ -494,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
         "port 0 binds a free port, printed as 'Listening on URL'",
     )
     run.add_argument("--shard", help="i/n: probe only this shard of the targets (or AGENT_SHARD)")
+    run.add_argument(
+        "--workers",
+        type=_workers_arg,
+        metavar="N",
+        help="probe in N processes behind the one port (or AGENT_WORKERS; default one per "
+        "usable CPU, at most one per target; 1 = a single process)",
+    )
     run.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument(

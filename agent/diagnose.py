@@ -2,9 +2,10 @@
 
 DNS → TCP → TLS → association → C-ECHO → C-FIND → API (HTTP), one line per step with its time,
 stopping at the first failure with a hint that names host:port and what to check (the runbooks'
-likely causes, docs/runbooks.md). It is the probes' own building blocks (probes.dicom_wire's
-resolve/open_socket/tls_handshake/DicomAssociation, the dicom_echo, dicom_find and api_ping
-probes), run separately so that each layer is seen on its own: no second DICOM client.
+likely causes, docs/runbooks.md). It is the probes' own building blocks (probes.net's
+resolve/open_socket/tls_handshake, probes.dicom_wire's DicomAssociation, the dicom_echo,
+dicom_find and api_ping probes), run separately so that each layer is seen on its own: no second
+DICOM client.
 
 Exit codes as `probe --once`: 0 every step passed, 1 passed with a warning (certificate expiring,
 a step slower than degradedLatency), 2 a step failed, 3 the config or target id is wrong.
@@ -25,7 +26,8 @@ from agent.targets import TargetPlan, build_plan, tls_options
 from probes.api_ping import ApiPingProbe
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_echo import VERIFICATION, DicomEchoProbe
-from probes.dicom_wire import DicomAssociation, open_socket, resolve, tls_handshake
+from probes.dicom_wire import DicomAssociation
+from probes.net import open_socket, resolve, tls_handshake
 from probes.specs import DicomEndpoint, tls_context
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"

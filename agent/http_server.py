@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -231,6 +232,31 @@ class _Server(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
 
+class _UnixServer(_Server):
+    """The same server on a unix socket: a worker's private endpoint (agent.supervisor)."""
+
+    address_family = socket.AF_UNIX
+    allow_reuse_address = False
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind splits the address into host and port; a path has neither.
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = "localhost", 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)  # an unnamed peer's address is "": handlers index it
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The supervisor gave up waiting for this answer (its timeout) and closed: not a fault
+        # worth a traceback in the log. Anything else is reported as usual.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("the supervisor closed its connection before the answer")
+            return
+        super().handle_error(request, client_address)
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     # one parser for agent.listen, --listen and here: ValueError with a one-line message
     from agent.config.listen import parse_listen as parse
@@ -244,12 +270,21 @@ def make_server(
     web: WebConfig | None = None,
     request_deadline: float = REQUEST_DEADLINE_S,
 ) -> ThreadingHTTPServer:
+    """A server on HOST:PORT, or on a unix socket for `unix:PATH` (a worker's private one)."""
     web = web or WebConfig()
+    unix = listen.startswith("unix:")
     handler = type(
         "Handler",
         (_Handler,),
-        {"endpoints": endpoints, "web": web, "request_deadline": request_deadline},
+        {
+            "endpoints": endpoints,
+            "web": web,
+            "request_deadline": request_deadline,
+            "disable_nagle_algorithm": not unix,  # a TCP option
+        },
     )
+    if unix:
+        return _UnixServer(listen[5:], handler)  # type: ignore[arg-type]  # AF_UNIX: a path
     host, port = parse_listen(listen)
     attrs: dict[str, Any] = {"ssl_context": web.ssl_context}
     if ":" in host:

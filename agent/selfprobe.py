@@ -21,7 +21,7 @@ from pynetdicom.presentation import PresentationContext
 
 from probes.base import Deadline, Phases
 from probes.dicom_echo import VERIFICATION, DicomEchoProbe
-from probes.dicom_wire import IMPLICIT_VR_LE
+from probes.dicom_pdu import IMPLICIT_VR_LE
 from probes.specs import DicomEndpoint
 
 log = logging.getLogger("agent.selfprobe")

@@ -27,6 +27,7 @@ from agent.selfprobe import SelfProbe
 from agent.shard import Shard
 from agent.targets import TargetPlan, build_plan
 from agent.web_config import WebConfig
+from probes.net import close_resolver
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentSettings
@@ -329,6 +330,8 @@ class AgentService:
         self.server.server_close()
         if self.self_probe is not None:
             self.self_probe.close()
+        # the probes' resolver pool starts with the first lookup and is the service's to stop
+        close_resolver()
         log.info("agent stopped")
 
 

@@ -34,6 +34,37 @@ def owner(target_id: str, count: int) -> int:
     return max(range(count), key=lambda i: _weight(i, target_id))
 
 
+def _worker_weight(worker: int, target_id: str) -> int:
+    # Same rendezvous scheme, its own hash domain: with the shards' weights, worker j of shard k
+    # would win exactly the targets shard j wins, and a pod with N = M workers would leave all
+    # but one worker idle.
+    h = hashlib.blake2b(
+        f"{worker}\x00{target_id}".encode(), digest_size=8, person=b"agent-workers"
+    ).digest()
+    return int.from_bytes(h, "big")
+
+
+def worker_owner(target_id: str, workers: int) -> int:
+    """Which of a process's `workers` probes the target (independent of the shard split)."""
+    return max(range(workers), key=lambda i: _worker_weight(i, target_id))
+
+
+@dataclass(frozen=True)
+class WorkerShard(Shard):
+    """Worker `worker` of `workers` inside shard index/count: owns the targets the shard owns
+    and, among those, the ones the worker split gives it. Prints as the shard, so what a worker
+    exports (pacs_agent_info, /health "shard") reads as the pod's."""
+
+    worker: int = 0
+    workers: int = 1
+
+    def __str__(self) -> str:
+        return super().__str__()
+
+    def owns(self, target_id: str) -> bool:
+        return super().owns(target_id) and worker_owner(target_id, self.workers) == self.worker
+
+
 def parse_shard(text: str) -> Shard:
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m:

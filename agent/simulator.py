@@ -14,20 +14,19 @@
   (non-success status), `reject` (A-ASSOCIATE-RJ), `dicom_down` / `http_down`, `http_status`,
   `primary_down` (the primary node's /primary/health fails; the secondary keeps answering and
   the API itself, `/health`, stays up because the secondary serves it).
+
+This module runs the servers and answers DICOM; agent.simulator_data holds the synthetic data
+and matching rules, agent.simulator_http answers HTTP.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.events import EventHandlerType
@@ -38,145 +37,40 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-CANARY_PATIENT_ID = "CANARY001"
-UID_ROOT = "1.2.826.0.1.3680043.10.1082.1"
-CANARY_STUDY_UID = f"{UID_ROOT}.1"
-CANARY_INSTANCES = 2  # images of the canary study, 8x8 pixels each: a retrieve stays cheap
-MAX_STORED = 64  # C-STORE keeps UIDs only, and at most this many objects
-DEMO_STATION = "PACS_HEALTH"  # the demo's calling AE title: its worklist has one item
-DICOMWEB_PATH = "/dicom-web"
-VERIFICATION = "1.2.840.10008.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-STORAGE_SOP_CLASSES = (SECONDARY_CAPTURE, CT_IMAGE)
-SUPPORTED_SOP_CLASSES = (
-    VERIFICATION,
-    STUDY_ROOT_FIND,
-    STUDY_ROOT_MOVE,
-    STUDY_ROOT_GET,
+from agent.simulator_data import (
+    CANARY_INSTANCES,
+    CANARY_PATIENT_ID,
+    CANARY_STUDY_UID,
+    DEMO_STATION,
+    DICOMWEB_PATH,
+    MAX_STORED,
     MODALITY_WORKLIST_FIND,
-    *STORAGE_SOP_CLASSES,
+    STORAGE_SOP_CLASSES,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+    SUPPORTED_SOP_CLASSES,
+    SUPPORTED_TRANSFER_SYNTAXES,
+    Faults,
+    canary_instances,
+    instance_matches,
+    study_matches,
+    synthetic_studies,
+    worklist_item,
 )
-# pynetdicom's default transfer syntaxes for a supported context include both of these
-SUPPORTED_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+from agent.simulator_http import http_handler
 
-
-def synthetic_studies() -> list[Dataset]:
-    """Synthetic studies: fake names and ids, no real person."""
-    rows = [
-        ("CANARY001", "PACS^CANARY", CANARY_STUDY_UID, "ACC0001", "20260101", "CT"),
-        ("SIM0002", "SIMULATED^ALPHA", f"{UID_ROOT}.2", "ACC0002", "20260102", "MR"),
-        ("SIM0002", "SIMULATED^ALPHA", f"{UID_ROOT}.3", "ACC0003", "20260103", "CT"),
-        ("SIM0004", "SIMULATED^BETA", f"{UID_ROOT}.4", "ACC0004", "20260104", "US"),
-    ]
-    out = []
-    for pid, name, uid, acc, date, mod in rows:
-        ds = Dataset()
-        ds.PatientID, ds.PatientName, ds.StudyInstanceUID = pid, name, uid
-        ds.AccessionNumber, ds.StudyDate, ds.ModalitiesInStudy = acc, date, mod
-        out.append(ds)
-    return out
-
-
-def canary_instances() -> list[Dataset]:
-    """The canary study's images: synthetic 8x8 Secondary Captures, no real person."""
-    out = []
-    for n in range(1, CANARY_INSTANCES + 1):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = SECONDARY_CAPTURE
-        ds.SOPInstanceUID = f"{CANARY_STUDY_UID}.1.{n}"
-        ds.StudyInstanceUID = CANARY_STUDY_UID
-        ds.SeriesInstanceUID = f"{CANARY_STUDY_UID}.1"
-        ds.PatientID, ds.PatientName = CANARY_PATIENT_ID, "PACS^CANARY"
-        ds.Modality, ds.ConversionType, ds.InstanceNumber = "OT", "SYN", n
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = 8
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit, ds.PixelRepresentation = 7, 0
-        ds.PixelData = bytes(range(n, n + 64))
-        out.append(ds)
-    return out
-
-
-def instance_matches(instance: Dataset, query: Dataset) -> bool:
-    """IMAGE-level matching on the UIDs (single value or empty)."""
-    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        want = str(query.get(key, "") or "")
-        if want and want != "*" and str(instance.get(key, "")) != want:
-            return False
-    return True
-
-
-def worklist_item(query: Dataset) -> Dataset | None:
-    """The one synthetic Scheduled Procedure Step (DEMO_STATION, CT, today) if the query asks for
-    it: only the Scheduled Procedure Step keys the query names come back."""
-    today = dt.date.today().strftime("%Y%m%d")
-    item = {
-        "ScheduledStationAETitle": DEMO_STATION,
-        "Modality": "CT",
-        "ScheduledProcedureStepStartDate": today,
-    }
-    asked = query.get("ScheduledProcedureStepSequence") or [Dataset()]
-    sps_query = asked[0]
-    station = str(sps_query.get("ScheduledStationAETitle", "") or "")
-    if station and "*" not in station and "?" not in station and station != DEMO_STATION:
-        return None
-    modality = str(sps_query.get("Modality", "") or "")
-    if modality and modality != "CT":
-        return None
-    when = str(sps_query.get("ScheduledProcedureStepStartDate", "") or "")
-    if when:
-        lo, sep, hi = when.partition("-")
-        hi = hi if sep else lo
-        if (lo and today < lo) or (hi and today > hi):
-            return None
-    sps = Dataset()
-    for key in sps_query.dir() or list(item):
-        setattr(sps, key, item.get(key, ""))
-    rsp = Dataset()
-    rsp.ScheduledProcedureStepSequence = [sps]
-    return rsp
-
-
-def dicom_json(ds: Dataset, keys: tuple[str, ...]) -> dict[str, Any]:
-    """A few UI/LO/CS keys of `ds` as DICOM JSON (PS3.18 Annex F)."""
-    out: dict[str, Any] = {}
-    for key in keys:
-        if key in ds:
-            elem = ds[key]
-            out[f"{elem.tag:08X}"] = {"vr": elem.VR, "Value": [str(elem.value)]}
-    return out
-
-
-@dataclass
-class Faults:
-    delay: float = 0.0
-    dicom_status: int | None = None
-    reject: bool = False
-    http_status: int | None = None
-    primary_down: bool = False
-
-
-def study_matches(study: Dataset, query: Dataset) -> bool:
-    """Study Root matching the simulators use: single values, `*` and a date range."""
-    for key in ("PatientID", "StudyInstanceUID", "AccessionNumber"):
-        want = str(query.get(key, "") or "")
-        if want and want != "*" and str(study.get(key, "")) != want:
-            return False
-    date = str(query.get("StudyDate", "") or "")
-    if date:
-        lo, _, hi = date.partition("-")
-        hi = hi if "-" in date else lo
-        got = str(study.StudyDate)
-        if (lo and got < lo) or (hi and got > hi):
-            return False
-    return True
+# Importers use these through this module (the demo config, tests, benchmarks).
+__all__ = [
+    "CANARY_INSTANCES",
+    "CANARY_PATIENT_ID",
+    "CANARY_STUDY_UID",
+    "DEMO_STATION",
+    "DICOMWEB_PATH",
+    "SUPPORTED_SOP_CLASSES",
+    "SUPPORTED_TRANSFER_SYNTAXES",
+    "Faults",
+    "SimulatedPACS",
+]
 
 
 class SimulatedPACS:
@@ -353,82 +247,11 @@ class SimulatedPACS:
         if self._dicom_server is not None:
             self._ae.require_calling_aet = ["NOBODY-ALLOWED"] if reject else []
 
-    # -- HTTP ----------------------------------------------------------------------------------
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        sim = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-            def _reply(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802
-                if sim.faults.delay:
-                    time.sleep(sim.faults.delay)
-                path = self.path.split("?", 1)[0]
-                forced = sim.faults.http_status
-                if path == "/secondary/health":
-                    self._reply(200, b'{"status":"UP","role":"secondary"}', "application/json")
-                elif forced is not None:
-                    self._reply(forced, b'{"status":"DOWN"}', "application/json")
-                elif path == "/primary/health":
-                    if sim.faults.primary_down:
-                        self._reply(503, b'{"status":"DOWN"}', "application/json")
-                    else:
-                        self._reply(200, b'{"status":"UP","role":"primary"}', "application/json")
-                elif path == "/health":
-                    role = b"secondary" if sim.faults.primary_down else b"primary"
-                    self._reply(200, b'{"status":"UP","role":"' + role + b'"}', "application/json")
-                elif path == "/worklist":
-                    body = json.dumps({"items": 3}).encode()
-                    self._reply(200, body, "application/json")
-                elif path.startswith(DICOMWEB_PATH + "/"):
-                    code, body = sim._dicomweb(self.path)
-                    self._reply(code, body, "application/dicom+json")
-                elif path in ("/viewer", "/viewer/"):
-                    self._reply(200, b"<!doctype html><title>IDS7 Web</title><div id=ids7-viewer>"
-                                b"</div>", "text/html; charset=utf-8")
-                else:
-                    self._reply(404, b"not found", "text/plain")
-
-        return Handler
-
-    def _dicomweb(self, raw_path: str) -> tuple[int, bytes]:
-        """QIDO-RS /studies (StudyInstanceUID, PatientID) and WADO-RS /studies/{uid}/metadata."""
-        parts = urlsplit(raw_path)
-        rel = parts.path[len(DICOMWEB_PATH) :].strip("/").split("/")
-        if rel == ["studies"]:
-            q = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            found = [
-                s
-                for s in self.studies
-                if all(
-                    str(s.get(k, "")) == q[k] for k in ("StudyInstanceUID", "PatientID") if k in q
-                )
-            ]
-            keys = ("StudyInstanceUID", "PatientID", "StudyDate", "ModalitiesInStudy")
-            return 200, json.dumps([dicom_json(s, keys) for s in found]).encode()
-        if len(rel) == 3 and rel[0] == "studies" and rel[2] == "metadata":
-            uid = unquote(rel[1])
-            found = [ds for ds in self.canary if ds.StudyInstanceUID == uid]
-            if not found:
-                return 404, b"[]"
-            keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-            return 200, json.dumps([dicom_json(ds, keys) for ds in found]).encode()
-        return 404, b"[]"
+    # -- HTTP (agent.simulator_http answers) ---------------------------------------------------
 
     def start_http(self) -> None:
         port = self.http_port or self._http_port_wanted
-        self._http = ThreadingHTTPServer((self.host, port), self._handler())
+        self._http = ThreadingHTTPServer((self.host, port), http_handler(self))
         if self.http_ssl_context is not None:
             self._http.socket = self.http_ssl_context.wrap_socket(
                 self._http.socket, server_side=True

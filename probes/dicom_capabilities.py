@@ -25,12 +25,9 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
+from probes.dicom_pdu import APPLICATION_CONTEXT, user_information
 from probes.dicom_session import open_connection
-from probes.dicom_wire import (
-    APPLICATION_CONTEXT,
-    DicomAssociation,
-    user_information,
-)
+from probes.dicom_wire import DicomAssociation
 from probes.specs import DicomEndpoint
 
 # Presentation context ids are odd numbers 1..255 (PS3.8 §9.3.2.2): at most 128 per association.

@@ -6,13 +6,11 @@ from pynetdicom.dimse_messages import C_ECHO_RQ
 from pynetdicom.dimse_primitives import C_ECHO
 
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_pdu import C_ECHO_RSP_FIELD, VERIFICATION, command_field, dimse_status
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
-from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, RequestCache
 from probes.specs import DicomEndpoint
-
-VERIFICATION = "1.2.840.10008.1.1"
-C_ECHO_RSP_FIELD = 0x8030
 
 
 class DicomEchoProbe:

@@ -15,15 +15,19 @@ from pynetdicom.dimse_messages import C_FIND_RQ
 from pynetdicom.dimse_primitives import C_FIND
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_pdu import (
+    C_FIND_RSP_FIELD,
+    PENDING_STATUSES,
+    STUDY_ROOT_FIND,
+    command_field,
+    dimse_status,
+)
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
-from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, RequestCache
 from probes.specs import DicomEndpoint
 
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-C_FIND_RSP_FIELD = 0x8020
 NO_MATCH_PATIENT_ID = "PACS-HEALTH-NO-MATCH-0000"
-PENDING = (0xFF00, 0xFF01)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class DicomFindProbe:
                 if command_field(rsp) != C_FIND_RSP_FIELD:
                     raise ProbeError(Reason.INVALID_RESPONSE, "expected a C-FIND-RSP")
                 status = dimse_status(rsp)
-                if status in PENDING:
+                if status in PENDING_STATUSES:
                     if count == 0:
                         phases.add("first_match", elapsed)
                     count += 1

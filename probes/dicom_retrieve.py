@@ -28,14 +28,7 @@ from pynetdicom.dimse_messages import C_GET_RQ, C_MOVE_RQ
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
-from probes.dicom_session import dicom_session
-from probes.dicom_status import (
-    DicomStatusError,
-    describe_status,
-    status_failure,
-    status_label,
-)
-from probes.dicom_wire import (
+from probes.dicom_pdu import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
     C_STORE_RQ_FIELD,
@@ -48,10 +41,16 @@ from probes.dicom_wire import (
     PENDING_STATUSES,
     STATUS,
     WARNING,
-    DicomAssociation,
-    RequestCache,
     c_store_rsp_pdu,
 )
+from probes.dicom_session import dicom_session
+from probes.dicom_status import (
+    DicomStatusError,
+    describe_status,
+    status_failure,
+    status_label,
+)
+from probes.dicom_wire import DicomAssociation, RequestCache
 from probes.specs import DicomEndpoint
 from probes.storage_scp import Received, receiving
 

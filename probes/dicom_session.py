@@ -7,14 +7,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.dicom_wire import DicomAssociation, open_socket, tls_handshake, tls_settings_message
+from probes.dicom_wire import DicomAssociation
+from probes.net import open_socket, tls_handshake, tls_settings_message
 from probes.specs import DicomEndpoint, tls_context
 
 
 class Session:
-    def __init__(self, assoc: DicomAssociation, tls: TLSInfo | None) -> None:
+    """What a probe gets inside dicom_session(): the association (TLS details go to `on_tls`)."""
+
+    def __init__(self, assoc: DicomAssociation) -> None:
         self.assoc = assoc
-        self.tls = tls
 
 
 def open_connection(
@@ -62,7 +64,7 @@ def dicom_session(
                 endpoint.calling_aet, endpoint.called_aet, abstract_syntaxes,
                 scp_roles=scp_roles, role_transfer_syntaxes=role_transfer_syntaxes,
             )
-            yield Session(assoc, tls_info)
+            yield Session(assoc)
             assoc.release()
         except BaseException:  # a probe failure, or the run being torn down
             assoc.abort()

@@ -24,15 +24,20 @@ from pynetdicom.dimse_messages import C_FIND_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_pdu import (
+    C_FIND_RSP_FIELD,
+    C_STORE_RSP_FIELD,
+    STUDY_ROOT_FIND,
+    command_field,
+    dimse_status,
+)
 from probes.dicom_session import dicom_session
 from probes.dicom_status import describe_status, status_failure
-from probes.dicom_wire import DicomAssociation, RequestCache, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation, RequestCache
 from probes.specs import DicomEndpoint
 
 # pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
 SECONDARY_CAPTURE = str(sc.SecondaryCaptureImageStorage)  # type: ignore[attr-defined]
-STUDY_ROOT_FIND = str(sc.StudyRootQueryRetrieveInformationModelFind)  # type: ignore[attr-defined]
-C_STORE_RSP_FIELD, C_FIND_RSP_FIELD = 0x8001, 0x8020
 PATIENT_NAME = "PACS^HEALTH^CHECK"
 UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no organisation root needed
 # Storage warnings (PS3.4 B.2.3): the object is stored, with coercion or elements discarded.

@@ -9,7 +9,7 @@ read gets it afresh. The run's deadline is therefore enforced on top: no new ope
 after it, and a watchdog shuts the connection's socket down when it passes, which wakes a read
 that is still blocked.
 
-Each host is resolved once, by the bounded resolver (probes.dicom_wire.resolve), and the
+Each host is resolved once, by the bounded resolver (probes.net.resolve), and the
 connection dials the address it found: httpcore would otherwise resolve the name again, without a
 bound and inside the `connect` phase. The Host header, SNI and certificate verification keep the
 name (or config.tls.serverName for the configured host).
@@ -33,7 +33,7 @@ import httpcore
 import httpx
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.dicom_wire import peer_cert_info, resolve, tls_failure_message, tls_settings_message
+from probes.net import Stage, Where, failure, peer_cert_info, resolve, tls_settings_message
 from probes.specs import HttpEndpoint, origin, tls_context
 from probes.watchdog import WATCHDOG
 
@@ -60,6 +60,8 @@ class _Tracer:
         self.started: dict[str, float] = {}
         self.tls: TLSInfo | None = None
         self.expired = False
+        # where the exchange is, so a failure is judged as the DICOM path judges it (net.reasons)
+        self.stage = Stage.CONNECT
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -70,6 +72,7 @@ class _Tracer:
             # e.g. the next redirect hop: nothing new starts after the deadline
             self.deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
             self.started[kind] = now
+            self.stage = _STAGES.get(kind.rpartition(".")[2], self.stage)
             return
         if edge not in ("complete", "failed"):
             return
@@ -115,6 +118,17 @@ class _Tracer:
                 earliest = min(info.earliest_not_after, self.tls.earliest_not_after)
                 info = TLSInfo(info.leaf_not_after, earliest, info.version)
             self.tls = info
+
+
+# httpcore's trace steps (the part after "connection." / "http11.") → the stage they are
+_STAGES = {
+    "connect_tcp": Stage.CONNECT,
+    "start_tls": Stage.HANDSHAKE,
+    "send_request_headers": Stage.SEND,
+    "send_request_body": Stage.SEND,
+    "receive_response_headers": Stage.RECEIVE,
+    "receive_response_body": Stage.RECEIVE,
+}
 
 
 class _ResolvedBackend(httpcore.NetworkBackend):
@@ -198,35 +212,6 @@ def _verify(ep: HttpEndpoint) -> ssl.SSLContext:
         raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
 
 
-def _map_error(e: Exception, peer: str = "") -> ProbeError:
-    cause: BaseException | None = e
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return ProbeError(
-                Reason.TLS, f"certificate verification failed: {cause.verify_message}"
-            )
-        if isinstance(cause, ssl.SSLError):
-            return ProbeError(Reason.TLS, tls_failure_message(cause))
-        if isinstance(cause, ConnectionRefusedError):
-            return ProbeError(Reason.REFUSED, f"connection refused by {peer}".strip())
-        if isinstance(cause, socket.gaierror):
-            return ProbeError(Reason.DNS, "host name does not resolve")
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(e, httpx.ConnectTimeout):
-        return ProbeError(Reason.CONNECT_TIMEOUT, "TCP connect timed out")
-    if isinstance(e, httpx.TimeoutException):
-        return ProbeError(Reason.TIMEOUT, "no answer within the deadline")
-    if isinstance(e, httpx.TooManyRedirects):
-        return ProbeError(Reason.HTTP_STATUS, "too many redirects")
-    if isinstance(e, httpx.RemoteProtocolError):
-        if "without sending" in str(e) or "disconnected" in str(e).lower():
-            return ProbeError(Reason.ABORTED, "server closed the connection")
-        return ProbeError(Reason.INVALID_RESPONSE, "malformed HTTP response")
-    if isinstance(e, httpx.ConnectError):
-        return ProbeError(Reason.ERROR, "connect failed")
-    return ProbeError(Reason.ERROR, f"HTTP request failed: {type(e).__name__}")
-
-
 def _peer(url: httpx.URL) -> str:
     """host:port of the hop that failed, for the message."""
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -302,9 +287,12 @@ def timed_get(
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as e:
+        where = Where("HTTP request", peer=_peer(current), budget=deadline.budget)
         if tracer.expired and not isinstance(e, httpx.ConnectTimeout):
-            raise ProbeError(Reason.TIMEOUT, "no answer within the deadline") from None
-        raise _map_error(e, _peer(current)) from None
+            # the watchdog shut the socket down: whatever the read then saw, the deadline ended it
+            stage = Stage.RECEIVE if tracer.stage is Stage.CONNECT else tracer.stage
+            raise failure(TimeoutError(), stage, where) from None
+        raise failure(e, tracer.stage, where) from None
     finally:
         watchdog.cancel()
 

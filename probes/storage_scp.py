@@ -32,19 +32,22 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import Deadline, Phases, ProbeError, Reason
-from probes.dicom_wire import (
+from probes.dicom_pdu import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
     APPLICATION_CONTEXT,
+    C_ECHO_RQ_FIELD,
+    C_ECHO_RSP_FIELD,
     C_STORE_RQ_FIELD,
     COMMAND_FIELD,
     MESSAGE_ID,
     PDU_ASSOC_RQ,
-    DicomAssociation,
+    VERIFICATION,
     c_store_rsp_pdu,
-    enable_rx_timestamps,
     user_information,
 )
+from probes.dicom_wire import DicomAssociation
+from probes.net import enable_rx_timestamps
 
 # At most this many storage associations at once per run (a PACS may open a few in parallel).
 MAX_ASSOCIATIONS = 4
@@ -168,10 +171,6 @@ def serve_association(
             msg.uids.get(AFFECTED_SOP_INSTANCE, ""),
         )
         assoc.send_pdus([rsp], "storage association")
-
-
-C_ECHO_RQ_FIELD, C_ECHO_RSP_FIELD = 0x0030, 0x8030
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 def c_echo_rsp_pdu(context_id: int, message_id: int) -> bytes:

@@ -24,13 +24,13 @@ from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_find import raw_text
+from probes.dicom_pdu import C_FIND_RSP_FIELD, PENDING_STATUSES, command_field, dimse_status
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
-from probes.dicom_wire import PENDING_STATUSES, DicomAssociation, command_field, dimse_status
+from probes.dicom_wire import DicomAssociation
 from probes.specs import DicomEndpoint
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-C_FIND_RSP_FIELD = 0x8020
 SPS_SEQUENCE = 0x00400100  # Scheduled Procedure Step Sequence
 CANCEL_WAIT = 1.0  # seconds an SCP gets to end a cancelled query before it is aborted
 
@@ -124,7 +124,7 @@ class WorklistProbe:
         run_deadline = assoc.deadline
         assoc.deadline = run_deadline.sub(min(CANCEL_WAIT, run_deadline.remaining() / 2))
         try:
-            assoc.send_request(assoc.encode_dimse(msg, MODALITY_WORKLIST_FIND))
+            assoc.send_pdus(assoc.encode_dimse(msg, MODALITY_WORKLIST_FIND), "DIMSE request")
             while assoc.recv_message_raw()[1] in PENDING_STATUSES:
                 pass  # matches still in flight: neither counted nor decoded
         except ProbeError:
@@ -143,7 +143,7 @@ class WorklistProbe:
         ) as s:
             assoc = s.assoc
             message_id = assoc.next_message_id()
-            t0 = assoc.send_request(self._request(assoc, when, message_id))
+            t0 = assoc.send_pdus(self._request(assoc, when, message_id), "DIMSE request")
             first: list[bytes] | None = None
             while True:
                 units, status = assoc.recv_message_raw()

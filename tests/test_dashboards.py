@@ -3,7 +3,7 @@ against a real Prometheus holding agent-shaped data."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 from pathlib import Path
@@ -41,11 +41,7 @@ VAR_REF = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 
 def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dashboards_generate", DASH_DIR / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("dashboards.generate")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def test_committed_json_is_the_generators_output() -> None:
     for name, build in generator.DASHBOARDS.items():
         committed = (DASH_DIR / name).read_text()
         assert committed == generator.render(build), (
-            f"dashboards/{name} differs from the generator: run python dashboards/generate.py"
+            f"dashboards/{name} differs from the generator: run make generate"
         )
     assert generator.main(["--check"]) == 0
 

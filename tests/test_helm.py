@@ -774,3 +774,25 @@ def test_pod_disruption_budget(rendered: dict[str, list[dict]]) -> None:
     }
     assert of_kind(render_chart({"podDisruptionBudget": {"enabled": False}}),
                    "PodDisruptionBudget") == []
+
+
+@pytest.mark.parametrize(
+    ("values", "workers"),
+    [
+        (None, "1"),  # the default 50m request: one process, as before
+        ({"resources": {"limits": {"cpu": "2500m"}}}, "2"),  # the limit, rounded down
+        ({"resources": {"requests": {"cpu": 2}}}, "2"),  # no limit: the request
+        ({"resources": {"requests": {"cpu": 1}, "limits": {"cpu": 4}}}, "4"),
+        ({"resources": {"requests": {"cpu": "500m"}}}, "1"),  # at least one
+        ({"workers": 3}, "3"),  # set explicitly
+    ],
+)
+def test_workers_follow_the_cpu_resources(values: dict[str, Any] | None, workers: str) -> None:
+    args = agent_container(render_chart(values))["args"]
+    assert args[args.index("--workers") + 1] == workers
+
+
+def test_workers_value_is_validated() -> None:
+    for bad in (0, "two", 1.5):
+        with pytest.raises(helm.HelmValuesError):
+            render_chart({"workers": bad})

@@ -27,7 +27,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.daemon import start_agent
 
 pytestmark = pytest.mark.image
 
@@ -383,30 +384,20 @@ def test_installed_wheel_accepts_the_example_config(installed: Path, tmp_path: P
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(BUILD_TIMEOUT)
 def test_healthcheck_command_passes_against_the_installed_agent(
     installed: Path, tmp_path: Path
 ) -> None:
     _, stages = parse_dockerfile()
     argv = exec_form(stages[-1].last("HEALTHCHECK").split(" CMD ", 1)[1])
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/-/healthy"
-    env = image_env(installed, tmp_path, AGENT_HEALTHCHECK_URL=url)
-    # No config: the agent probes its embedded simulated PACS on loopback.
+    env = image_env(installed, tmp_path)
+    # No config: the agent probes its embedded simulated PACS on loopback. It binds port 0 and
+    # prints the URL (no released port another process could take in between).
     log = (tmp_path / "agent.log").open("w")
-    agent = subprocess.Popen(
-        [str(installed / "agent"), "run", "--listen", f"127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
+    agent, base = start_agent(
+        [], command=[str(installed / "agent")], stderr=log, env=env, cwd=tmp_path
     )
+    env["AGENT_HEALTHCHECK_URL"] = f"{base}/-/healthy"
     try:
         healthy, last = False, None
         deadline = time.monotonic() + 30

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.simulator import SimulatedPACS
 from agent.web_config import load_web_config
 from tests.agent_fixtures import base_url, running_agent
-from tests.helpers import free_port
+from tests.helpers.ports import held_refused_port
 
 AGENT = {"selfProbe": {"enabled": False}}
 
@@ -58,7 +58,7 @@ def test_probe_runs_now_and_answers_blackbox_style() -> None:
 
 
 def test_failure_carries_the_reason() -> None:
-    with running_agent([down_target(free_port())], AGENT) as svc:
+    with running_agent([down_target(held_refused_port())], AGENT) as svc:
         r = httpx.get(base_url(svc) + "/probe?target=pacs-down&probe=dicom_echo", timeout=10)
     s = samples(r.text)
     assert r.status_code == 200
@@ -67,7 +67,7 @@ def test_failure_carries_the_reason() -> None:
 
 
 def test_only_configured_targets_and_probes() -> None:
-    with running_agent([down_target(free_port())], AGENT) as svc:
+    with running_agent([down_target(held_refused_port())], AGENT) as svc:
         url = base_url(svc) + "/probe"
         for params in (
             {"target": "nope", "probe": "dicom_echo"},
@@ -82,7 +82,7 @@ def test_only_configured_targets_and_probes() -> None:
 
 
 def test_the_targets_connection_limit_and_deadline_apply() -> None:
-    with running_agent([down_target(free_port(), maxConnections=1)], AGENT) as svc:
+    with running_agent([down_target(held_refused_port(), maxConnections=1)], AGENT) as svc:
         limiter = svc._installed["pacs-down"].limiter  # noqa: SLF001 - hold the one slot
         assert limiter.acquire(timeout=5)
         try:
@@ -102,7 +102,8 @@ def test_same_auth_as_metrics(tmp_path: Path) -> None:
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  prom: {hashed}\n")
-    with running_agent([down_target(free_port())], AGENT, web=load_web_config(str(web))) as svc:
+    down = [down_target(held_refused_port())]
+    with running_agent(down, AGENT, web=load_web_config(str(web))) as svc:
         url = base_url(svc) + "/probe?target=pacs-down&probe=dicom_echo"
         assert httpx.get(url, timeout=5).status_code == 401
         assert httpx.get(url, auth=("prom", "pw"), timeout=10).status_code == 200

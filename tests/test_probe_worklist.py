@@ -341,6 +341,7 @@ def test_an_scp_that_honours_the_cancel_is_released_not_aborted() -> None:
     assert "release" in r.phases
 
 
+@pytest.mark.timing  # 1,000 responses in Python against a 4 s deadline: CPU-bound on a busy host
 def test_an_endless_worklist_ends_within_the_deadline() -> None:
     with HostileWorklist(count=None) as scp:
         t0 = time.monotonic()
@@ -354,7 +355,8 @@ def test_an_endless_worklist_ends_within_the_deadline() -> None:
 
 def test_a_long_worklist_below_the_cap_is_counted_exactly() -> None:
     with HostileWorklist(count=1500) as scp:
-        r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=5000)
+        # about counting exactly, not speed: a deadline a loaded 2-core host cannot miss
+        r = run_wl(scp.port, timeout_ms=30_000, scheduledStationAETitle="CT01", maxResults=5000)
     assert r.ok, r.message
     assert r.facts == Facts(matches=1500)
     assert {"associate", "dimse", "release"} <= set(r.phases)

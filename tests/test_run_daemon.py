@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,22 +15,20 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.simulator import SimulatedPACS
-from tests.peers import free_port, wait_until
+from tests.helpers.daemon import start_agent
+from tests.peers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
 def daemon(*args: str, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
-    port = free_port()
     e = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     e.update(env or {})
-    p = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--listen", f"127.0.0.1:{port}", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e, cwd=ROOT,
-    )
+    # the agent binds port 0 itself and prints it: no released port another process could take
+    p, url = start_agent(list(args), stderr=subprocess.PIPE, env=e, cwd=ROOT)
     try:
-        yield p, f"http://127.0.0.1:{port}"
+        yield p, url
     finally:
         if p.poll() is None:
             p.kill()
@@ -101,7 +98,7 @@ def test_unhealthy_is_503_and_secrets_never_printed(tmp_path: Path) -> None:
             metrics = httpx.get(url + "/metrics", timeout=2).text
             p.send_signal(signal.SIGTERM)
             p.wait(5)
-            logs = p.stderr.read() + p.stdout.read()
+            logs = p.stderr.read() + "".join(p.stdout_lines)  # type: ignore[attr-defined]
     assert json.loads(health)["status"] == "UNHEALTHY"
     assert "dimse_status" in metrics
     assert "DEBUG" in logs  # logs at the most verbose level were searched too

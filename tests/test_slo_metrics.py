@@ -170,7 +170,7 @@ def test_probe_once_json_shows_nothing_new(sim: SimulatedPACS, tmp_path: Path) -
         cfg = tmp_path / "c.json"
         cfg.write_text(json.dumps({"targets": [endpoint]}))
         r = run_agent("probe", "--once", "--config", str(cfg), "--output", "json")
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0, r.stdout + r.stderr
         return json.loads(r.stdout)
 
     def shape(x: Any) -> Any:
@@ -180,7 +180,8 @@ def test_probe_once_json_shows_nothing_new(sim: SimulatedPACS, tmp_path: Path) -
             return [shape(v) for v in x]
         return type(x).__name__
 
-    plain = sim.endpoint_config("sim")
+    # about the document's shape, not latency: a generous degradedLatency keeps a slow run PASS
+    plain = sim.endpoint_config("sim", degradedLatency=60000)
     with_slo = dict(
         plain, slo={"availability": 99.9, "latency": {"threshold": "2s", "objective": 95}}
     )

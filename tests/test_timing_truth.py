@@ -29,6 +29,7 @@ from probes.api_ping import ApiPingProbe
 from probes.base import Deadline, Phases
 from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import STUDY_ROOT_FIND, DicomFindProbe, FindQuery
+from probes.net import stream
 from probes.specs import DicomEndpoint, HttpEndpoint
 from tests import hostile_peers as hp
 from tests.agent_fixtures import base_url, running_agent, sample, scrape
@@ -127,7 +128,7 @@ def test_a_late_reader_still_reports_the_wire_time(monkeypatch: pytest.MonkeyPat
         r = run(probe)
         wall = time.perf_counter() - t0
         # control: without kernel timestamps the same run counts the late wake-ups
-        monkeypatch.setattr(dicom_wire, "_SO_TIMESTAMPNS", None)
+        monkeypatch.setattr(stream, "_SO_TIMESTAMPNS", None)
         naive = run(probe)
     finally:
         scp.stop()
@@ -297,7 +298,7 @@ def test_find_with_ten_matches_has_no_delayed_ack_stall(monkeypatch: pytest.Monk
         # so the bound above is what detects it
         # k of n: Linux ACKs the first segments of a connection at once (quick-ACK mode), so
         # not every control run stalls; two stalls in at most twelve runs show the mechanism
-        monkeypatch.setattr(dicom_wire, "_QUICKACK", None)
+        monkeypatch.setattr(stream, "_QUICKACK", None)
         stalled: list[dict[str, float]] = []
         for _ in range(12):
             stalled.append(run(probe))

@@ -37,7 +37,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_FIND
 from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
 from agent.selfprobe import association_accept
-from probes.dicom_wire import command_fields
+from probes.dicom_pdu import command_fields
 
 VERIFICATION = "1.2.840.10008.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli.common import agent, dicom_target, write_config
-from tests.helpers import free_port
+from tests.helpers.ports import held_refused_port
 from tests.peers import silent_listener
 
 
@@ -20,7 +20,7 @@ def _checks(tmp_path: Path, target: dict[str, Any]) -> dict[str, dict[str, Any]]
 
 
 def test_refused_names_host_and_port(tmp_path: Path) -> None:
-    port = free_port()
+    port = held_refused_port()
     c = _checks(tmp_path, dicom_target(port))["dicom_echo"]
     assert c["reason"] == "refused"
     assert c["message"] == f"connection refused by 127.0.0.1:{port}"

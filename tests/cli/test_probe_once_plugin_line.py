@@ -10,7 +10,7 @@ import pytest
 
 from agent.simulator import SimulatedPACS
 from tests.cli.common import agent, dicom_target, write_config
-from tests.helpers import free_port
+from tests.helpers.ports import held_refused_port
 
 PERF = re.compile(r"^(?P<name>[\w./:-]+)=(?P<value>\d+(?:\.\d+)?)ms;(?P<warn>\d+);(?P<crit>\d+)$")
 
@@ -48,7 +48,7 @@ def test_healthy_line_has_perfdata_for_every_check(tmp_path: Path, sim: Simulate
 
 def test_failing_line_names_the_checks_and_reasons(tmp_path: Path, sim: SimulatedPACS) -> None:
     good = sim.endpoint_config("up", interval_ms=30000)
-    down = dicom_target(free_port(), "down")
+    down = dicom_target(held_refused_port(), "down")
     r = agent("probe", "--once", "--config", str(write_config(tmp_path, [good, down])))
     assert r.returncode == 2, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]

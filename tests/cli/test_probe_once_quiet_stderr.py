@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.cli.common import agent, dicom_target, write_config
-from tests.helpers import free_port
+from tests.helpers.ports import held_refused_port
 
 
 def _config(tmp_path: Path) -> Path:
     target = dicom_target(
-        free_port(),
+        held_refused_port(),
         retryPolicy={"maxAttempts": 3, "initialDelay": 10},
         monitoring={"logLevel": "DEBUG", "enableLogging": True},
     )

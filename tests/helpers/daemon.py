@@ -22,11 +22,13 @@ def start_agent(
     env: dict[str, str],
     cwd: Path,
     timeout: float = 30.0,
+    command: list[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """`python -m agent run ARGS --listen 127.0.0.1:0`: (process, base URL). The rest of its
-    stdout is drained (and kept in `process.stdout_lines`) so it never blocks on a full pipe."""
+    """`python -m agent run ARGS --listen 127.0.0.1:0` (or `COMMAND run ...`, e.g. an installed
+    `agent` script): (process, base URL). The rest of its stdout is drained (and kept in
+    `process.stdout_lines`) so it never blocks on a full pipe."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", *args, "--listen", "127.0.0.1:0"],
+        [*(command or [sys.executable, "-m", "agent"]), "run", *args, "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

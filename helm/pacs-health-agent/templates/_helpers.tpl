@@ -139,3 +139,21 @@ links point at that URL instead: runbook_url annotations keep their #anchor, the
 {{- .text -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Worker processes per pod: .Values.workers, or the CPU limit (else request) rounded down to
+whole CPUs, at least 1. CPU quantities: 2, 1.5, "1500m". */}}
+{{- define "pha.workers" -}}
+{{- if .Values.workers -}}
+{{- int .Values.workers -}}
+{{- else -}}
+{{- $res := .Values.resources | default dict -}}
+{{- $cpu := dig "limits" "cpu" "" $res | default (dig "requests" "cpu" "" $res) | toString -}}
+{{- $milli := 0 -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $milli = trimSuffix "m" $cpu | int -}}
+{{- else if $cpu -}}
+{{- $milli = mulf (float64 $cpu) 1000 | int -}}
+{{- end -}}
+{{- max 1 (div $milli 1000) -}}
+{{- end -}}
+{{- end -}}

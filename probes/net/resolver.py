@@ -1,0 +1,69 @@
+"""Name resolution bounded by the probe's deadline, on a small pool of resolver threads.
+
+getaddrinfo cannot be given a timeout; it runs on a pool thread and the probe waits for it only
+as long as its deadline allows, so a hung resolver cannot hang a probe. The pool is started on
+first use (nothing runs at import) and stopped by close(), which whoever runs the probes calls
+when it stops (agent.service.AgentService.stop); a later lookup starts a fresh pool.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from probes.base import Deadline, Phases, Reason
+from probes.net.reasons import Stage, Where, failure
+
+AddrInfo = tuple[Any, ...]  # one getaddrinfo() entry: (family, type, proto, canonname, sockaddr)
+
+
+class Resolver:
+    def __init__(self, workers: int = 4) -> None:
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, host: str, port: int, deadline: Deadline, phases: Phases) -> list[AddrInfo]:
+        """getaddrinfo bounded by the deadline; the `dns` phase is only reported for names."""
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            literal = True
+        except OSError:
+            literal = False
+        if literal:  # no lookup to bound: skip the hand-over to the pool (two thread switches)
+            deadline.left_or_raise(Reason.DNS, "name resolution")
+            return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        t0 = time.perf_counter()
+        with self._lock:  # submit under the lock: close() cannot shut the pool in between
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dns")
+            fut = self._pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        try:
+            # concurrent.futures.TimeoutError is the builtin TimeoutError from Python 3.11
+            infos = fut.result(timeout=deadline.left_or_raise(Reason.DNS, "name resolution"))
+        except (TimeoutError, socket.gaierror) as e:
+            raise failure(e, Stage.RESOLVE, Where("name resolution", host=host)) from None
+        phases.add("dns", time.perf_counter() - t0)
+        return infos
+
+    def close(self) -> None:
+        """Stop the pool without waiting for a lookup that hangs (its thread ends with it)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+# The process's resolver, shared by every probe (DICOM and HTTP).
+RESOLVER = Resolver()
+
+
+def resolve(host: str, port: int, deadline: Deadline, phases: Phases) -> list[AddrInfo]:
+    return RESOLVER.resolve(host, port, deadline, phases)
+
+
+def close_resolver() -> None:
+    RESOLVER.close()
