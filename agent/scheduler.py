@@ -92,7 +92,7 @@ class ProbeScheduler:
         self._seq = itertools.count()  # heap tie-break: jobs are not comparable
         self._busy: set[str] = set()  # job ids queued or running (max one instance per job)
         self._queue: queue.SimpleQueue[tuple[_Job, float] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # workers waiting for a run
+        self._idle = 0  # workers that finished a run and wait for the next (under _cond)
         self._workers = 0
         self._stopped = False
         self._timer: threading.Thread | None = None
@@ -151,7 +151,9 @@ class ProbeScheduler:
                     self._busy.add(job.id)
                     self._queue.put((job, slot))
                     # a new worker only when none is idle (as concurrent.futures does)
-                    if not self._idle.acquire(blocking=False) and self._workers < self.max_workers:
+                    if self._idle:
+                        self._idle -= 1
+                    elif self._workers < self.max_workers:
                         self._workers += 1
                         spawn = True
                 if missed or spawn:
@@ -190,7 +192,7 @@ class ProbeScheduler:
             finally:
                 with self._cond:
                     self._busy.discard(job.id)
-                self._idle.release()
+                    self._idle += 1
 
     def _job(self, job: _Job) -> None:
         target = job.id.partition("|")[0]
