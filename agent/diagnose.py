@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.config.context import tls_options
 from agent.config.schema import Endpoint
-from agent.targets import TargetPlan, build_plan, tls_options
+from agent.targets import TargetPlan, build_plan
 from probes.api_ping import ApiPingProbe
 from probes.base import Deadline, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_echo import VERIFICATION, DicomEchoProbe

@@ -10,9 +10,12 @@ import json
 import re
 from typing import Any, Protocol
 
+from pydantic import Field, model_validator
+
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.http_timing import HttpResponse, timed_get
-from probes.specs import HttpEndpoint
+from probes.settings import Strict
+from probes.specs import BuildContext, HttpEndpoint, ProbeSpec, join_url
 
 
 class BodyRule(Protocol):
@@ -75,3 +78,45 @@ class ApiPingProbe:
         check_status(rsp, self.expected_status)
         check_body(rsp.body, self.body)
         return ProbeOutcome("API ping successful", tls=rsp.tls, facts=Facts(http_status=rsp.status))
+
+
+class BodyCondition(Strict):
+    jsonField: str | None = None
+    equals: Any = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BodyCondition:
+        if (self.jsonField is None) == (self.regex is None):
+            raise ValueError("give either jsonField (with equals) or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e.msg}") from None
+        return self
+
+
+class ApiPingSettings(Strict):
+    enabled: bool = True
+    path: str | None = None
+    expectedStatus: list[int] = Field(default_factory=list)
+    body: BodyCondition | None = None
+
+
+def build(a: ApiPingSettings, ctx: BuildContext) -> ApiPingProbe | None:
+    if not (ctx.api_url and a.enabled):
+        return None
+    path = a.path if a.path is not None else ctx.health_path
+    return ApiPingProbe(
+        ctx.api_http(join_url(ctx.api_url, path)),  # customHeaders/credentials: the API's own
+        expected_status=tuple(a.expectedStatus),
+        body=a.body,
+    )
+
+
+SPEC = ProbeSpec(
+    "api_ping", ApiPingSettings, build,
+    "HTTP GET of sectraConfig.apiEndpoint's health path: status (and body) checked",
+    outputs=("http_status",),
+)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pydantic import Field
 from pydicom.uid import UID, UID_dictionary
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -28,7 +29,8 @@ from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reaso
 from probes.dicom_pdu import APPLICATION_CONTEXT, user_information
 from probes.dicom_session import open_connection
 from probes.dicom_wire import DicomAssociation
-from probes.specs import DicomEndpoint
+from probes.settings import Strict
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 # Presentation context ids are odd numbers 1..255 (PS3.8 §9.3.2.2): at most 128 per association.
 MAX_CONTEXTS = 128
@@ -235,3 +237,43 @@ def capability_set(sop_classes: list[str], transfer_syntaxes: list[str]) -> Capa
             f"contexts; one association can propose at most {MAX_CONTEXTS}"
         )
     return CapabilitySet(sops, tss)
+
+
+class DicomCapabilitiesSettings(Strict):
+    """`probes.dicom_capabilities`: one association proposing every SOP class with every
+    transfer syntax. Off unless given; the lists default to dicomConfig.supportedSOPClasses and
+    sectraConfig.preferredTransferSyntax (UIDs or names, checked on the target)."""
+
+    enabled: bool = True
+    sopClasses: list[str] = Field(default_factory=list)
+    transferSyntaxes: list[str] = Field(default_factory=list)
+
+
+def _capabilities(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> CapabilitySet:
+    # the lists default to the target's dicomConfig/sectraConfig ones
+    return capability_set(
+        cap.sopClasses or list(ctx.sop_classes),
+        cap.transferSyntaxes or list(ctx.transfer_syntaxes),
+    )
+
+
+def check(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> None:
+    """Names resolve and the pairs fit one association (128 contexts), or the config is
+    refused."""
+    if cap.enabled:
+        _capabilities(cap, ctx)
+
+
+def build(cap: DicomCapabilitiesSettings, ctx: BuildContext) -> DicomCapabilitiesProbe | None:
+    if not cap.enabled:
+        return None
+    return DicomCapabilitiesProbe(ctx.dicom, _capabilities(cap, ctx))  # check() passed at load
+
+
+SPEC = ProbeSpec(
+    "dicom_capabilities", DicomCapabilitiesSettings, build,
+    "One association proposing each SOP class with each transfer syntax: which are accepted",
+    outputs=("contexts", "accepted", "proposed", "dicom_status"),
+    optional=True,
+    check=check,
+)

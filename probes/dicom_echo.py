@@ -10,7 +10,8 @@ from probes.dicom_pdu import C_ECHO_RSP_FIELD, VERIFICATION, command_field, dims
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache
-from probes.specs import DicomEndpoint
+from probes.settings import ProbeToggle
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 
 class DicomEchoProbe:
@@ -44,3 +45,13 @@ class DicomEchoProbe:
                     raise status_failure(status, "C-ECHO")
                 break
         return ProbeOutcome("Echo successful", tls=tls[0] if tls else None)
+
+
+def build(settings: ProbeToggle, ctx: BuildContext) -> DicomEchoProbe | None:
+    return DicomEchoProbe(ctx.dicom) if settings.enabled else None
+
+
+SPEC = ProbeSpec(
+    "dicom_echo", ProbeToggle, build, "C-ECHO: the PACS answers a DICOM association",
+    outputs=("dicom_status",),
+)

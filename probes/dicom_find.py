@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import Field, model_validator
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RQ
@@ -25,7 +26,8 @@ from probes.dicom_pdu import (
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache
-from probes.specs import DicomEndpoint
+from probes.settings import Strict
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 NO_MATCH_PATIENT_ID = "PACS-HEALTH-NO-MATCH-0000"
 
@@ -161,3 +163,44 @@ class DicomFindProbe:
             tls=tls[0] if tls else None,
             facts=Facts(matches=count),
         )
+
+
+class DicomFindSettings(Strict):
+    enabled: bool = True
+    patientID: str | None = None
+    accessionNumber: str | None = None
+    studyInstanceUID: str | None = None
+    studyDate: str | None = Field(default=None, pattern=r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$")
+    expectedCount: int | None = Field(default=None, ge=0)
+    minCount: int | None = Field(default=None, ge=0)
+    maxResults: int = Field(default=100, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _one_count(self) -> DicomFindSettings:
+        if self.expectedCount is not None and self.minCount is not None:
+            raise ValueError("give expectedCount or minCount, not both")
+        return self
+
+
+def build(f: DicomFindSettings, ctx: BuildContext) -> DicomFindProbe | None:
+    if not f.enabled:
+        return None
+    return DicomFindProbe(
+        ctx.dicom,
+        FindQuery(
+            patient_id=f.patientID,
+            accession_number=f.accessionNumber,
+            study_instance_uid=f.studyInstanceUID,
+            study_date=f.studyDate,
+            expected_count=f.expectedCount,
+            min_count=f.minCount,
+            max_results=f.maxResults,
+        ),
+    )
+
+
+SPEC = ProbeSpec(
+    "dicom_find", DicomFindSettings, build,
+    "Study-level C-FIND: a canary query or one that must match nothing",
+    outputs=("matches", "dicom_status"),
+)

@@ -21,12 +21,15 @@ run with reason dimse_status, named by its standard meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field, model_validator
 from pydicom.dataset import Dataset
 from pynetdicom import sop_class as sc
 from pynetdicom.dimse_messages import C_GET_RQ, C_MOVE_RQ
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
+from probes.addresses import parse_listen
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_pdu import (
     AFFECTED_SOP_CLASS,
@@ -51,7 +54,8 @@ from probes.dicom_status import (
     status_label,
 )
 from probes.dicom_wire import DicomAssociation, RequestCache
-from probes.specs import DicomEndpoint
+from probes.settings import AETitle, DicomUID, Listen, Strict
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 from probes.storage_scp import Received, receiving
 
 # pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
@@ -287,3 +291,56 @@ class DicomRetrieveProbe:
         want = self.spec.expected_instances
         if want is not None and n != want:
             raise ProbeError(Reason.UNEXPECTED_RESULT, f"{n} instances, expected {want}")
+
+
+class DicomRetrieveSettings(Strict):
+    """`probes.dicom_retrieve`: fetch a canary study with C-GET (default) or C-MOVE. Off unless
+    this block is given."""
+
+    enabled: bool = True
+    studyInstanceUID: DicomUID | None = None
+    method: Literal["get", "move"] = "get"
+    moveDestination: AETitle | None = None  # the AE title the PACS knows the agent by (move)
+    storeListen: Listen | None = None  # HOST:PORT of the agent's storage SCP (move)
+    expectedInstances: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> DicomRetrieveSettings:
+        if not self.enabled:
+            return self
+        if self.studyInstanceUID is None:
+            raise ValueError("studyInstanceUID is required (the canary study to retrieve)")
+        if self.method == "move":
+            if not self.moveDestination or not self.storeListen:
+                raise ValueError("method move needs moveDestination and storeListen")
+            if parse_listen(self.storeListen)[1] == 0:
+                raise ValueError("storeListen needs a fixed port: the PACS connects to it")
+        elif self.moveDestination or self.storeListen:
+            raise ValueError("moveDestination and storeListen are for method: move only")
+        return self
+
+
+def build(g: DicomRetrieveSettings, ctx: BuildContext) -> DicomRetrieveProbe | None:
+    if not g.enabled:
+        return None
+    assert g.studyInstanceUID is not None  # the settings model requires it when enabled
+    store_host, store_port = parse_listen(g.storeListen) if g.storeListen else (None, None)
+    return DicomRetrieveProbe(
+        ctx.dicom,
+        RetrieveSpec(
+            study_uid=g.studyInstanceUID,
+            method=g.method,
+            move_destination=g.moveDestination,
+            store_host=store_host,
+            store_port=store_port,
+            expected_instances=g.expectedInstances,
+        ),
+    )
+
+
+SPEC = ProbeSpec(
+    "dicom_retrieve", DicomRetrieveSettings, build,
+    "C-GET or C-MOVE of a canary study: instances and bytes received",
+    outputs=("instances", "size_bytes", "dicom_status"),
+    optional=True,
+)

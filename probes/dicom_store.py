@@ -34,7 +34,8 @@ from probes.dicom_pdu import (
 from probes.dicom_session import dicom_session
 from probes.dicom_status import describe_status, status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache
-from probes.specs import DicomEndpoint
+from probes.settings import Strict
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 # pynetdicom creates its SOP class names at import time from the UID dictionary: no static types.
 SECONDARY_CAPTURE = str(sc.SecondaryCaptureImageStorage)  # type: ignore[attr-defined]
@@ -190,3 +191,21 @@ class DicomStoreProbe:
 
 def _ts(assoc: DicomAssociation, syntax: str) -> str:
     return assoc.contexts[syntax].transfer_syntax
+
+
+class DicomStoreSettings(Strict):
+    """`probes.dicom_store`: C-STORE one synthetic, non-patient instance (opt-in)."""
+
+    enabled: bool = False
+    verify: bool = False  # then C-FIND it until found (phase `findable`)
+
+
+def build(st: DicomStoreSettings, ctx: BuildContext) -> DicomStoreProbe | None:
+    return DicomStoreProbe(ctx.dicom, ctx.target_id, verify=st.verify) if st.enabled else None
+
+
+SPEC = ProbeSpec(
+    "dicom_store", DicomStoreSettings, build,
+    "C-STORE of one synthetic, non-patient instance (opt-in), optionally until C-FIND finds it",
+    outputs=("size_bytes", "dicom_status"),
+)

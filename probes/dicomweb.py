@@ -18,10 +18,13 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field, model_validator
+
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.dicom_find import NO_MATCH_PATIENT_ID
 from probes.http_timing import HttpResponse, timed_get
-from probes.specs import HttpEndpoint
+from probes.settings import HttpProbeSecrets, HttpUrl
+from probes.specs import BuildContext, HttpEndpoint, ProbeSpec
 
 STUDY_UID_TAG = "0020000D"
 DICOM_JSON = "application/dicom+json"
@@ -153,3 +156,38 @@ def _study_uid(obj: dict[str, Any]) -> str | None:
     if isinstance(values, list) and values and isinstance(values[0], str):
         return values[0]
     return None
+
+
+class DicomwebSettings(HttpProbeSecrets):
+    """`probes.dicomweb`: QIDO-RS (+ WADO-RS metadata for a canary) at a DICOMweb base URL."""
+
+    enabled: bool = True
+    endpoint: HttpUrl | None = None
+    studyInstanceUID: str | None = Field(
+        default=None, max_length=64, pattern=r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$"
+    )
+    maxRedirects: int = Field(default=3, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> DicomwebSettings:
+        if self.enabled and self.endpoint is None:
+            raise ValueError("endpoint (the DICOMweb base URL) is required")
+        return self
+
+
+def build(dw: DicomwebSettings, ctx: BuildContext) -> DicomwebProbe | None:
+    if not (dw.enabled and dw.endpoint):
+        return None
+    return DicomwebProbe(
+        ctx.block_http(dw.endpoint, dw.own_secrets()),
+        study_uid=dw.studyInstanceUID,
+        max_redirects=dw.maxRedirects,
+    )
+
+
+SPEC = ProbeSpec(
+    "dicomweb", DicomwebSettings, build,
+    "QIDO-RS search (and WADO-RS metadata of a canary study) at a DICOMweb base URL",
+    outputs=("matches", "instances"),
+    optional=True,
+)

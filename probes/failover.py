@@ -20,7 +20,8 @@ from collections.abc import Callable
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
 from probes.dicom_echo import DicomEchoProbe
 from probes.http_timing import timed_get
-from probes.specs import DicomEndpoint, HttpEndpoint
+from probes.settings import HttpProbeSecrets
+from probes.specs import BuildContext, DicomEndpoint, HttpEndpoint, ProbeSpec, join_url
 
 Check = Callable[[Deadline, Phases], TLSInfo | None]
 
@@ -145,3 +146,36 @@ class FailoverProbe:
             tls=tls,
             facts=facts,
         )
+
+
+class FailoverSettings(HttpProbeSecrets):
+    enabled: bool = True
+
+
+def build(f: FailoverSettings, ctx: BuildContext) -> FailoverProbe | None:
+    """HTTP primary/secondary when sectraConfig names both, else the DICOM nodes of
+    config.secondaryHosts after config.host; no failover probe without either."""
+    if not f.enabled:
+        return None
+    if ctx.primary_url and ctx.secondary_url:
+        own = f.own_secrets()
+        return FailoverProbe.for_http(
+            ctx.block_http(join_url(ctx.primary_url, ctx.health_path), own),
+            ctx.block_http(join_url(ctx.secondary_url, ctx.health_path), own),
+            failover_timeout=ctx.failover_timeout,
+            load_balancing=ctx.load_balancing,  # ROUND_ROBIN: every node must serve
+        )
+    if ctx.secondary_dicom:
+        return FailoverProbe.for_dicom(
+            [ctx.dicom, *ctx.secondary_dicom],
+            failover_timeout=ctx.failover_timeout,
+            load_balancing=ctx.load_balancing,
+        )
+    return None
+
+
+SPEC = ProbeSpec(
+    "failover", FailoverSettings, build,
+    "Which of the PACS's nodes serves: HTTP primary/secondary or DICOM config.secondaryHosts",
+    outputs=("active_endpoint", "endpoints_up"),
+)

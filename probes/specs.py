@@ -1,15 +1,21 @@
 """What a probe needs to know about its endpoint: plain, typed values built from the config.
 
 Probes depend on these and nothing of the agent (config flows down into probes, never back up).
+BuildContext is what a probe's builder gets of a target; ProbeSpec is a probe's registry entry.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
+
+from probes.base import Probe
+from probes.settings import HttpSecrets
 
 
 @dataclass(frozen=True)
@@ -119,3 +125,85 @@ _FileId = tuple[int, int, int, int] | None
 @lru_cache(maxsize=256)
 def _cached_context(key: tuple[TLSOptions, _FileId, _FileId, _FileId]) -> ssl.SSLContext:
     return key[0].context()
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What builders get of one target, built once per target by the agent
+    (agent.config.context).
+
+    Plain values of the validated config, none of the agent's types. The API's secrets
+    (customHeaders, config.credentials) are reachable only through `api_http` and through
+    `block_http` for a block that says useApiCredentials.
+    """
+
+    target_id: str
+    dicom: DicomEndpoint  # config.host/port/AE titles, DICOM TLS when enableTLS
+    tls: TLSOptions  # config.tls: every HTTPS probe uses it, whatever enableTLS says
+    # config.secondaryHosts as endpoints (calling AE, TLS and PDU size of `dicom`)
+    secondary_dicom: tuple[DicomEndpoint, ...] = ()
+    # sectraConfig
+    api_url: str | None = None
+    health_path: str = "/health"
+    viewer_url: str | None = None
+    web_viewer: bool = False
+    worklist_url: str | None = None
+    primary_url: str | None = None
+    secondary_url: str | None = None
+    failover_timeout: float | None = None
+    load_balancing: str | None = None
+    transfer_syntaxes: tuple[str, ...] = ()  # preferredTransferSyntax
+    sop_classes: tuple[str, ...] = ()  # dicomConfig.supportedSOPClasses
+    api_secrets: HttpSecrets = field(default_factory=HttpSecrets, repr=False)
+    # a configuration warning about this target (the agent logs it with the target id)
+    warn: Callable[[str], None] = field(default=lambda _text: None, repr=False, compare=False)
+
+    def api_http(self, url: str) -> HttpEndpoint:
+        """An endpoint on apiEndpoint's side, with the API's secrets."""
+        return self._http(url, self.api_secrets)
+
+    def block_http(self, url: str, own: HttpSecrets | None) -> HttpEndpoint:
+        """An endpoint with a probe block's own secrets, or the API's when `own` is None
+        (useApiCredentials)."""
+        return self._http(url, self.api_secrets if own is None else own)
+
+    def _http(self, url: str, secrets: HttpSecrets) -> HttpEndpoint:
+        return HttpEndpoint(
+            url=url,
+            headers=secrets.headers,
+            username=secrets.username,
+            password=secrets.password,
+            tls=self.tls,
+        )
+
+
+def join_url(base: str, path: str) -> str:
+    """`base` + `path` with one slash between them."""
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class ProbeSpec(Generic[S]):
+    """One probe as the agent knows it (probes.registry lists them in run order).
+
+    `settings` is the model of its `probes.NAME` block; `build` turns that block and the target
+    into the probe, or None when the target does not configure it or the block disables it.
+    `optional`: the block is absent (None) unless given, so the probe is off by default.
+    `outputs`: the probes.base.Facts fields its runs fill.
+    `check`: a rule between the block and the rest of the target, run when the config loads;
+    its ValueError refuses the config as `probes.NAME: message` (a rule within the block
+    belongs in the settings model).
+    """
+
+    name: str
+    settings: type[S]
+    build: Callable[[S, BuildContext], Probe | None]
+    description: str
+    outputs: tuple[str, ...] = ()
+    optional: bool = False
+    check: Callable[[S, BuildContext], None] | None = None

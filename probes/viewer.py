@@ -11,10 +11,13 @@ kept. The body is read and discarded as it arrives, bounded by the deadline, nev
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from probes.api_ping import check_status
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason
 from probes.http_timing import timed_get
-from probes.specs import HttpEndpoint
+from probes.settings import HttpProbeSecrets, UrlTemplate
+from probes.specs import BuildContext, HttpEndpoint, ProbeSpec
 
 DEFAULT_STUDY = "1.2.826.0.1.3680043.10.1082.0.0"  # a syntactically valid UID that names no study
 
@@ -67,3 +70,42 @@ class ViewerProbe:
             facts = Facts(http_status=rsp.status, worklist_status=wl.status, worklist_bytes=wl.size)
             return ProbeOutcome("Viewer page loaded", tls=rsp.tls, facts=facts)
         return ProbeOutcome("Viewer page loaded", tls=rsp.tls, facts=Facts(http_status=rsp.status))
+
+
+class ViewerSettings(HttpProbeSecrets):
+    enabled: bool = True
+    studyInstanceUID: str | None = None
+    urlTemplate: UrlTemplate = "?studyUID={studyInstanceUID}"
+    expectedStatus: list[int] = Field(default_factory=list)
+    marker: str | None = None
+    maxRedirects: int = Field(default=5, ge=0, le=20)
+    # A worklist is patient data: fetched only when asked, and then only its status and size.
+    worklist: bool = False
+
+
+def build(v: ViewerSettings, ctx: BuildContext) -> ViewerProbe | None:
+    if not (ctx.viewer_url and ctx.web_viewer and v.enabled):
+        return None
+    own = v.own_secrets()
+    if v.worklist and not ctx.worklist_url:
+        ctx.warn("probes.viewer.worklist is on but sectraConfig has no worklistEndpoint; "
+                 "no worklist check")
+    return ViewerProbe(
+        ctx.block_http(ctx.viewer_url, own),
+        study_uid=v.studyInstanceUID,
+        url_template=v.urlTemplate,
+        expected_status=tuple(v.expectedStatus),
+        marker=v.marker,
+        max_redirects=v.maxRedirects,
+        # patient data: fetched only when probes.viewer.worklist is true (status/size only)
+        worklist=(
+            ctx.block_http(ctx.worklist_url, own) if v.worklist and ctx.worklist_url else None
+        ),
+    )
+
+
+SPEC = ProbeSpec(
+    "viewer", ViewerSettings, build,
+    "HTTP GET of the web viewer for a study (and, if asked, the worklist's status and size)",
+    outputs=("http_status", "worklist_status", "worklist_bytes"),
+)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from pydantic import Field, model_validator
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_CANCEL_RQ, C_FIND_RQ
 from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
@@ -28,7 +29,8 @@ from probes.dicom_pdu import C_FIND_RSP_FIELD, PENDING_STATUSES, command_field, 
 from probes.dicom_session import dicom_session
 from probes.dicom_status import status_failure
 from probes.dicom_wire import DicomAssociation
-from probes.specs import DicomEndpoint
+from probes.settings import AETitle, Strict
+from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SPS_SEQUENCE = 0x00400100  # Scheduled Procedure Step Sequence
@@ -188,3 +190,47 @@ class WorklistProbe:
             tls=tls[0] if tls else None,
             facts=Facts(matches=count, capped=True) if capped else Facts(matches=count),
         )
+
+
+class WorklistSettings(Strict):
+    """`probes.worklist`: a Modality Worklist C-FIND for one station. Off unless given. Counts
+    only: worklist items are patient data."""
+
+    enabled: bool = True
+    scheduledStationAETitle: AETitle | None = None  # default: config.callingAET
+    modality: str | None = Field(default=None, pattern=r"^[A-Z0-9_ ]{1,16}$")
+    # today | any | a DICOM date or range (YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD, YYYYMMDD-)
+    scheduledDate: str = Field(
+        default="today", pattern=r"^(today|any|\d{8}(-\d{8})?|-\d{8}|\d{8}-)$"
+    )
+    minCount: int = Field(default=0, ge=0)  # an empty worklist passes by default
+    maxResults: int = Field(default=1000, ge=1, le=100_000)  # counted up to here, then stopped
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> WorklistSettings:
+        if self.minCount > self.maxResults:
+            raise ValueError("minCount must not exceed maxResults")
+        return self
+
+
+def build(w: WorklistSettings, ctx: BuildContext) -> WorklistProbe | None:
+    if not w.enabled:
+        return None
+    return WorklistProbe(
+        ctx.dicom,
+        WorklistQuery(
+            station_aet=w.scheduledStationAETitle or ctx.dicom.calling_aet,
+            modality=w.modality,
+            scheduled_date=w.scheduledDate,
+            min_count=w.minCount,
+            max_results=w.maxResults,
+        ),
+    )
+
+
+SPEC = ProbeSpec(
+    "worklist", WorklistSettings, build,
+    "Modality Worklist C-FIND for one station: items counted, never read",
+    outputs=("matches", "capped", "dicom_status"),
+    optional=True,
+)

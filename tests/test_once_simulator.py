@@ -12,22 +12,13 @@ from typing import Any
 
 import pytest
 
+from agent.health_json import SHOWN_FACTS
 from agent.simulator import SimulatedPACS
+from probes.registry import PROBES
 from tests.helpers import free_port
 
 AGENT = str(Path(sys.executable).with_name("agent"))
-CHECKS = [
-    "dicom_echo",
-    "dicom_find",
-    "api_ping",
-    "viewer",
-    "failover",
-    "dicom_retrieve",
-    "dicom_store",
-    "worklist",
-    "dicom_capabilities",
-    "dicomweb",
-]
+CHECKS = list(PROBES)  # the embedded simulator configures every registered probe
 PHASES = {
     "dicom_echo": {"connect", "associate", "dimse", "release"},
     "dicom_find": {"connect", "associate", "dimse", "first_match", "release"},
@@ -83,6 +74,9 @@ def test_no_config_probes_the_embedded_simulator_with_all_ten_checks() -> None:
         assert PHASES[c["name"]] <= set(c["phases"]), c
         assert all(v >= 0 for v in c["phases"].values())
         assert c["responseTime"] > 0 and c["attempts"] == 1
+        # the facts a check shows are among those its registry entry lists as outputs
+        shown = {field for field, key in SHOWN_FACTS if key in c}
+        assert shown <= set(PROBES[c["name"]].outputs), c
     assert checks(doc)["dicom_find"]["matches"] == 1
     assert checks(doc)["failover"]["activeEndpoint"] == "primary"
     c = checks(doc)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -24,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config.listen import parse_listen
-from agent.config.urls import url_problem
+from agent.config.context import build_context
+from agent.config.schema_probes import PROBES, ProbesConfig, probe_names
+from probes.settings import AETitle, Credentials, HttpUrl, Listen, Strict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -90,50 +89,11 @@ Timeout = Annotated[Duration, _at_most(MAX_TIMEOUT, "1 day (86400000 ms)")]
 Interval = Annotated[Duration, _at_most(MAX_INTERVAL, "7 days (604800000 ms)")]
 
 
-def _listen(value: str) -> str:
-    parse_listen(value)
-    return value
-
-
-# HOST:PORT, [IPv6]:PORT or :PORT; the HTTP server and --listen use the same parser.
-Listen = Annotated[str, AfterValidator(_listen)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-# DICOM AE titles: 1-16 characters of the default character repertoire, no backslash.
-AETitle = Annotated[
-    str, Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$")
-]
 # Target ids become Prometheus label values and file names: keep them tame.
 TargetId = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
-
-
-def _usable_url(value: str) -> str:
-    problem = url_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-# A URL a probe can connect to: port 1-65535, a valid host name or IP address.
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+.*$"), AfterValidator(_usable_url)]
-
-
-def _url_template(value: str) -> str:
-    # str.format() is what the viewer probe applies: check it the same way, once, at load
-    try:
-        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)]
-    except ValueError:
-        raise ValueError("unmatched { or } (write {{ and }} for literal braces)") from None
-    for name, spec, conv in fields:
-        if name is None:
-            continue
-        if name != "studyInstanceUID" or spec or conv:
-            raise ValueError("the only placeholder is {studyInstanceUID}")
-    return value
-
-
-UrlTemplate = Annotated[str, AfterValidator(_url_template)]
 
 
 def _readable_file(value: str, info: ValidationInfo) -> str:
@@ -156,18 +116,6 @@ def _readable_file(value: str, info: ValidationInfo) -> str:
 
 # A file path (TLS material): must exist and be readable when the config loads. Not a secret.
 ReadableFile = Annotated[str, Field(min_length=1), AfterValidator(_readable_file)]
-
-
-class Strict(BaseModel):
-    # allow_inf_nan: NaN and infinity are never a setting (JSON's NaN, YAML's .nan, .inf)
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=False, frozen=True, allow_inf_nan=False
-    )
-
-
-class Credentials(Strict):
-    username: str | None = None
-    password: str | None = Field(default=None, repr=False)
 
 
 class TLSConfig(Strict):
@@ -287,189 +235,6 @@ class Monitoring(Strict):
     logLevel: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
-class ProbeToggle(Strict):
-    enabled: bool = True
-
-
-class DicomFindSettings(Strict):
-    enabled: bool = True
-    patientID: str | None = None
-    accessionNumber: str | None = None
-    studyInstanceUID: str | None = None
-    studyDate: str | None = Field(default=None, pattern=r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$")
-    expectedCount: int | None = Field(default=None, ge=0)
-    minCount: int | None = Field(default=None, ge=0)
-    maxResults: int = Field(default=100, ge=1, le=10000)
-
-    @model_validator(mode="after")
-    def _one_count(self) -> DicomFindSettings:
-        if self.expectedCount is not None and self.minCount is not None:
-            raise ValueError("give expectedCount or minCount, not both")
-        return self
-
-
-class BodyCondition(Strict):
-    jsonField: str | None = None
-    equals: Any = None
-    regex: str | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> BodyCondition:
-        if (self.jsonField is None) == (self.regex is None):
-            raise ValueError("give either jsonField (with equals) or regex")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as e:
-                raise ValueError(f"invalid regular expression: {e.msg}") from None
-        return self
-
-
-class ApiPingSettings(Strict):
-    enabled: bool = True
-    path: str | None = None
-    expectedStatus: list[int] = Field(default_factory=list)
-    body: BodyCondition | None = None
-
-
-class HttpProbeSecrets(Strict):
-    """What an HTTP probe block may send besides the API's own probe.
-
-    `sectraConfig.customHeaders` and `config.credentials` belong to `apiEndpoint`'s origin. Another
-    endpoint gets secrets only from its own block: `credentials` and `headers`, or
-    `useApiCredentials: true` to reuse the API's. Either way they go only to that endpoint's own
-    origin (scheme, host, port), never across a redirect to another origin.
-    """
-
-    credentials: Credentials | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    useApiCredentials: bool = False
-
-    @model_validator(mode="after")
-    def _own_or_api(self) -> HttpProbeSecrets:
-        if self.useApiCredentials and (self.credentials is not None or self.headers):
-            raise ValueError("give credentials/headers or useApiCredentials, not both")
-        return self
-
-
-class ViewerSettings(HttpProbeSecrets):
-    enabled: bool = True
-    studyInstanceUID: str | None = None
-    urlTemplate: UrlTemplate = "?studyUID={studyInstanceUID}"
-    expectedStatus: list[int] = Field(default_factory=list)
-    marker: str | None = None
-    maxRedirects: int = Field(default=5, ge=0, le=20)
-    # A worklist is patient data: fetched only when asked, and then only its status and size.
-    worklist: bool = False
-
-
-class WorklistSettings(Strict):
-    """`probes.worklist`: a Modality Worklist C-FIND for one station. Off unless given. Counts
-    only: worklist items are patient data."""
-
-    enabled: bool = True
-    scheduledStationAETitle: AETitle | None = None  # default: config.callingAET
-    modality: str | None = Field(default=None, pattern=r"^[A-Z0-9_ ]{1,16}$")
-    # today | any | a DICOM date or range (YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD, YYYYMMDD-)
-    scheduledDate: str = Field(
-        default="today", pattern=r"^(today|any|\d{8}(-\d{8})?|-\d{8}|\d{8}-)$"
-    )
-    minCount: int = Field(default=0, ge=0)  # an empty worklist passes by default
-    maxResults: int = Field(default=1000, ge=1, le=100_000)  # counted up to here, then stopped
-
-    @model_validator(mode="after")
-    def _min_within_max(self) -> WorklistSettings:
-        if self.minCount > self.maxResults:
-            raise ValueError("minCount must not exceed maxResults")
-        return self
-
-
-class DicomCapabilitiesSettings(Strict):
-    """`probes.dicom_capabilities`: one association proposing every SOP class with every
-    transfer syntax. Off unless given; the lists default to dicomConfig.supportedSOPClasses and
-    sectraConfig.preferredTransferSyntax (UIDs or names, checked on the target)."""
-
-    enabled: bool = True
-    sopClasses: list[str] = Field(default_factory=list)
-    transferSyntaxes: list[str] = Field(default_factory=list)
-
-
-class DicomwebSettings(HttpProbeSecrets):
-    """`probes.dicomweb`: QIDO-RS (+ WADO-RS metadata for a canary) at a DICOMweb base URL."""
-
-    enabled: bool = True
-    endpoint: HttpUrl | None = None
-    studyInstanceUID: str | None = Field(
-        default=None, max_length=64, pattern=r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$"
-    )
-    maxRedirects: int = Field(default=3, ge=0, le=20)
-
-    @model_validator(mode="after")
-    def _endpoint_when_enabled(self) -> DicomwebSettings:
-        if self.enabled and self.endpoint is None:
-            raise ValueError("endpoint (the DICOMweb base URL) is required")
-        return self
-
-
-class FailoverSettings(HttpProbeSecrets):
-    enabled: bool = True
-
-
-# A DICOM UID: dotted decimal components, at most 64 characters (PS3.5 9.1).
-DicomUID = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
-]
-
-
-class DicomRetrieveSettings(Strict):
-    """`probes.dicom_retrieve`: fetch a canary study with C-GET (default) or C-MOVE. Off unless
-    this block is given."""
-
-    enabled: bool = True
-    studyInstanceUID: DicomUID | None = None
-    method: Literal["get", "move"] = "get"
-    moveDestination: AETitle | None = None  # the AE title the PACS knows the agent by (move)
-    storeListen: Listen | None = None  # HOST:PORT of the agent's storage SCP (move)
-    expectedInstances: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _complete(self) -> DicomRetrieveSettings:
-        if not self.enabled:
-            return self
-        if self.studyInstanceUID is None:
-            raise ValueError("studyInstanceUID is required (the canary study to retrieve)")
-        if self.method == "move":
-            if not self.moveDestination or not self.storeListen:
-                raise ValueError("method move needs moveDestination and storeListen")
-            if parse_listen(self.storeListen)[1] == 0:
-                raise ValueError("storeListen needs a fixed port: the PACS connects to it")
-        elif self.moveDestination or self.storeListen:
-            raise ValueError("moveDestination and storeListen are for method: move only")
-        return self
-
-
-class DicomStoreSettings(Strict):
-    """`probes.dicom_store`: C-STORE one synthetic, non-patient instance (opt-in)."""
-
-    enabled: bool = False
-    verify: bool = False  # then C-FIND it until found (phase `findable`)
-
-
-class ProbesConfig(Strict):
-    dicom_echo: ProbeToggle = ProbeToggle()
-    dicom_find: DicomFindSettings = DicomFindSettings()
-    # default_factory, not a default instance: pydantic deep-copies an unhashable default for
-    # every target (a third of check-config's time for 5,000 targets)
-    api_ping: ApiPingSettings = Field(default_factory=ApiPingSettings)
-    viewer: ViewerSettings = Field(default_factory=ViewerSettings)
-    worklist: WorklistSettings | None = None
-    dicom_capabilities: DicomCapabilitiesSettings | None = None
-    dicomweb: DicomwebSettings | None = None
-    failover: FailoverSettings = Field(default_factory=FailoverSettings)
-    dicom_retrieve: DicomRetrieveSettings | None = None
-    dicom_store: DicomStoreSettings = DicomStoreSettings()
-
-
 class MaintenanceWindow(Strict):
     """A planned window: `{from, to}` (ISO 8601) or `{cron, duration}` (recurring, see
     agent/maintenance.py). Probes go on; alerts stay quiet (pacs_target_maintenance)."""
@@ -548,11 +313,12 @@ class SLOConfig(Strict):
     def _window_and_probe_names(self) -> SLOConfig:
         if abs(self.window - SLO_WINDOW_SECONDS) > 1e-6:
             raise ValueError("window: the error budget rules use a 30-day window; give 30d")
-        unknown = sorted(set(self.probes) - set(ProbesConfig.model_fields))
+        known = probe_names()
+        unknown = sorted(set(self.probes) - set(known))
         if unknown:
             raise ValueError(
                 f"probes: unknown probe {', '.join(map(repr, unknown))} "
-                f"(known: {', '.join(ProbesConfig.model_fields)})"
+                f"(known: {', '.join(known)})"
             )
         return self
 
@@ -587,19 +353,18 @@ class Endpoint(Strict):
         return data
 
     @model_validator(mode="after")
-    def _capabilities_proposable(self) -> Endpoint:
-        # names resolve and the pairs fit one association (128 contexts), or the config is refused
-        c = self.probes.dicom_capabilities
-        if c is not None and c.enabled:
-            from probes.dicom_capabilities import capability_set
-
+    def _probes_fit_the_target(self) -> Endpoint:
+        # rules between a probe's block and the rest of the target (ProbeSpec.check)
+        ctx = None
+        for name, spec in PROBES.items():
+            settings = getattr(self.probes, name)
+            if spec.check is None or settings is None:
+                continue
+            ctx = ctx or build_context(self)
             try:
-                capability_set(
-                    c.sopClasses or self.dicomConfig.supportedSOPClasses,
-                    c.transferSyntaxes or self.sectraConfig.preferredTransferSyntax,
-                )
+                spec.check(settings, ctx)
             except ValueError as e:
-                raise ValueError(f"probes.dicom_capabilities: {e}") from None
+                raise ValueError(f"probes.{name}: {e}") from None
         return self
 
 

@@ -1,45 +1,17 @@
-"""Endpoint URLs: refuse what a probe could not connect to; find and mask a password in them."""
+"""Endpoint URLs: find and mask a password in them (url_problem, which refuses a URL a probe
+could not connect to, lives with the probes in probes.addresses)."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from urllib.parse import urlsplit
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
+from probes.addresses import url_problem
+
+__all__ = ["MASK", "redact_url", "url_password", "url_problem"]
+
 # scheme://user:password@ : the password is group 2 (up to the last @ before the path)
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)([^/?#]*)(@[^@/?#]*)")
 MASK = "<redacted>"
-
-
-def url_problem(url: str) -> str | None:
-    """Why a probe could not use this URL, in words that do not repeat it; None if it can."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        if "Port" in str(e):
-            return "the port must be a number from 1 to 65535"
-        return "the host is not a valid IPv6 address"
-    if port is not None and not 1 <= port <= 65535:
-        return "the port must be a number from 1 to 65535"
-    host = parts.hostname
-    if not host:
-        return "the URL has no host"
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            return "the host is not a valid IPv6 address"
-    else:
-        try:
-            ascii_host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return "the host is not a valid host name"
-        if not _HOSTNAME.match(ascii_host):
-            return "the host is not a valid host name or IP address"
-    return None
 
 
 def url_password(url: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from probes.registry import PROBES
 from tests.cli.common import agent
 
 
@@ -24,7 +25,7 @@ def test_unknown_option_and_missing_required_option_exit_3() -> None:
 def test_unknown_probe_lists_the_valid_names() -> None:
     r = agent("probe", "--once", "--probe", "dicom_ehco")
     assert r.returncode == 3
-    for name in ("dicom_echo", "dicom_find", "api_ping", "viewer", "failover"):
+    for name in PROBES:
         assert name in r.stderr
     assert "Traceback" not in r.stderr
 
