@@ -281,7 +281,9 @@ def run_workers(
     count: int,
 ) -> int:
     """cmd_run for N > 1 workers; the same lines on stdout and stderr, the same exit codes."""
-    from agent.cli import UNKNOWN, _leave, _say, _url_host
+    from agent.cli_common import UNKNOWN
+    from agent.cli_common import say as _say
+    from agent.cli_run import _leave, _url_host
 
     worker_args = ["-v"] if args.verbose else []
     if args.log_format:

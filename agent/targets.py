@@ -14,10 +14,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from agent.config.context import build_context
 from agent.config.schema import Endpoint
 from agent.evaluator import Thresholds
 from agent.maintenance import Schedule, schedule_from_config
+from agent.probe_selection import build_probes, tls_warnings
 from agent.slo import ProbeObjectives, resolve
 from probes.base import Probe
 from probes.registry import PROBES
@@ -77,22 +77,9 @@ class TargetPlan:
 
 def build_plan(ep: Endpoint) -> TargetPlan:
     c = ep.config
-    # config.tls applies to DICOM TLS and to every HTTPS probe, so warn whatever enableTLS says
-    if not c.tls.verify:
-        log.warning("target %s: TLS certificate verification is OFF (config.tls.verify=false)",
-                    ep.id)
-    elif not c.tls.verifyHostname:
-        log.warning("target %s: TLS host name verification is OFF "
-                    "(config.tls.verifyHostname=false)", ep.id)
-    ctx = build_context(ep, warn=lambda text: log.warning("target %s: %s", ep.id, text))
-    probes: dict[str, Probe] = {}
-    for name, spec in PROBES.items():  # run order
-        settings = getattr(ep.probes, name)
-        if settings is None:  # an optional probe's block is absent: off
-            continue
-        probe = spec.build(settings, ctx)
-        if probe is not None:
-            probes[name] = probe
+    for warning in tls_warnings(ep):
+        log.warning("%s", warning)
+    probes = build_probes(ep, warn=lambda text: log.warning("%s", text))
 
     hc, r = ep.healthCheck, ep.retryPolicy
     level = "WARNING" if ep.monitoring.logLevel == "WARN" else ep.monitoring.logLevel

@@ -52,10 +52,25 @@ def parse_listen(listen: str) -> tuple[str, int]:
 # URL hosts (IDNA-encoded): labels may hold an underscore, as some DNS names do
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
+# The common case, decided without urlsplit and the IDNA codec (15,000 URLs in a 5,000-target
+# config): http(s), an ASCII host name or IPv4 address, an optional port of ASCII digits, then
+# the path or nothing. What does not match takes the full check below.
+_SIMPLE = re.compile(
+    rf"https?://(?=[^/?#]{{1,253}}(?:[/?#]|\Z)){_LABEL}(?:\.{_LABEL})*\.?"
+    r"(?::([0-9]{1,5}))?(?:[/?#]|\Z)"
+)
 
 
 def url_problem(url: str) -> str | None:
     """Why a probe could not use this URL, in words that do not repeat it; None if it can."""
+    m = _SIMPLE.match(url)
+    if m and (m.group(1) is None or 1 <= int(m.group(1)) <= 65535):
+        return None
+    return full_url_problem(url)
+
+
+def full_url_problem(url: str) -> str | None:
+    """url_problem without the fast path (tests hold the two to the same answers)."""
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -185,7 +185,7 @@ def test_otlp_carries_maintenance_and_thresholds() -> None:
 
 
 def test_probe_once_reports_the_window() -> None:
-    from agent.cli import run_once
+    from agent.cli_probe import run_once
     from agent.redaction import Redactor
     from agent.targets import build_plan
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.cli import run_once
+from agent.cli_probe import run_once
 from agent.redaction import Redactor
 from agent.runner import run_probe
 from probes.base import ProbeResult, Reason

@@ -76,6 +76,8 @@ def _cleartext_credentials(loaded: LoadedConfig) -> list[Path_]:
             )
             if getattr(s, name, None)
         }
+        if not any(u.lower().startswith("http://") for u in urls.values()):
+            continue  # all https: nothing can be sent in the clear, whoever sends what
         sending: set[str] = set()
         if api_secrets and "apiEndpoint" in urls:
             # the API's credentials go to its own origin, whichever endpoint shares it

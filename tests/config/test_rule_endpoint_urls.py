@@ -94,3 +94,51 @@ def test_check_config_does_not_print_a_url_password(tmp_path: Path) -> None:
     assert SECRET not in r.stdout + r.stderr
     assert "svc:<redacted>@api.example.org" in r.stdout
     assert "sectraConfig.apiEndpoint: warning:" in r.stderr
+
+
+def test_the_fast_path_answers_as_the_full_check() -> None:
+    """url_problem decides common URLs with one regex; it must agree with the full check (urlsplit,
+    the port, IDNA, the host-name rules) on common and awkward URLs alike."""
+    from probes.addresses import full_url_problem, url_problem
+
+    long_label = "a" * 63
+    urls = [
+        "https://pacs.example.org",
+        "https://pacs.example.org/",
+        "https://pacs.example.org.:443/x?y#z",
+        "http://127.0.0.1:8080/api",
+        "http://h:1",
+        "http://h:65535",
+        "http://h:65536",
+        "http://h:0",
+        "http://h:00080/",
+        "http://h:99999",
+        "http://h:",
+        "http://h:80x",
+        "http://h:８０/",
+        "http://a..b/",
+        "http://-a.example/",
+        "http://a-.example/",
+        "http://a_b.example/",
+        "http://" + long_label + ".example/",
+        "http://" + long_label + "a.example/",
+        "http://" + ".".join([long_label] * 4) + "/",
+        "http://" + ".".join([long_label] * 3) + "." + "b" * 61 + ":80/",
+        "http://" + ".".join([long_label] * 3) + "." + "b" * 61 + "./",
+        "http://user:pw@h.example/",
+        "http://h.example\\x/",
+        "http://h.example\t/",
+        "http://[::1]:8080/x",
+        "http://[::1",
+        "http://ex%41mple/",
+        "http://:8080/",
+        "https://ümlaut.example/",
+        "https://viewer.example.org/?a={b}",
+        "https://h.example#frag",
+        "https://h.example?q",
+        "https://h.example\n",
+        "https://h.example:80\n",
+        "https://h.exa\nmple/",
+    ]
+    for url in urls:
+        assert url_problem(url) == full_url_problem(url), url

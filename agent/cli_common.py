@@ -1,0 +1,108 @@
+"""What the `agent` commands share: exit code 3, loading the config or the demo, logging setup,
+writing to stdout. Imports nothing heavy: `check-config` and `--help` load only what they use."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from agent.config import LoadedConfig, load_config, load_config_text
+
+if TYPE_CHECKING:
+    from agent.redaction import Redactor
+
+UNKNOWN = 3  # the Nagios plugin convention's UNKNOWN: usage error, bad config, cannot run
+NO_TARGET_WARNING = "warning: no target is enabled: the agent would monitor nothing"
+
+
+def setup_logging(level: str, redactor: Redactor, fmt: str = "text") -> None:
+    """Level, text or JSON lines, redaction, DEBUG_SECTRA/TRACE_SECTRA (agent.logging_setup)."""
+    from agent.logging_setup import setup_logging as _setup
+
+    _setup(level, redactor, fmt)
+
+
+def log_level(loaded: LoadedConfig | None, verbose: bool) -> str:
+    if verbose:
+        return "DEBUG"
+    if loaded is None:
+        return "INFO"
+    if loaded.model.agent.logLevel:
+        return loaded.model.agent.logLevel
+    levels = [t.monitoring.logLevel for t in loaded.model.targets] or ["INFO"]
+    order = ["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
+    return min(levels, key=order.index)
+
+
+def demo_config(sim: Any, listen: str | None) -> LoadedConfig:
+    doc: dict[str, Any] = {
+        "targets": [sim.endpoint_config()],
+        "agent": {"selfProbe": {"interval": 5000}},
+    }
+    if listen:
+        doc["agent"]["listen"] = listen
+    return load_config_text(json.dumps(doc), "<built-in demo>")
+
+
+def load_or_demo(path: str | None) -> tuple[LoadedConfig, Any]:
+    """The config, or (no path) the demo config with a started simulator."""
+    if path:
+        return load_config(path), None
+    from agent.simulator import SimulatedPACS
+
+    sim = SimulatedPACS(imaging=True).start()  # the demo shows every probe
+    return demo_config(sim, None), sim
+
+
+def printable(text: str) -> str:
+    """`text` with control characters, newlines and lone surrogates as escapes: a name from the
+    config must not break the table's lines, drive the terminal, or fail to encode."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )
+
+
+def say(line: str) -> None:
+    """One line on stdout, flushed at once; a closed pipe (`| head`) is not an error."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        quiet_stdout()
+
+
+def quiet_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def emit(text: str) -> None:
+    """Print to stdout as UTF-8; a reader that went away (`| head`) ends the output quietly.
+
+    A lone surrogate (from a config's "\\udc80") cannot be encoded: it is written as the escape
+    `\\udc80`, never as a raw byte that makes the whole output invalid UTF-8."""
+    emit_pieces([text, "\n"])
+
+
+def emit_pieces(pieces: Iterable[str]) -> None:
+    """emit() of the concatenated pieces, written one by one (no copy of a large output)."""
+    try:
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is not None:
+            sys.stdout.flush()
+        for piece in pieces:
+            data = piece.encode("utf-8", "backslashreplace")
+            if buffer is None:  # a replaced stdout (tests): text only
+                sys.stdout.write(data.decode("utf-8"))
+            else:
+                buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
