@@ -96,11 +96,12 @@ def test_a_run_still_going_at_its_next_slot_is_not_started_twice() -> None:
         calls.append(probe)
         assert release.wait(10)  # the first run hangs until released
 
+    plan = _Plan("t", 0.1)
     sched = ProbeScheduler(
-        run, on_missed=lambda t, p: missed.append((t, p)), on_lateness=lateness.append,
-        max_workers=4,
+        run, plan=lambda tid: plan if tid == "t" else None,  # type: ignore[arg-type,return-value]
+        on_missed=lambda t, p: missed.append((t, p)), on_lateness=lateness.append, max_workers=4,
     )
-    sched.set_plans([_Plan("t", 0.1)])  # type: ignore[list-item]
+    sched.set_plans([plan])  # type: ignore[list-item]
     sched.start()
     try:
         wait_until(lambda: len(missed) >= 3, 5)  # slots passing while the run hangs
