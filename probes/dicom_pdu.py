@@ -60,7 +60,9 @@ def user_information(max_pdu: int) -> list[Any]:
     return [ml, impl, ver]
 
 
-@lru_cache(maxsize=256)
+# One entry per target × DICOM probe (the called AE title is in the key): sized for 5,000 targets;
+# at 256 an agent with more than ~100 targets re-encoded every request (bench/scale, py-spy).
+@lru_cache(maxsize=16384)
 def associate_rq_bytes(
     calling_aet: str,
     called_aet: str,
@@ -103,14 +105,30 @@ def associate_rq_bytes(
     return bytes(rq.encode())
 
 
-@lru_cache(maxsize=64)
+# Bytes 10-41 of an A-ASSOCIATE-AC: the called and calling AE titles, "reserved" there.
+_AC_AETS = slice(10, 42)
+_BLANK_AETS = b" " * 32
+
+
 def decode_associate_ac(data: bytes) -> tuple[A_ASSOCIATE_AC, A_ASSOCIATE]:
     """An A-ASSOCIATE-AC decoded with pynetdicom, cached on its bytes (read, never modified).
 
     A PACS answers a probe's (cached) request with the same bytes every run; decoding the answer
     to a C-GET's 31 contexts validated ~100 UIDs through pydicom, more CPU than the rest of the
     run (bench/imaging, BENCHMARKS.md). A decoding error is raised again, never cached.
+
+    The AC echoes the request's AE titles in two reserved fields that PS3.8 (Table 9-17) says
+    are not tested on receipt, and pynetdicom does not test them; nothing here reads them. They
+    are blanked before the cache, so that every target a PACS answers alike shares one entry
+    (keyed with them, each of thousands of targets missed the cache on every run).
     """
+    if len(data) >= _AC_AETS.stop:
+        data = data[: _AC_AETS.start] + _BLANK_AETS + data[_AC_AETS.stop :]
+    return _decode_associate_ac(data)
+
+
+@lru_cache(maxsize=64)
+def _decode_associate_ac(data: bytes) -> tuple[A_ASSOCIATE_AC, A_ASSOCIATE]:
     ac = A_ASSOCIATE_AC()
     ac.decode(data)
     return ac, ac.to_primitive()

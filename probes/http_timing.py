@@ -35,6 +35,7 @@ import httpx
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
 from probes.net import Stage, Where, failure, peer_cert_info, resolve, tls_settings_message
 from probes.specs import HttpEndpoint, origin, tls_context
+from probes.watchdog import WATCHDOG
 
 MAX_BODY = 1024 * 1024
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -249,9 +250,7 @@ def timed_get(
     tracer = _Tracer(phases, deadline)
     backend = _ResolvedBackend(deadline)
     left = deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
-    watchdog = threading.Timer(left, tracer.expire)
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = WATCHDOG.after(left, tracer.expire)  # one shared thread, not a Timer per run
     auth = (ep.username, ep.password or "") if ep.username else None
     secrets_allowed = True
     current = httpx.URL(url)  # the hop being fetched (named when it fails)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from agent.scheduler import jitter_fraction, pool_size
+from agent.scheduler import ProbeScheduler, jitter_fraction, pool_size
 from tests.agent_fixtures import running_agent, sample, scrape, total
 from tests.peers import LOOPBACK, echo_scp, silent_listener, wait_until
 
@@ -76,3 +77,40 @@ def test_pool_is_sized_for_every_probe_hitting_its_timeout() -> None:
     assert pool_size([P()]) == 8
     assert pool_size([P()] * 10_000) == 256
     assert pool_size([P()], configured=3) == 3
+
+
+class _Plan:
+    """What ProbeScheduler reads of a TargetPlan."""
+
+    def __init__(self, tid: str, interval: float) -> None:
+        self.id, self.interval, self.timeout, self.probes = tid, interval, interval, {"p": None}
+
+
+def test_a_run_still_going_at_its_next_slot_is_not_started_twice() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+    missed: list[tuple[str, str]] = []
+    lateness: list[float] = []
+
+    def run(plan: object, probe: str) -> None:
+        calls.append(probe)
+        assert release.wait(10)  # the first run hangs until released
+
+    plan = _Plan("t", 0.1)
+    sched = ProbeScheduler(
+        run, plan=lambda tid: plan if tid == "t" else None,  # type: ignore[arg-type,return-value]
+        on_missed=lambda t, p: missed.append((t, p)), on_lateness=lateness.append, max_workers=4,
+    )
+    sched.set_plans([plan])  # type: ignore[list-item]
+    sched.start()
+    try:
+        wait_until(lambda: len(missed) >= 3, 5)  # slots passing while the run hangs
+        assert calls == ["p"], calls  # one instance: never a second run of the same job
+        assert set(missed) == {("t", "p")}
+        release.set()
+        wait_until(lambda: len(calls) >= 3, 5)  # then it runs on its schedule again
+        assert len(lateness) == len(calls)
+        assert all(0 <= x < 1.0 for x in lateness), lateness
+    finally:
+        release.set()
+        sched.shutdown()

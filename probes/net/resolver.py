@@ -33,6 +33,9 @@ class Resolver:
             literal = True
         except OSError:
             literal = False
+        if literal:  # no lookup to bound: skip the hand-over to the pool (two thread switches)
+            deadline.left_or_raise(Reason.DNS, "name resolution")
+            return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
         t0 = time.perf_counter()
         with self._lock:  # submit under the lock: close() cannot shut the pool in between
             if self._pool is None:
@@ -43,8 +46,7 @@ class Resolver:
             infos = fut.result(timeout=deadline.left_or_raise(Reason.DNS, "name resolution"))
         except (TimeoutError, socket.gaierror) as e:
             raise failure(e, Stage.RESOLVE, Where("name resolution", host=host)) from None
-        if not literal:
-            phases.add("dns", time.perf_counter() - t0)
+        phases.add("dns", time.perf_counter() - t0)
         return infos
 
     def close(self) -> None:
