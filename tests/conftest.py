@@ -25,7 +25,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from tests.helpers.tls import TLSMaterial
 
 # Fixture modules, registered once for every test (a test asks for the fixture by name).
-pytest_plugins = ["tests.promserver"]
+pytest_plugins = ["tests.helpers.promserver"]
 
 # socketserver's accept loop looks for a shutdown request every 0.5 s, so stopping a pynetdicom
 # SCP (start_server(block=False), then shutdown()) took half a second, once per test with a DICOM

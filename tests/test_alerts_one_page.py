@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((REPO / "alerts").glob("*.yml"))

@@ -1,4 +1,5 @@
-"""The tests/promserver.py helper itself: lifecycle, API errors, deadlines, a missing binary."""
+"""The tests/helpers/promserver.py helper itself: lifecycle, API errors, deadlines, a missing
+binary."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.promserver import (
+from tests.helpers.promserver import (
     PromAPIError,
     PrometheusNotInstalled,
     PromServer,

@@ -26,8 +26,8 @@ from agent.recorder import LatencyRecorder
 from agent.runner import run_probe
 from agent.shard import owner
 from probes.base import Reason
-from tests.agent_fixtures import running_agent, scrape, total
 from tests.helpers import LOOPBACK, wait_until
+from tests.helpers.agent_fixtures import running_agent, scrape, total
 from tests.helpers.config import plan, target
 from tests.helpers.daemon import start_agent
 from tests.helpers.pipeline import Harness

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promserver import (
+from tests.helpers.promserver import (
     TARGET_LABELS,
     PromServer,
     bare_metric_uses,

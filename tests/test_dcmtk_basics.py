@@ -179,7 +179,7 @@ def test_dicom_tls_min_version(
     tls_material: TLSMaterial, server_max: ssl.TLSVersion, client_min: str, ok: bool
 ) -> None:
     """`tls.minVersion: "1.3"` on the DICOM side: a PACS that stops at TLS 1.2 is refused."""
-    from tests import hostile_peers as hp
+    from tests.helpers import hostile_peers as hp
 
     ctx = tls_material.good().server_context()
     ctx.maximum_version = server_max

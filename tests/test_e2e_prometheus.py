@@ -9,8 +9,8 @@ from pathlib import Path
 import trustme
 
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import running_agent
-from tests.promserver import PromServer
+from tests.helpers.agent_fixtures import running_agent
+from tests.helpers.promserver import PromServer
 from tests.test_dashboards import EXPRESSIONS, GRAFANA_BUILTINS, substitute
 
 ROOT = Path(__file__).resolve().parents[1]

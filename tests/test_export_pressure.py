@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from agent.service import AgentService
-from tests import hostile_peers as hp
-from tests.agent_fixtures import base_url, running_agent, sample, scrape
+from tests.helpers import hostile_peers as hp
+from tests.helpers.agent_fixtures import base_url, running_agent, sample, scrape
 from tests.helpers.config import target
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 # wall-clock bounds throughout: deselect with -m 'not timing' on a loaded host
 pytestmark = pytest.mark.timing

@@ -19,12 +19,12 @@ import pytest
 from agent.evaluator import CheckStatus, HealthState
 from agent.runner import run_probe
 from probes.base import ProbeResult, Reason
-from tests import hostile_peers as hp
+from tests.helpers import hostile_peers as hp
 from tests.helpers.config import plan, target
+from tests.helpers.peers import wait_until
 from tests.helpers.pipeline import Harness
 from tests.helpers.ports import refused_port, syn_blackhole
 from tests.helpers.tls import Leaf, TLSMaterial
-from tests.peers import wait_until
 
 MARGIN = 0.5  # seconds past the deadline a run may take on a loaded 2-core machine
 FAILURE_THRESHOLD = 3

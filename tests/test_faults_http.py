@@ -17,12 +17,12 @@ import pytest
 from agent.evaluator import CheckStatus, HealthState
 from agent.runner import run_probe
 from probes.base import Reason
-from tests import hostile_peers as hp
+from tests.helpers import hostile_peers as hp
 from tests.helpers.config import plan, target
+from tests.helpers.peers import wait_until
 from tests.helpers.pipeline import Harness
 from tests.helpers.ports import refused_port, syn_blackhole
 from tests.helpers.tls import TLSMaterial
-from tests.peers import wait_until
 from tests.test_faults_dicom import negotiated_version, old_protocol_context
 
 MARGIN = 0.5

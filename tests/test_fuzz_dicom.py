@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from agent.runner import run_probe
 from agent.targets import TargetPlan
 from probes.base import ProbeResult, Reason
-from tests import hostile_peers as hp
-from tests.agent_fixtures import running_agent, sample, scrape
+from tests.helpers import hostile_peers as hp
+from tests.helpers.agent_fixtures import running_agent, sample, scrape
 from tests.helpers.config import plan, target
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 # pydicom warns about the garbage UIDs in fuzzed A-ASSOCIATE-ACs: expected here
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")

@@ -1,7 +1,7 @@
 """1,000 failed runs leave no threads, file descriptors or memory behind.
 
-The faulty peers run in a separate process (`python -m tests.hostile_peers`), so what is counted
-here (/proc/self/task, /proc/self/fd, VmRSS) is the agent's own: run_probe and the probes.
+The faulty peers run in a separate process (`python -m tests.helpers.hostile_peers`), so what is
+counted here (/proc/self/task, /proc/self/fd, VmRSS) is the agent's own: run_probe and the probes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from agent.runner import run_probe
 from agent.targets import TargetPlan
 from probes.base import Reason
 from tests.helpers.config import plan, target
+from tests.helpers.peers import wait_until
 from tests.helpers.ports import refused_port
-from tests.peers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 1000
@@ -45,7 +45,7 @@ RSS_GROWTH_LIMIT = 1024 * 1024
 def peers() -> Iterator[dict[str, int]]:
     modes = [m for m, _, _ in MIX if m != "refused"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.hostile_peers", *modes],
+        [sys.executable, "-m", "tests.helpers.hostile_peers", *modes],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

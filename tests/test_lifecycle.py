@@ -21,9 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.scheduler import jitter_fraction
-from tests import hostile_peers as hp
+from tests.helpers import hostile_peers as hp
 from tests.helpers.daemon import start_agent
-from tests.peers import echo_scp, wait_until
+from tests.helpers.peers import echo_scp, wait_until
 
 # wall-clock bounds throughout: deselect with -m 'not timing' on a loaded host
 pytestmark = pytest.mark.timing

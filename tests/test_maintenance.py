@@ -13,8 +13,8 @@ import pytest
 from agent.config import ConfigError, load_config_text
 from agent.maintenance import schedule_from_config
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent, sample, scrape, total
 from tests.helpers import wait_until
+from tests.helpers.agent_fixtures import base_url, running_agent, sample, scrape, total
 
 
 def schedule(*windows: dict[str, Any]):  # noqa: ANN201

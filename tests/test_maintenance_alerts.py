@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 ALERTS_DIR = Path(__file__).resolve().parents[1] / "alerts"
 TESTS = ALERTS_DIR / "tests" / "maintenance.test.yml"

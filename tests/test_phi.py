@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from tests.helpers.daemon import start_agent
 from tests.helpers.dicom_scp import DicomSCP, study
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY_ACCESSION = "CANARY-ACC-0001"

@@ -13,8 +13,8 @@ from agent.targets import RetrySettings, TargetPlan
 from probes.base import Reason
 from probes.dicom_echo import DicomEchoProbe
 from probes.specs import DicomEndpoint
+from tests.helpers.peers import LOOPBACK, echo_scp, silent_listener
 from tests.helpers.ports import refused_port
-from tests.peers import LOOPBACK, echo_scp, silent_listener
 
 
 def plan_for(port: int, timeout: float = 2.0, host: str = LOOPBACK) -> TargetPlan:

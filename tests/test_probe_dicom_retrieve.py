@@ -34,8 +34,15 @@ from probes.storage_scp import receiving
 from tests.helpers import LOOPBACK, bind_retry, free_port
 from tests.helpers.config import plan, plans, target
 from tests.helpers.dcmtk import QRServer, write_study
+from tests.helpers.hostile_peers import (
+    A_ABORT,
+    ScriptServer,
+    _associate,
+    finish,
+    p_data,
+    pdata_context_id,
+)
 from tests.helpers.tls import TLSMaterial
-from tests.hostile_peers import A_ABORT, ScriptServer, _associate, finish, p_data, pdata_context_id
 
 AGENT = str(Path(sys.executable).with_name("agent"))
 COUNT = 5

@@ -24,7 +24,7 @@ from probes.dicom_store import PATIENT_NAME, derived_uid, patient_id
 from tests.helpers import LOOPBACK, bind_retry
 from tests.helpers.config import plan, plans, target
 from tests.helpers.dcmtk import QRServer, StoreSCP
-from tests.hostile_peers import A_ABORT, ScriptServer, _associate, finish
+from tests.helpers.hostile_peers import A_ABORT, ScriptServer, _associate, finish
 
 TARGET = "pacs-store-test"
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.simulator import SimulatedPACS
 from agent.web_config import load_web_config
-from tests.agent_fixtures import base_url, running_agent
+from tests.helpers.agent_fixtures import base_url, running_agent
 from tests.helpers.ports import held_refused_port
 
 AGENT = {"selfProbe": {"enabled": False}}

@@ -27,9 +27,9 @@ from tests.helpers.dicom_scp import DicomSCP
 from tests.helpers.http_servers import HTTPPeer, Route
 from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import GrpcReceiver
+from tests.helpers.peers import silent_listener
 from tests.helpers.pipeline import Harness
-from tests.peers import silent_listener
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 REPO = Path(__file__).resolve().parent.parent
 

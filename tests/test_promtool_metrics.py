@@ -19,10 +19,10 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent, scrape, total
+from tests.helpers.agent_fixtures import base_url, running_agent, scrape, total
+from tests.helpers.peers import wait_until
 from tests.helpers.ports import refused_port
-from tests.peers import wait_until
-from tests.promserver import SyntheticAgentMetrics
+from tests.helpers.promserver import SyntheticAgentMetrics
 
 # families that exist only once something happened that this short run cannot provoke
 EVENT_ONLY: set[str] = set()

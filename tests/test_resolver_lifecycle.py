@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.agent_fixtures import running_agent
-from tests.peers import echo_scp, wait_until
+from tests.helpers.agent_fixtures import running_agent
+from tests.helpers.peers import echo_scp, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

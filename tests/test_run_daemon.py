@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.simulator import SimulatedPACS
 from tests.helpers.daemon import start_agent
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from agent.scheduler import ProbeScheduler, jitter_fraction, pool_size
-from tests.agent_fixtures import running_agent, sample, scrape, total
-from tests.peers import LOOPBACK, echo_scp, silent_listener, wait_until
+from tests.helpers.agent_fixtures import running_agent, sample, scrape, total
+from tests.helpers.peers import LOOPBACK, echo_scp, silent_listener, wait_until
 
 
 def target(tid: str, port: int, interval: int, timeout: int) -> dict:

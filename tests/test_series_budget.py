@@ -19,9 +19,9 @@ from agent.prometheus_exporter import PrometheusExporter
 from agent.prometheus_series import DURATION_BUCKETS
 from agent.simulator import SimulatedPACS
 from probes.base import Facts, ProbeResult, Reason, TLSInfo
-from tests.agent_fixtures import base_url, running_agent, scrape, total
+from tests.helpers.agent_fixtures import base_url, running_agent, scrape, total
 from tests.helpers.observe import info, observation
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 BUDGET = 25
 HISTOGRAM = len(DURATION_BUCKETS) + 3  # the buckets, le="+Inf", _count, _sum

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "alerts" / "pacs-health-agent.slo.yml"

@@ -27,8 +27,8 @@ from agent.simulator import SimulatedPACS
 from agent.status_page import order, render, sparkline
 from agent.web_config import load_web_config
 from probes.base import ProbeResult, Reason
-from tests.agent_fixtures import base_url, running_agent
 from tests.helpers import wait_until
+from tests.helpers.agent_fixtures import base_url, running_agent
 from tests.helpers.ports import held_refused_port
 
 HOSTILE = "<script>alert(\"x\")</script> & <b>PACS</b> 'quoted'"

@@ -31,8 +31,8 @@ from probes.dicom_echo import DicomEchoProbe
 from probes.dicom_find import STUDY_ROOT_FIND, DicomFindProbe, FindQuery
 from probes.net import stream
 from probes.specs import DicomEndpoint, HttpEndpoint
-from tests import hostile_peers as hp
-from tests.agent_fixtures import base_url, running_agent, sample, scrape
+from tests.helpers import hostile_peers as hp
+from tests.helpers.agent_fixtures import base_url, running_agent, sample, scrape
 
 # wall-clock bounds throughout: deselect with -m 'not timing' on a loaded host
 pytestmark = pytest.mark.timing

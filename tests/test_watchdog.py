@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from probes.watchdog import Watchdog
-from tests.peers import wait_until
+from tests.helpers.peers import wait_until
 
 
 def test_due_callbacks_run_in_order_and_cancelled_ones_never() -> None:

@@ -24,7 +24,7 @@ from agent import __version__
 from agent.http_server import REQUEST_DEADLINE_S, Endpoints, make_server, serve_in_thread
 from agent.simulator import SimulatedPACS
 from agent.web_config import WebConfig, WebConfigError, load_web_config
-from tests.agent_fixtures import running_agent
+from tests.helpers.agent_fixtures import running_agent
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from agent.worker_pool import unix_request
 from tests.helpers import wait_until
 from tests.helpers.agent_cli import ROOT, agent_env
 from tests.helpers.daemon import start_agent
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 IDS = [f"site-{i}" for i in range(6)]
 

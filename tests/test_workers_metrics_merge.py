@@ -11,7 +11,7 @@ from agent.observation import ConfigLoad, PlansInstalled, SelfProbeOverhead, Sta
 from agent.prometheus_exporter import PrometheusExporter
 from probes.base import ProbeResult
 from tests.helpers.observe import info, observation
-from tests.promserver import find_promtool
+from tests.helpers.promserver import find_promtool
 
 
 def _result(target: str, ok: bool = True) -> ProbeResult:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent
 from tests.helpers import wait_until
+from tests.helpers.agent_fixtures import base_url, running_agent
 
 
 def _echo_target(sim: SimulatedPACS, **health: object) -> dict:

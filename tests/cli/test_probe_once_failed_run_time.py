@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.cli.common import agent, dicom_target, write_config
-from tests.peers import silent_listener
+from tests.helpers.peers import silent_listener
 
 
 def test_timed_out_run_shows_its_elapsed_time(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli.common import agent, dicom_target, write_config
+from tests.helpers.peers import silent_listener
 from tests.helpers.ports import held_refused_port
-from tests.peers import silent_listener
 
 
 def _checks(tmp_path: Path, target: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -14,9 +14,9 @@ import pytest
 
 from agent.service import AgentService
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent, sample, scrape, total
 from tests.cli.common import daemon, samples, wait_health
 from tests.helpers import wait_until
+from tests.helpers.agent_fixtures import base_url, running_agent, sample, scrape, total
 
 # An interval no scheduler can place (its first run would fall after the calendar's last day):
 # refused by the config check where it has a bound, else while scheduling; either way before

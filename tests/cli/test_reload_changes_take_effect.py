@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent, scrape, total
 from tests.helpers import wait_until
+from tests.helpers.agent_fixtures import base_url, running_agent, scrape, total
 
 
 def _target(sim: SimulatedPACS, interval_ms: int, **health: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from agent.simulator import SimulatedPACS
-from tests.agent_fixtures import base_url, running_agent
+from tests.helpers.agent_fixtures import base_url, running_agent
 
 
 def test_200_reloads_of_new_ids_create_no_loggers(tmp_path: Path) -> None:

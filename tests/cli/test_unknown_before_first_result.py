@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.agent_fixtures import base_url, running_agent, sample, scrape
 from tests.cli.common import dicom_target
-from tests.peers import silent_listener
+from tests.helpers.agent_fixtures import base_url, running_agent, sample, scrape
+from tests.helpers.peers import silent_listener
 
 
 def test_a_target_without_results_is_unknown() -> None:

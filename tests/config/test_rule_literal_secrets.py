@@ -13,7 +13,7 @@ from pathlib import Path
 from agent.config import load_config_text
 from agent.config.warnings import config_warnings
 from tests.config.common import ENV, ROOT, example, minimal
-from tests.peers import free_port
+from tests.helpers.peers import free_port
 
 LITERAL = "hunter2-literal-pw"
 

@@ -10,9 +10,10 @@ a script per connection in its own thread. Scripts cover the faults a monitor me
 PDUs are built by hand from PS3.8 so a test can bend any field (wrong lengths, garbage items).
 Every wait is bounded by the server's stop event or a timeout.
 
-`python -m tests.hostile_peers MODE...` serves the named modes in a separate process and prints
-`{"mode": port, ...}` as one JSON line; it exits when its standard input closes. The leak test
-uses that, so the peers' own threads and sockets are not counted as the agent's.
+`python -m tests.helpers.hostile_peers MODE...` serves the named modes in a separate
+process and prints `{"mode": port, ...}` as one JSON line; it exits when its standard input
+closes. The leak test uses that, so the peers' own threads and sockets are not counted as the
+agent's.
 """
 
 from __future__ import annotations

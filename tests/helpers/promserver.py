@@ -2,7 +2,7 @@
 
 Usage::
 
-    from tests.promserver import PromServer
+    from tests.helpers.promserver import PromServer
 
     with PromServer(targets=["127.0.0.1:9887"], rule_files=[...]) as prom:
         prom.wait_for_targets_up()
@@ -11,7 +11,7 @@ Usage::
 
 or, as a pytest fixture (import it into the test module to register it)::
 
-    from tests.promserver import prometheus_factory  # noqa: F401
+    from tests.helpers.promserver import prometheus_factory  # noqa: F401
 
     def test_x(prometheus_factory):
         prom = prometheus_factory(targets=[...])
@@ -51,7 +51,7 @@ import pytest
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PROMETHEUS = "/usr/bin/prometheus"
 DEFAULT_PROMTOOL = "/usr/bin/promtool"
 INSTALL_HINT = (
