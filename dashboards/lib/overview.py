@@ -18,6 +18,7 @@ from dashboards.lib.board import (
 from dashboards.lib.panels import (
     LEGEND_LIST,
     MERGE,
+    availability_table,
     bargauge,
     color_override,
     dashed,
@@ -39,7 +40,6 @@ from dashboards.lib.queries import (
     targets,
 )
 from dashboards.lib.style import (
-    AVAILABILITY_STEPS,
     BLUE,
     BUDGET_STEPS,
     BURN_STEPS,
@@ -96,19 +96,11 @@ def overview() -> dict[str, Any]:
     ), 24, 6)
 
     lay.row("Availability")
-    lay.add(table(
+    lay.add(availability_table(
         "Availability by target and probe",
         "Successful runs / all runs over 5 minutes, 1 hour and 30 days (recording rules "
         "target_probe:pacs_probe_availability:ratio_rate*).",
-        targets(
-            target(availability(JT_MULTI, "target, probe", "5m"), instant=True, fmt="table"),
-            target(availability(JT_MULTI, "target, probe", "1h"), instant=True, fmt="table"),
-            target(availability(JT_MULTI, "target, probe", "30d"), instant=True, fmt="table"),
-        ),
-        transformations=[MERGE, organize({"Value #A": "5m", "Value #B": "1h",
-                                          "Value #C": "30d"})],
-        overrides=[color_override(c, "percentunit", AVAILABILITY_STEPS, 3)
-                   for c in ("5m", "1h", "30d")],
+        JT_MULTI, "target, probe",
     ), 12, 9)
     lay.add(timeseries(
         "Availability (5m)",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.lib.queries import DS
-from dashboards.lib.style import CODE_THRESHOLDS, GREEN, RED, thresholds
+from dashboards.lib.queries import DS, availability, target, targets
+from dashboards.lib.style import AVAILABILITY_STEPS, CODE_THRESHOLDS, GREEN, RED, thresholds
 
 
 def field_defaults(
@@ -231,3 +231,21 @@ def organize(rename: dict[str, str], exclude: tuple[str, ...] = ("Time",)) -> di
 
 
 MERGE = {"id": "merge", "options": {}}
+
+
+AVAILABILITY_WINDOWS = ("5m", "1h", "30d")
+
+
+def availability_table(title: str, description: str, selector: str, by: str) -> dict[str, Any]:
+    """Availability over 5 minutes, 1 hour and 30 days side by side (the recording rules'
+    windows), coloured by the availability steps: the same table on both dashboards."""
+    return table(
+        title,
+        description,
+        targets(*(target(availability(selector, by, w), instant=True, fmt="table")
+                  for w in AVAILABILITY_WINDOWS)),
+        transformations=[MERGE, organize({"Value #A": "5m", "Value #B": "1h",
+                                          "Value #C": "30d"})],
+        overrides=[color_override(c, "percentunit", AVAILABILITY_STEPS, 3)
+                   for c in AVAILABILITY_WINDOWS],
+    )

@@ -16,9 +16,8 @@ from dashboards.lib.board import (
 )
 from dashboards.lib.panels import (
     LEGEND_LIST,
-    MERGE,
+    availability_table,
     bargauge,
-    color_override,
     heatmap,
     organize,
     stat,
@@ -30,7 +29,6 @@ from dashboards.lib.queries import (
     JT,
     JTP,
     J,
-    availability,
     check_code,
     state_code,
     target,
@@ -38,7 +36,6 @@ from dashboards.lib.queries import (
 )
 from dashboards.lib.style import (
     ACCEPTED_MAP,
-    AVAILABILITY_STEPS,
     BLUE,
     CHECK_MAP,
     CODE_THRESHOLDS,
@@ -190,18 +187,10 @@ def target_drilldown() -> dict[str, Any]:
             " > 0", instant=True, fmt="table")),
         transformations=[organize({"Value": "failures"})], decimals=0,
     ), 12, 8)
-    lay.add(table(
+    lay.add(availability_table(
         "Availability",
         "Successful runs / all runs (recording rules target_probe:pacs_probe_availability:*).",
-        targets(
-            target(availability(JTP, "probe", "5m"), instant=True, fmt="table"),
-            target(availability(JTP, "probe", "1h"), instant=True, fmt="table"),
-            target(availability(JTP, "probe", "30d"), instant=True, fmt="table"),
-        ),
-        transformations=[MERGE, organize({"Value #A": "5m", "Value #B": "1h",
-                                          "Value #C": "30d"})],
-        overrides=[color_override(c, "percentunit", AVAILABILITY_STEPS, 3)
-                   for c in ("5m", "1h", "30d")],
+        JTP, "probe",
     ), 12, 7)
     lay.add(timeseries(
         "Attempts per run",
