@@ -8,8 +8,6 @@ connection gets its own child, so the check does not block the next association)
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -25,6 +23,7 @@ from probes.base import Reason
 from tests.helpers import LOOPBACK, bind_retry, free_port, port_accepts, wait_until
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import _tool
+from tests.helpers.processes import stop_group
 from tests.helpers.tls import Leaf, TLSMaterial, not_after_of
 
 AET = "DCMTK_SCP"
@@ -67,13 +66,8 @@ def storescp(workdir: Path, *extra: str) -> Iterator[int]:
             raise AssertionError((workdir / "storescp.log").read_text(errors="replace"))
         yield port
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        if proc is not None:
+            stop_group(proc)
         log.close()
 
 

@@ -4,9 +4,7 @@ syntaxes, and DCMTK's storescp (which accepts uncompressed syntaxes only unless 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 from tests.helpers.observe import info, observation
+from tests.helpers.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "examples" / "sectra-pacs-prod.json"
@@ -222,8 +221,7 @@ def storescp(workdir: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        stop_group(proc)
         log.close()
 
 

@@ -6,9 +6,7 @@ redirect to another origin)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import study, write_instance
 from tests.helpers.http_servers import HTTPPeer, Route
+from tests.helpers.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
@@ -111,13 +110,8 @@ class Orthanc:
             assert r.is_success, r.text
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_group(self.proc, grace=15)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -28,6 +26,7 @@ from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
 from tests.helpers.agent_cli import run_agent
 from tests.helpers.config import plan, target
 from tests.helpers.dicom_scp import echo_ok
+from tests.helpers.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 WLM_AET = "WLM_SCP"
@@ -112,13 +111,8 @@ class Wlmscpfs:
         raise AssertionError("wlmscpfs did not start:\n" + self.log.read_text(errors="replace"))
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_group(self.proc)
 
 
 ITEMS = [

@@ -8,8 +8,6 @@ is missing fails the test (tests.helpers.dicom_scp._tool), never skips it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.helpers import LOOPBACK, free_port, wait_until
 from tests.helpers.dicom_scp import SECONDARY_CAPTURE, Dcmqrscp, _tool, echo_ok
+from tests.helpers.processes import stop_group
 
 SIDE = 64  # pixels per row and column of each generated instance (8-bit: 4 KiB of pixel data)
 
@@ -157,16 +156,7 @@ class StoreSCP:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -12,10 +12,8 @@ and storage area in a temporary directory, synthetic files indexed with `dcmqrid
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import threading
@@ -30,6 +28,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 from tests.helpers import LOOPBACK, bind_retry, free_port, wait_until
+from tests.helpers.processes import stop_group
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
@@ -325,16 +324,7 @@ class Dcmqrscp:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
