@@ -4,10 +4,11 @@ writing to stdout. Imports nothing heavy: `check-config` and `--help` load only 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent.config import LoadedConfig, load_config, load_config_text
 
@@ -106,3 +107,26 @@ def emit_pieces(pieces: Iterable[str]) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
+
+
+def url_host(host: str) -> str:
+    """The bound host as it goes in a URL: wildcards as loopback, IPv6 in brackets."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def leave(code: int) -> NoReturn:
+    """End `agent run` now, cancelling probes still in flight.
+
+    A probe blocked on a silent PACS holds a scheduler worker until its deadline (up to the
+    configured timeout, 30 s or more), and a normal interpreter exit joins those workers: SIGTERM
+    would take that long. stop() has already flushed the exporters and discarded late results, so
+    the process leaves without waiting; the kernel closes the probes' connections.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

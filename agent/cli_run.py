@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from typing import NoReturn
 
 from agent.cli_common import (
     NO_TARGET_WARNING,
     UNKNOWN,
+    leave,
     load_or_demo,
     log_level,
     say,
     setup_logging,
+    url_host,
 )
 from agent.config import ConfigError
 from agent.config.warnings import config_warnings
@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tune_daemon_process()
     service.start()
     scheme = "https" if web is not None and web.ssl_context is not None else "http"
-    base = f"{scheme}://{_url_host(service.address[0])}:{service.address[1]}"
+    base = f"{scheme}://{url_host(service.address[0])}:{service.address[1]}"
     if sim is not None:
         print(
             f"No --config given: probing the built-in simulated Sectra PACS "
@@ -110,27 +110,4 @@ def cmd_run(args: argparse.Namespace) -> int:
     service.stop()
     if sim is not None:
         sim.stop()
-    _leave(0)
-
-
-def _url_host(host: str) -> str:
-    """The bound host as it goes in a URL: wildcards as loopback, IPv6 in brackets."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-def _leave(code: int) -> NoReturn:
-    """End `agent run` now, cancelling probes still in flight.
-
-    A probe blocked on a silent PACS holds a scheduler worker until its deadline (up to the
-    configured timeout, 30 s or more), and a normal interpreter exit joins those workers: SIGTERM
-    would take that long. stop() has already flushed the exporters and discarded late results, so
-    the process leaves without waiting; the kernel closes the probes' connections.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(0)

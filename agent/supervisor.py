@@ -282,8 +282,9 @@ def run_workers(
 ) -> int:
     """cmd_run for N > 1 workers; the same lines on stdout and stderr, the same exit codes."""
     from agent.cli_common import UNKNOWN
+    from agent.cli_common import leave as _leave
     from agent.cli_common import say as _say
-    from agent.cli_run import _leave, _url_host
+    from agent.cli_common import url_host as _url_host
 
     worker_args = ["-v"] if args.verbose else []
     if args.log_format:

@@ -96,9 +96,9 @@ def _watch_parent(stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> int:
     """`python -m agent.worker ARGS`; a forked worker passes the supervisor's `loaded` config."""
+    from agent.cli_common import leave as _leave
     from agent.cli_common import log_level as _log_level
     from agent.cli_common import setup_logging
-    from agent.cli_run import _leave
     from agent.tuning import tune_daemon_process
 
     args = _parse(argv)

@@ -145,7 +145,7 @@ def test_sigterm_stops_within_5_s_and_cancels_the_probe_in_flight(tmp_path: Path
             took = time.monotonic() - t0
             # Specific to this stop: the connection that was open a moment ago is closed now,
             # 15 s before the probe's own deadline could have closed it. (The agent ends it by
-            # exiting, see agent.cli_run._leave: the kernel closes it; no A-ABORT is sent.)
+            # exiting, see agent.cli_common.leave: the kernel closes it; no A-ABORT is sent.)
             wait_until(lambda: pacs.peer_closed == 1 and pacs.active() == 0, 5)
             assert time.monotonic() - t0 < 5
         text = log.read_text()
