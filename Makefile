@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 RUN_VENV := .venv-run
 RUN_STAMP := $(RUN_VENV)/.installed
 # What scripts/install-system-deps.sh installs when missing (apt package names).
-SYSTEM_PACKAGES := dcmtk prometheus chromium
+SYSTEM_PACKAGES := dcmtk prometheus chromium orthanc orthanc-dicomweb
 
 .PHONY: run test test-fast lint system-deps check-python clean helm-template generate
 
