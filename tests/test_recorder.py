@@ -23,6 +23,17 @@ def test_quantiles_equal_hdrhistogram_own_percentiles() -> None:
         assert ours[q] * 1e6 == ref.get_value_at_percentile(q * 100)
 
 
+def test_bucket_index_is_hdrhistogram_own_at_every_boundary() -> None:
+    """Our index arithmetic (bit_length) against the library's, around every power of two."""
+    ref = HdrHistogram(1, HIGHEST_US, 2)
+    values = {v for k in range(28) for v in (2**k - 1, 2**k, 2**k + 1)}
+    values |= set(range(0, 5000)) | {HIGHEST_US - 1, HIGHEST_US}
+    rng = random.Random(3)
+    values |= {rng.randrange(1, HIGHEST_US) for _ in range(20_000)}
+    for v in sorted(values):
+        assert bucket_index(v) == ref.get_counts_array_index(v), v
+
+
 def test_two_significant_figures_are_within_one_percent() -> None:
     for v_us in (137, 2_345, 51_234, 4_999_999):
         got = quantiles_of({bucket_index(v_us): 1})[0.5] * 1e6
