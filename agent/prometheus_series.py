@@ -38,6 +38,9 @@ LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 # reads 1 there instead of 0 everywhere (which dashboards painted green).
 STATES = (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.UNKNOWN)
 STATUSES = (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
+# (member, its label value): enum .value is a descriptor call, paid per line per result before
+STATE_VALUES = tuple((s, s.value) for s in STATES)
+STATUS_VALUES = tuple((s, s.value) for s in STATUSES)
 
 # (name, type, help) of the per-target families, in exposition order (agent.metrics_catalogue).
 FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
@@ -49,6 +52,8 @@ HEADERS = {
 
 
 def num(x: float) -> str:
+    if x.__class__ is float and x - x == 0.0:  # finite float, the common case: its repr
+        return repr(x)
     if isinstance(x, int):
         return f"{x}.0" if abs(x) < 1e16 else repr(float(x))
     if math.isinf(x):
@@ -72,6 +77,9 @@ class ProbeCounters:
         "lat_sum",
         "slow",
         "dicom_status",
+        "tp",
+        "shown_ok",
+        "shown_status",
     )
 
     def __init__(self) -> None:
@@ -87,6 +95,24 @@ class ProbeCounters:
         self.lat_sum = 0.0
         self.slow = 0
         self.dicom_status: dict[str, int] = {}  # bounded labels (probes.dicom_status)
+        self.tp = ""  # 'target="…",probe="…"', the labels every series of the pair starts with
+        # what probe_success and pacs_check_status show now: most runs change neither, and
+        # their fragments are rendered again only when they do
+        self.shown_ok: bool | None = None
+        self.shown_status: CheckStatus | None = None
+
+
+def classic_histogram(st: ProbeCounters) -> list[str]:
+    """pacs_probe_duration_seconds of one (target, probe): buckets, +Inf, _count and _sum."""
+    tp = st.tp
+    hist = [
+        f'pacs_probe_duration_seconds_bucket{{{tp},le="{num(float(le))}"}} {num(n)}\n'
+        for le, n in zip(DURATION_BUCKETS, st.buckets, strict=True)
+    ]
+    hist.append(f'pacs_probe_duration_seconds_bucket{{{tp},le="+Inf"}} {num(st.count)}\n')
+    hist.append(f"pacs_probe_duration_seconds_count{{{tp}}} {num(st.count)}\n")
+    hist.append(f"pacs_probe_duration_seconds_sum{{{tp}}} {num(st.sum)}\n")
+    return hist
 
 
 class WithoutCreated(Collector):
