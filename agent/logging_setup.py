@@ -102,9 +102,13 @@ def run_fields(r: ProbeResult) -> dict[str, Any]:
 
 
 def log_run(r: ProbeResult) -> None:
-    """Every probe run: a debug line with its phases, and with TRACE_SECTRA the trace line."""
+    """Every probe run: a debug line with its phases, and with TRACE_SECTRA the trace line.
+    Neither is on by default: then this is two flag checks, no formatting."""
+    debug = run_log.isEnabledFor(logging.DEBUG)
+    if not (debug or _trace):
+        return
     fields = run_fields(r)
-    if run_log.isEnabledFor(logging.DEBUG):
+    if debug:
         phases = " ".join(f"{k}={v * 1000:.1f}ms" for k, v in r.phases.items())
         run_log.debug(
             "probe %s/%s %s in %.1f ms (%d attempt(s)) %s",

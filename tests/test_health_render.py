@@ -105,3 +105,21 @@ def test_agent_state_counts_match_a_scan() -> None:
     assert ev.agent_state() == HealthState.HEALTHY
     ev.remove_target("missing")  # removing an unknown id changes nothing
     assert ev.agent_state() == HealthState.HEALTHY
+
+
+def test_last_run_is_the_strftime_spelling_it_replaced() -> None:
+    """lastRun: ISO 8601 UTC with milliseconds truncated (not rounded), Z, zero-padded."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from agent.health_json import last_run
+
+    rng = random.Random(5)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    times = [base + timedelta(microseconds=rng.randrange(0, 10**15)) for _ in range(5000)]
+    times += [
+        datetime(2026, 3, 4, 5, 6, 7, 999_999, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC),
+    ]
+    for t in times:
+        assert last_run(t) == t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    assert last_run(times[-2]) == "2026-03-04T05:06:07.999Z"
