@@ -85,8 +85,12 @@ def health_document(targets: list[TargetState], shard: str | None = None) -> dic
     return doc
 
 
+# json.dumps with any argument builds a new encoder per call; this is the same one, built once
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def check_text(c: CheckState | CheckView) -> str:
-    return json.dumps(check_json(c), separators=(",", ":"))
+    return _COMPACT.encode(check_json(c))
 
 
 def head_text(target_id: str, name: str, state: HealthState, maintenance: bool) -> str:

@@ -11,7 +11,7 @@ viewer from viewerEndpoint + enableWebViewer, failover from primaryEndpoint + se
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 from dataclasses import dataclass, field
 
 from agent.config.schema import Endpoint
@@ -47,6 +47,28 @@ class TargetLogger(logging.LoggerAdapter):
         return level >= self.min_level and self.logger.isEnabledFor(level)
 
 
+class ConnectionLimit:
+    """config.maxConnections: at most n runs of a target hold a connection at once.
+
+    Tokens in a SimpleQueue, so taking and giving one back are single C calls; a
+    threading.BoundedSemaphore is a Python Condition (a lock, a notify) on every run."""
+
+    def __init__(self, n: int) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(n):
+            self._tokens.put(None)
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        try:
+            self._tokens.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def release(self) -> None:
+        self._tokens.put(None)
+
+
 @dataclass(frozen=True)
 class RetrySettings:
     max_attempts: int = 1
@@ -69,9 +91,7 @@ class TargetPlan:
     slos: dict[str, ProbeObjectives] = field(default_factory=dict)
     logger: logging.LoggerAdapter = field(default_factory=lambda: TargetLogger("", 0))
     # config.maxConnections: concurrent associations/requests this agent opens to the PACS.
-    limiter: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(10)
-    )
+    limiter: ConnectionLimit = field(default_factory=lambda: ConnectionLimit(10))
     maintenance: Schedule = field(default_factory=Schedule)  # planned windows (agent.maintenance)
 
 
@@ -100,6 +120,6 @@ def build_plan(ep: Endpoint) -> TargetPlan:
         metrics_enabled=ep.monitoring.enableMetrics,
         slos=resolve(ep.slo, probes),
         logger=logger,
-        limiter=threading.BoundedSemaphore(c.maxConnections),
+        limiter=ConnectionLimit(c.maxConnections),
         maintenance=schedule_from_config(ep.maintenance),
     )
