@@ -4,7 +4,8 @@
   one thread is busy in Python (a scrape, pydicom), a probe or HTTP thread whose socket became
   ready waits up to the switch interval for the GIL at every hand-over. At 1,000 targets, in two
   runs on a shared machine, 1 ms took start lateness p99 from 84 to 24 ms and /metrics p99 from
-  336 to 225 ms for no measurable CPU.
+  336 to 225 ms for no measurable CPU. Only when the interval is still Python's default: a
+  process started with another one (bench/scale's --switch-interval experiment) keeps it.
 * glibc malloc: a fixed mmap threshold (1 MiB). /metrics for 1,000 targets is a 10 MB buffer; with
   glibc's default dynamic threshold such buffers end up inside the per-thread arenas and stay
   resident after they are freed (RSS reached 225 MB); mmapped, they go back to the OS at once.
@@ -21,12 +22,14 @@ import sys
 log = logging.getLogger("agent.tuning")
 
 SWITCH_INTERVAL = 0.001
+PYTHON_DEFAULT_SWITCH_INTERVAL = 0.005
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 MMAP_THRESHOLD = 1 << 20
 
 
 def tune_daemon_process() -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    if sys.getswitchinterval() == PYTHON_DEFAULT_SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

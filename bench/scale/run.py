@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     ap.add_argument("--max-wait", type=float, default=600.0)
     ap.add_argument("--switch-interval", type=float, default=None,
-                    help="experiment: run the agent with sys.setswitchinterval(S)")
+                    help="experiment: run the agent with sys.setswitchinterval(S) (S other "
+                         "than Python's default 0.005, which agent run replaces with 1 ms)")
     args = ap.parse_args(argv)
     # one process unless asked: the figures of record (BENCHMARKS.md) are one process's
     AGENT_ARGS[:] = ["--workers", "1", *shlex.split(args.agent_args)]
