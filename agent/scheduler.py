@@ -86,24 +86,15 @@ class ProbeScheduler:
         self._on_missed = on_missed
         self._on_lateness = on_lateness
         self._lock = threading.Lock()  # the missed-run summary
-        # jobs and their heap, guarded by _jobs_lock
-        self._jobs_lock = threading.Lock()
-        # The timer's wake-up: released (a pending signal) by whoever adds a job or stops, taken
-        # with a timeout by the timer. A threading.Condition built a lock and a waiter list per
-        # wait, and the timer waits once per run.
-        self._wake = threading.Lock()
-        self._wake.acquire()
+        # jobs, their heap and which of them are queued or running, guarded by _cond
+        self._cond = threading.Condition(threading.Lock())
         self._jobs: dict[str, _Job] = {}
         self._heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()  # heap tie-break: jobs are not comparable
-        # Job ids queued or running (max one instance per job), and one token per worker that
-        # finished a run and waits for the next. A finishing worker gives both back without a
-        # lock (set.discard and list.append are atomic): it used to take the timer's lock,
-        # and queue behind it, once per run.
-        self._busy: set[str] = set()
-        self._idle: list[None] = []
+        self._busy: set[str] = set()  # job ids queued or running (max one instance per job)
         self._queue: queue.SimpleQueue[tuple[_Job, float] | None] = queue.SimpleQueue()
-        self._workers = 0  # timer thread only
+        self._idle = 0  # workers that finished a run and wait for the next (under _cond)
+        self._workers = 0
         self._stopped = False
         self._timer: threading.Thread | None = None
         self._missed_unlogged = 0
@@ -135,27 +126,18 @@ class ProbeScheduler:
     def _push(self, job: _Job) -> None:
         heapq.heappush(self._heap, (job.due, next(self._seq), job))
 
-    def _signal(self) -> None:
-        try:
-            self._wake.release()
-        except RuntimeError:
-            pass  # a signal is pending already
-
     def _timer_loop(self) -> None:
-        while not self._stopped:
-            wait = self._dispatch_due()
-            self._wake.acquire(timeout=-1 if wait is None else min(wait, threading.TIMEOUT_MAX))
-
-    def _dispatch_due(self) -> float | None:
-        """Queue every job that is due; seconds to the next slot (None: no jobs)."""
-        while not self._stopped:
-            with self._jobs_lock:
+        cond = self._cond
+        with cond:
+            while not self._stopped:
                 if not self._heap:
-                    return None
+                    cond.wait()
+                    continue
                 due, _, job = self._heap[0]
                 now = time.time()
                 if due > now:
-                    return due - now
+                    cond.wait(due - now)
+                    continue
                 heapq.heappop(self._heap)
                 if self._jobs.get(job.id) is not job:
                     continue  # removed or replaced
@@ -163,21 +145,31 @@ class ProbeScheduler:
                 slot = due + math.floor((now - due) / job.interval + 1e-9) * job.interval
                 job.due = slot + job.interval
                 self._push(job)
-            if job.id in self._busy:
-                self._missed(job)  # still queued or running: not started twice
-                continue
-            self._busy.add(job.id)
-            self._queue.put((job, slot))
-            # a new worker only when none is idle (as concurrent.futures does)
-            try:
-                self._idle.pop()
-            except IndexError:
-                if self._workers < self.max_workers:
-                    self._workers += 1
-                    # outside the jobs lock: a thread start waits for the new thread, which on
-                    # a loaded machine can take a while
-                    threading.Thread(target=self._worker, name="probe-worker", daemon=True).start()
-        return None
+                missed = spawn = False
+                if job.id in self._busy:
+                    missed = True  # still queued or running: not started twice
+                else:
+                    self._busy.add(job.id)
+                    self._queue.put((job, slot))
+                    # a new worker only when none is idle (as concurrent.futures does)
+                    if self._idle:
+                        self._idle -= 1
+                    elif self._workers < self.max_workers:
+                        self._workers += 1
+                        spawn = True
+                if missed or spawn:
+                    # not under our lock: the callbacks take other locks, and a thread start
+                    # waits for the new thread, which on a loaded machine can take a while
+                    cond.release()
+                    try:
+                        if missed:
+                            self._missed(job)
+                        if spawn:
+                            threading.Thread(
+                                target=self._worker, name="probe-worker", daemon=True
+                            ).start()
+                    finally:
+                        cond.acquire()
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -199,8 +191,9 @@ class ProbeScheduler:
             except Exception:  # noqa: BLE001 - a job must not kill its worker
                 log.exception("scheduled job %s failed", job.id)
             finally:
-                self._busy.discard(job.id)
-                self._idle.append(None)
+                with self._cond:
+                    self._busy.discard(job.id)
+                    self._idle += 1
 
     def _job(self, job: _Job) -> None:
         target = job.id.partition("|")[0]
@@ -212,10 +205,10 @@ class ProbeScheduler:
     # -- jobs ------------------------------------------------------------------------------------
 
     def _add(self, job: _Job) -> None:
-        with self._jobs_lock:
+        with self._cond:
             self._jobs[job.id] = job
             self._push(job)
-        self._signal()
+            self._cond.notify()
 
     def add_extra_job(self, job_id: str, fn: Callable[[], None], interval: float) -> None:
         """A job outside the target set (the self-probe); first run half a second from now."""
@@ -224,7 +217,7 @@ class ProbeScheduler:
     def set_plans(self, plans: list[TargetPlan]) -> None:
         """Add, keep or remove jobs so that they match `plans` (used at start and on reload)."""
         wanted: dict[str, TargetPlan] = {f"{p.id}|{name}": p for p in plans for name in p.probes}
-        with self._jobs_lock:
+        with self._cond:
             for job_id in [j for j, job in self._jobs.items() if job.fn is None]:
                 if job_id not in wanted:
                     del self._jobs[job_id]  # its heap entry is dropped when it comes up
@@ -242,10 +235,9 @@ class ProbeScheduler:
 
     def shutdown(self) -> None:
         # Running probes are bounded by their deadlines; do not wait for them here.
-        self._stopped = True
-        self._signal()
-        timer = self._timer
-        if timer is not None and timer is not threading.current_thread():
-            timer.join(5)  # it stops at once when woken; after it, no worker is started
-        for _ in range(self._workers):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            workers = self._workers
+        for _ in range(workers):
             self._queue.put(None)
