@@ -325,6 +325,7 @@ def timed_get(
         for n in range(max_redirects + 1):
             # once a hop leaves the origin, secrets stay off for the rest of the chain
             secrets = secrets and hop.origin == home
+            deadline.left_or_raise(Reason.TIMEOUT, WHAT)  # e.g. the next hop: nothing new starts
             stream = run.open(hop, server_name if hop.host == first_host else None)
             conn, rsp = _exchange(stream, hop, _request_headers(hop, ep, secrets), phases)
             headers = Headers(rsp.headers)
