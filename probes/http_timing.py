@@ -1,4 +1,4 @@
-"""One timed HTTP GET: h11 speaks HTTP/1.1 over the probes' own sockets (probes.net).
+"""One timed HTTP GET, spoken over the probes' own sockets (probes.net), read by probes.http1.
 
 The exchange runs on the same dialing, TLS and timing code as the DICOM probes, and its failures
 are judged by the same table (probes.net.failure with the Stage they happened in):
@@ -11,15 +11,18 @@ are judged by the same table (probes.net.failure with the Stage they happened in
   kept across the redirect chain.
 * `first_byte`: just before the request is sent → arrival of the segment that completed the
   response headers (the kernel's receive timestamp where the OS gives one, probes.net.TimedStream).
-* `transfer`: that arrival → arrival of the segment that completed the body.
+* `transfer`: that arrival → arrival of the segment that completed the body (0 when one segment
+  carried both).
 
-h11 only turns the request into bytes and the received bytes into events (status and headers,
-body data, end of message): chunked, Content-Length and read-until-close bodies alike. One
-request per connection (`Connection: close`), as a prober should dial afresh each run. Each
-wait is a socket timeout set to what is left of the run's deadline, so no wait outlives it; the
-shared watchdog also shuts the socket down when the deadline passes, so a read that is blocked
-anyway wakes (its failure is then reported as the timeout it is). The body is read with the
-deadline checked between chunks and a size cap (keep_body=False: read, counted, discarded).
+The request is a few header lines written here (names and values checked: nothing from the config
+can inject a line); the response is read by probes.http1 (chunked, Content-Length and
+read-until-close bodies, 1xx skipped, a capped head). One request per connection
+(`Connection: close`): a prober dials afresh each run. No Accept-Encoding is sent, so bodies come
+as they are. Each wait is a socket timeout set to what is left of the run's deadline, so no wait
+outlives it; the shared watchdog also shuts the socket down when the deadline passes, so a read
+that is blocked anyway wakes (its failure is then reported as the timeout it is). The body is
+read with the deadline checked between chunks and a size cap (keep_body=False: read, counted,
+discarded).
 
 Redirects are followed here, hop by hop: each hop is resolved the same way, and the endpoint's
 secrets (its headers and basic credentials) are sent only while the request goes to the
@@ -30,6 +33,7 @@ https → http, drops them for the rest of the chain.
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import ssl
 import threading
@@ -37,18 +41,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import h11
-
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
+from probes.http1 import ResponseReader
 from probes.net import Stage, TimedStream, Where, failure, resolve, tls_handshake
 from probes.net.connect import connect_any
+from probes.net.reasons import ProtocolError
 from probes.net.resolver import AddrInfo
 from probes.net.tls import tls_settings_message
 from probes.specs import HttpEndpoint, TLSOptions, origin, tls_context
 from probes.watchdog import WATCHDOG
 
 MAX_BODY = 1024 * 1024
-MAX_HEAD = 100 * 1024  # status line and headers: what httpcore allowed h11 before
+MAX_HEAD = 100 * 1024  # status line and headers (httpcore's limit, which the probes had before)
 USER_AGENT = "pacs-health-agent"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # what a read woken by the watchdog's shutdown reports (EOF, a broken TLS stream, a cut body)
@@ -56,6 +60,8 @@ _WOKEN = frozenset({Reason.ABORTED, Reason.TLS, Reason.INVALID_RESPONSE, Reason.
 WHAT = "HTTP request"
 # kept as given in a request target: reserved characters and existing %-escapes
 _SAFE = "!#$%&'()*+,/:;=?@[]~"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Headers(Mapping[str, str]):
@@ -66,7 +72,7 @@ class Headers(Mapping[str, str]):
 
     def __init__(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
         out: dict[str, str] = {}
-        for name, value in fields:  # h11 hands names lowercased
+        for name, value in fields:  # names come lowercased
             k, v = name.decode("latin-1"), value.decode("latin-1")
             out[k] = f"{out[k]}, {v}" if k in out else v
         self._fields = out
@@ -240,61 +246,51 @@ class _Run:
         return TimedStream(sock, self.deadline)
 
 
-def _next(conn: h11.Connection, stream: TimedStream) -> object:
-    """The next h11 event, reading from the socket as h11 asks for more."""
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            raise failure(e, Stage.RECEIVE, Where(WHAT)) from None
-        if event is not h11.NEED_DATA:
-            return event
-        data = stream.recv_some(WHAT)
-        if not data and conn.their_state is h11.SEND_RESPONSE:  # closed before any answer
-            raise failure(EOFError(), Stage.RECEIVE, Where(WHAT))
-        conn.receive_data(data)
+def _request(hop: _Hop, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"GET {hop.target} HTTP/1.1"]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):  # no header injection
+            raise ProbeError(Reason.ERROR, f"{WHAT} failed: header {name!r} is not valid")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ProbeError(Reason.ERROR, f"{WHAT} failed: a header is not Latin-1") from None
 
 
 def _exchange(
     stream: TimedStream, hop: _Hop, headers: list[tuple[str, str]], phases: Phases
-) -> tuple[h11.Connection, h11.Response]:
-    """Send the GET; the response's status and headers (1xx answers skipped)."""
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    try:
-        data = conn.send(h11.Request(method="GET", target=hop.target, headers=headers)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-    except h11.LocalProtocolError as e:  # e.g. a configured header value h11 refuses
-        raise failure(e, Stage.SEND, Where(WHAT)) from None
+) -> ResponseReader:
+    """Send the GET; read the response's status and headers (1xx answers skipped)."""
+    data = _request(hop, headers)
     sent = stream.send_pdus([data], WHAT)
-    while True:
-        event = _next(conn, stream)
-        if isinstance(event, h11.Response):
-            phases.add("first_byte", stream.received_at - sent)
-            return conn, event
-        if not isinstance(event, h11.InformationalResponse):
-            raise ProbeError(Reason.INVALID_RESPONSE, f"{WHAT}: malformed response")
+    reader = ResponseReader(lambda: stream.recv_some(WHAT), MAX_HEAD)
+    try:
+        reader.head()
+    except (ProtocolError, EOFError) as e:
+        raise failure(e, Stage.RECEIVE, Where(WHAT)) from None
+    phases.add("first_byte", stream.received_at - sent)
+    return reader
 
 
 def _read_body(
-    conn: h11.Connection, stream: TimedStream, deadline: Deadline, cap: int | None, keep: bool,
-    what: str,
+    reader: ResponseReader, deadline: Deadline, cap: int | None, keep: bool, what: str
 ) -> tuple[bytes, int]:
     """The body (or b"" when not kept) and its size; `cap` bounds the bytes read."""
-    body = bytearray()
+    parts: list[bytes] = []
     size = 0
-    while True:
-        event = _next(conn, stream)
-        if isinstance(event, h11.Data):
-            size += len(event.data)
+    try:
+        for chunk in reader.body():
+            size += len(chunk)
             if cap is not None and size > cap:
                 raise ProbeError(Reason.INVALID_RESPONSE, f"{what} larger than {cap} bytes")
             if keep:
-                body += event.data
+                parts.append(chunk)
             deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
-        elif isinstance(event, h11.EndOfMessage):
-            return bytes(body), size
-        else:  # ConnectionClosed before the end: h11 raises for that; anything else is odd
-            raise ProbeError(Reason.INVALID_RESPONSE, f"{WHAT}: malformed response")
+    except (ProtocolError, EOFError) as e:
+        raise failure(e, Stage.RECEIVE, Where(WHAT)) from None
+    return b"".join(parts), size
 
 
 def timed_get(
@@ -327,20 +323,19 @@ def timed_get(
             secrets = secrets and hop.origin == home
             deadline.left_or_raise(Reason.TIMEOUT, WHAT)  # e.g. the next hop: nothing new starts
             stream = run.open(hop, server_name if hop.host == first_host else None)
-            conn, rsp = _exchange(stream, hop, _request_headers(hop, ep, secrets), phases)
-            headers = Headers(rsp.headers)
-            location = headers.get("location") if rsp.status_code in REDIRECTS else None
+            reader = _exchange(stream, hop, _request_headers(hop, ep, secrets), phases)
+            headers = Headers(reader.fields)
+            location = headers.get("location") if reader.status in REDIRECTS else None
             if location is None or max_redirects == 0:
                 head_at = stream.received_at
                 body, size = _read_body(
-                    conn, stream, deadline, max_body if keep_body else None, keep_body,
-                    "response body",
+                    reader, deadline, max_body if keep_body else None, keep_body, "response body"
                 )
                 phases.add("transfer", stream.received_at - head_at)
-                return HttpResponse(rsp.status_code, headers, body, hop.url, run.tls, size)
+                return HttpResponse(reader.status, headers, body, hop.url, run.tls, size)
             if n == max_redirects:
                 raise ProbeError(Reason.HTTP_STATUS, "too many redirects")
-            _read_body(conn, stream, deadline, MAX_BODY, False, "redirect body")
+            _read_body(reader, deadline, MAX_BODY, False, "redirect body")
             stream.sock.close()
             stream = None
             target = urljoin(hop.url, location.strip())

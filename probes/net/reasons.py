@@ -18,9 +18,11 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import h11
-
 from probes.base import ProbeError, Reason
+
+
+class ProtocolError(Exception):
+    """A peer's bytes that break the protocol it should speak (probes.http1 raises it)."""
 
 
 class Stage(enum.Enum):
@@ -88,11 +90,6 @@ def _oserror(e: BaseException) -> str:
     return (e.strerror if isinstance(e, OSError) else None) or type(e).__name__
 
 
-def _closed_early(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "without sending" in text or "disconnected" in text
-
-
 # Timeouts: the socket's own (a deadline found gone before a wait is a ProbeError already).
 _TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError,)
 
@@ -124,11 +121,7 @@ TABLE: tuple[Row, ...] = (
     Row(ConnectionError, STREAM, Reason.ABORTED,
         lambda e, w: f"{w.what}: connection reset by peer"),
     Row(EOFError, STREAM, Reason.ABORTED, lambda e, w: f"{w.what}: peer closed the connection"),
-    # h11 (the HTTP path): a body cut short by the peer, or bytes that are not HTTP/1.1
-    Row(h11.RemoteProtocolError, ANY, Reason.ABORTED,
-        lambda e, w: f"{w.what}: peer closed the connection", when=_closed_early),
-    Row(h11.RemoteProtocolError, ANY, Reason.INVALID_RESPONSE,
-        lambda e, w: f"{w.what}: malformed response"),
+    Row(ProtocolError, ANY, Reason.INVALID_RESPONSE, lambda e, w: f"{w.what}: malformed response"),
     Row(OSError, frozenset({Stage.CONNECT}), Reason.ERROR,
         lambda e, w: f"connect to {w.peer} failed: {_oserror(e)}"),
     Row(OSError, ANY, Reason.ERROR, lambda e, w: f"{w.what} failed: {_oserror(e)}"),
