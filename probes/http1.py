@@ -37,7 +37,8 @@ class ResponseReader:
     def __init__(self, recv: Callable[[], bytes], max_head: int) -> None:
         self._recv = recv
         self._max_head = max_head
-        self._buf = b""
+        # unread bytes; a bytearray drops its front in place (del buf[:n]) without a copy
+        self._buf = bytearray()
         self._closed = False
         self.status = 0
         self.fields: list[tuple[bytes, bytes]] = []  # names lowercased, in order
@@ -51,7 +52,7 @@ class ResponseReader:
         if not data:
             self._closed = True
             return False
-        self._buf = self._buf + data if self._buf else data
+        self._buf += data
         return True
 
     def head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -61,13 +62,15 @@ class ResponseReader:
             while m is None:
                 if len(self._buf) > self._max_head:
                     raise ProtocolError(f"response head larger than {self._max_head} bytes")
+                seen = len(self._buf)
                 if not self._more():
                     raise EOFError("closed before the response head ended")
-                m = _HEAD_END.search(self._buf)
+                # only where the new bytes could end the head: a dripped head costs O(n), not n²
+                m = _HEAD_END.search(self._buf, max(seen - 3, 0))
             if m.start() > self._max_head:
                 raise ProtocolError(f"response head larger than {self._max_head} bytes")
-            lines = self._buf[: m.start()].split(b"\n")
-            self._buf = self._buf[m.end():]
+            lines = bytes(self._buf[: m.start()]).split(b"\n")
+            del self._buf[: m.end()]
             status = _status(lines[0].rstrip(b"\r"))
             fields = [_field(line.rstrip(b"\r")) for line in lines[1:]]
             if 100 <= status < 200:
@@ -92,7 +95,8 @@ class ResponseReader:
                 yield self._take(len(self._buf))
 
     def _take(self, n: int) -> bytes:
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
         return out
 
     def _counted(self, left: int) -> Iterator[bytes]:
@@ -104,13 +108,13 @@ class ResponseReader:
             yield chunk
 
     def _line(self) -> bytes:
-        while (end := self._buf.find(b"\n")) < 0:
+        while (end := self._buf.find(b"\n", 0, MAX_LINE)) < 0:
             if len(self._buf) > MAX_LINE:
                 raise ProtocolError("chunk line too long")
             if not self._more():
                 raise EOFError("closed before the chunked body ended")
-        line = self._buf[:end].rstrip(b"\r")
-        self._buf = self._buf[end + 1:]
+        line = bytes(self._buf[:end]).rstrip(b"\r")
+        del self._buf[: end + 1]
         return line
 
     def _chunked(self) -> Iterator[bytes]:
