@@ -1,7 +1,7 @@
 """probes.http_timing on the wire: the bytes it sends and the answers it reads, against real
 sockets on loopback (127.0.0.1 and ::1) that answer with exact bytes.
 
-Covers what h11 over probes.net must get right that the higher-level probe tests do not pin:
+Covers what the HTTP path (probes.net, probes.http1) must get right that probe tests do not pin:
 body framings (Content-Length, chunked, read-until-close, 1xx before the answer), the request
 line and headers (Host with IPv6 literal and port, target kept as given, basic credentials,
 Connection: close), redirects (relative and absolute Location), and the failure reasons of
