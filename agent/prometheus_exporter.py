@@ -180,7 +180,7 @@ class PrometheusExporter:
                 ),
             )
             for p in target.probes:
-                st = self._state.setdefault((tid, p), ProbeCounters())
+                st = self._state.setdefault((tid, p), ProbeCounters(self._classic))
                 self._counters(tid, p, st)
                 self._slo(tid, p, st)
             self._target_settings(target)
