@@ -2,10 +2,11 @@
 
 The window is split into `buckets` sub-windows that rotate; quantiles cover the live sub-windows.
 Bucketing (value → index → value, 2 significant figures, i.e. within 1 %) is hdrhistogram's own.
-Counts are kept sparse ({index: count}) rather than in the library's dense array: a dense 2-figure
-histogram over 1 µs..120 s is 2,688 counters (11.7 KB) and its percentile query is a Python loop
-over all of them; with 1,000 targets × 3 probes × 5 sub-windows that is 176 MB and ~1 ms a query.
-A probe running every 30 s puts ~10 values in a 5-minute window, so sparse counts cost bytes.
+Counts are kept sparse rather than in the library's dense array: a dense 2-figure histogram over
+1 µs..120 s is 2,688 counters (11.7 KB) and its percentile query is a Python loop over all of
+them; with 1,000 targets × 3 probes × 5 sub-windows that is 176 MB and ~1 ms a query. A probe
+running every 30 s puts ~10 values in a 5-minute window: one integer each (sub-window, bucket,
+count) in one array per window, ~80 bytes.
 Quantiles are computed when a value is recorded (once per run) and cached, so a scrape reads them.
 """
 

@@ -36,6 +36,7 @@ from agent.scheduler import ProbeScheduler, pool_size
 from agent.selfprobe import SelfProbe
 from agent.shard import Shard
 from agent.targets import TargetPlan, build_plan
+from agent.tuning import release_free_heap
 from agent.web_config import WebConfig
 from probes.net import close_resolver
 
@@ -267,6 +268,9 @@ class AgentService:
             self.pipeline.emit(PlansInstalled(len(plans)))
             self.maintenance.install({p.id: p.maintenance for p in plans})
         self._refresh_maintenance()
+        # loading and validating the config peaked well above what the plans keep; give the
+        # freed pages back rather than hold them as RSS for the life of the process
+        release_free_heap()
 
     def start(self) -> None:
         settings = self.loaded.model.agent
