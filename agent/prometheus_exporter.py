@@ -47,6 +47,7 @@ from agent.prometheus_series import (
     agent_gauge,
     classic_histogram,
     num,
+    tp_labels,
 )
 from agent.recorder import QUANTILES
 from agent.slo import ProbeObjectives
@@ -63,6 +64,9 @@ class PrometheusExporter:
         # that a scrape is one join (a str join + encode + concatenation made three 10 MB
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
+        # One key tuple per (target, probe) shared by every family's dict: each dict keeps the
+        # key it was first given, and ~20 families made ~20 tuples per key (~3 KB a target).
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._state: dict[tuple[str, str], ProbeCounters] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         # target → probe → the facts it declares for a run that found nothing (TargetInfo)
@@ -96,13 +100,16 @@ class PrometheusExporter:
     def _set(self, family: str, key: tuple[str, str], lines: Iterable[str]) -> None:
         text = "".join(lines)
         if text:
-            self._frag[family][key] = text.encode()
+            self._put(family, key, text)
         else:
             self._frag[family].pop(key, None)
 
     def _put(self, family: str, key: tuple[str, str], text: str) -> None:
-        """One fragment that is never empty (what _set does, without its join)."""
-        self._frag[family][key] = text.encode()
+        """One fragment that is not empty."""
+        frags = self._frag[family]
+        if key not in frags:
+            key = self._keys.setdefault(key, key)
+        frags[key] = text.encode()
 
     def _counters(self, t: str, p: str, st: ProbeCounters) -> None:
         self._runs(t, p, st)
@@ -112,21 +119,18 @@ class PrometheusExporter:
 
     def _runs(self, t: str, p: str, st: ProbeCounters) -> None:
         """The two counters every result moves: runs by result, and attempts."""
-        tp, runs = st.tp, st.runs
+        tp, runs = tp_labels(t, p), st.runs
         self._put(
             "pacs_probe_runs_total",
             (t, p),
             f'pacs_probe_runs_total{{{tp},result="success"}} {runs["success"]}.0\n'
             f'pacs_probe_runs_total{{{tp},result="failure"}} {runs["failure"]}.0\n',
         )
-        self._put(
-            "pacs_probe_attempts_total",
-            (t, p),
-            f"pacs_probe_attempts_total{{{tp}}} {num(st.attempts)}\n",
-        )
+        name = "pacs_probe_attempts_total"
+        self._put(name, (t, p), f"{name}{{{tp}}} {num(st.attempts)}\n")
 
     def _failures(self, t: str, p: str, st: ProbeCounters) -> None:
-        tp = st.tp
+        tp = tp_labels(t, p)
         self._set(
             "pacs_probe_failures_total",
             (t, p),
@@ -137,24 +141,18 @@ class PrometheusExporter:
         )
 
     def _missed(self, t: str, p: str, st: ProbeCounters) -> None:
-        self._put(
-            "pacs_scheduler_missed_runs_total",
-            (t, p),
-            f"pacs_scheduler_missed_runs_total{{{st.tp}}} {num(st.missed)}\n",
-        )
+        name = "pacs_scheduler_missed_runs_total"
+        self._put(name, (t, p), f"{name}{{{tp_labels(t, p)}}} {num(st.missed)}\n")
 
     def _oor(self, t: str, p: str, st: ProbeCounters) -> None:
         # from the start, like the counters above: an alert on increase() needs the 0 before the 1
-        self._put(
-            "pacs_latency_out_of_range_total",
-            (t, p),
-            f"pacs_latency_out_of_range_total{{{st.tp}}} {num(st.oor)}\n",
-        )
+        name = "pacs_latency_out_of_range_total"
+        self._put(name, (t, p), f"{name}{{{tp_labels(t, p)}}} {num(st.oor)}\n")
 
     def _slo(self, t: str, p: str, st: ProbeCounters) -> None:
         """Objectives, and the slow-run counter of a probe with a latency SLO (one series)."""
         obj = self._slos.get((t, p))
-        tp = st.tp
+        tp = tp_labels(t, p)
         self._set(
             "pacs_slo_objective_ratio",
             (t, p),
@@ -186,10 +184,7 @@ class PrometheusExporter:
                     self._slos.pop((tid, p), None)
             self._target_health(tid, HealthState.UNKNOWN)
             for p in target.probes:
-                st = self._state.get((tid, p))
-                if st is None:
-                    st = self._state[(tid, p)] = ProbeCounters()
-                    st.tp = f'target="{tid}",probe="{p}"'
+                st = self._state.setdefault((tid, p), ProbeCounters(self._classic))
                 self._counters(tid, p, st)
                 self._slo(tid, p, st)
             self._target_settings(target)
@@ -205,6 +200,8 @@ class PrometheusExporter:
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
+            for key in [k for k in self._keys if k[0] == target]:
+                del self._keys[key]
 
     def _target_settings(self, target: TargetInfo) -> None:
         """Per-target thresholds, so alert rules compare against each target's own settings."""
@@ -293,7 +290,7 @@ class PrometheusExporter:
             st = self._state.get(key)
             if st is None:
                 return  # metrics disabled for it, or removed by a reload during this run
-            tp = st.tp
+            tp = tp_labels(t, p)
             ok = r.ok
             st.runs["success" if ok else "failure"] += 1
             st.attempts += r.attempts
@@ -341,7 +338,7 @@ class PrometheusExporter:
                 f"pacs_probe_last_run_timestamp_seconds{{{tp}}} {num(r.started_at.timestamp())}\n",
             )
             if st.count:
-                self._set("pacs_probe_duration_seconds", key, classic_histogram(st))
+                self._set("pacs_probe_duration_seconds", key, classic_histogram(tp, st))
             lat = [
                 f'pacs_probe_latency_seconds{{{tp},quantile="{q}"}} {num(quantiles[q])}\n'
                 for q in QUANTILES

@@ -77,13 +77,13 @@ class ProbeCounters:
         "lat_sum",
         "slow",
         "dicom_status",
-        "tp",
         "shown_ok",
         "shown_status",
     )
 
-    def __init__(self) -> None:
-        self.buckets = [0] * len(DURATION_BUCKETS)
+    def __init__(self, classic_histogram: bool = True) -> None:
+        # the classic histogram's cumulative buckets, only where it is exported (off by default)
+        self.buckets = [0] * len(DURATION_BUCKETS) if classic_histogram else []
         self.count = 0
         self.sum = 0.0
         self.runs = {"success": 0, "failure": 0}
@@ -95,16 +95,19 @@ class ProbeCounters:
         self.lat_sum = 0.0
         self.slow = 0
         self.dicom_status: dict[str, int] = {}  # bounded labels (probes.dicom_status)
-        self.tp = ""  # 'target="…",probe="…"', the labels every series of the pair starts with
         # what probe_success and pacs_check_status show now: most runs change neither, and
         # their fragments are rendered again only when they do
         self.shown_ok: bool | None = None
         self.shown_status: CheckStatus | None = None
 
 
-def classic_histogram(st: ProbeCounters) -> list[str]:
+def tp_labels(target: str, probe: str) -> str:
+    """'target="…",probe="…"': the labels every series of a (target, probe) starts with."""
+    return f'target="{target}",probe="{probe}"'
+
+
+def classic_histogram(tp: str, st: ProbeCounters) -> list[str]:
     """pacs_probe_duration_seconds of one (target, probe): buckets, +Inf, _count and _sum."""
-    tp = st.tp
     hist = [
         f'pacs_probe_duration_seconds_bucket{{{tp},le="{num(float(le))}"}} {num(n)}\n'
         for le, n in zip(DURATION_BUCKETS, st.buckets, strict=True)
