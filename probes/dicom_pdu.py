@@ -24,6 +24,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import ProbeError, Reason
+from probes.dicom_command import DimseResponse
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -203,8 +204,11 @@ def c_store_rsp_pdu(
     return struct.pack(">BBL", PDU_DATA, 0, len(pdv)) + pdv
 
 
-def dimse_status(msg: DIMSEMessage) -> int:
-    status = getattr(msg.command_set, "Status", None)
+def dimse_status(msg: DIMSEMessage | DimseResponse) -> int:
+    if isinstance(msg, DimseResponse):
+        status = msg.status
+    else:
+        status = getattr(msg.command_set, "Status", None)
     if status is None:
         raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE response without a status")
     return int(status)
@@ -229,7 +233,9 @@ def command_fields(command: bytes) -> dict[int, int]:
     return out
 
 
-def command_field(msg: DIMSEMessage) -> int:
+def command_field(msg: DIMSEMessage | DimseResponse) -> int:
+    if isinstance(msg, DimseResponse):
+        return msg.command_field
     return int(getattr(msg.command_set, "CommandField", -1))
 
 
