@@ -58,6 +58,13 @@ from probes.dicom_pdu import (
 from probes.dicom_status import reject_failure
 from probes.net.stream import TimedStream
 
+# Fixed 10-byte PDUs, encoded once (pynetdicom builds a PDU object for each encode).
+RELEASE_RQ = bytes(A_RELEASE_RQ().encode())
+_abort = A_ABORT_RQ()
+_abort.source, _abort.reason_diagnostic = 0, 0  # service user, no reason given
+ABORT_RQ = bytes(_abort.encode())
+del _abort
+
 
 class DicomAssociation(TimedStream):
     """One association to a DICOM peer, driven synchronously on one socket.
@@ -322,8 +329,7 @@ class DicomAssociation(TimedStream):
         """A-RELEASE-RQ → RP (phase `release`)."""
         if not self._open:
             return
-        rq = A_RELEASE_RQ().encode()
-        t0 = self._send(rq, "release")
+        t0 = self._send(RELEASE_RQ, "release")
         while True:
             pdu_type, data = self.read_pdu("release")
             if pdu_type == PDU_RELEASE_RP:
@@ -394,10 +400,7 @@ class DicomAssociation(TimedStream):
         self._open = False
         try:
             self.sock.settimeout(0.2)
-            abort = A_ABORT_RQ()
-            abort.source = 0
-            abort.reason_diagnostic = 0
-            self.sock.sendall(abort.encode())
+            self.sock.sendall(ABORT_RQ)
         except (OSError, ValueError):
             pass
 
