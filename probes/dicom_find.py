@@ -1,8 +1,9 @@
 """dicom_find: a synthetic Study Root C-FIND at STUDY level for a canary, counting matches.
 
 With no canary configured it asks for a PatientID that matches nobody and expects 0 matches, so
-by default no patient data is read at all. Returned identifiers are checked against
-the query and counted, then dropped: never logged, exported or kept (they are PHI).
+by default no patient data is read at all. Matches are counted from each response's Status, read
+from the command bytes (probes/dicom_command.py); only a canary's identifiers are decoded, to be
+checked against the query, then dropped: never logged, exported or kept (they are PHI).
 """
 
 from __future__ import annotations

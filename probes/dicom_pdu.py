@@ -1,5 +1,7 @@
 """DICOM upper-layer encodings the probes share: constants, our A-ASSOCIATE-RQ and the peer's
-AC (encoded and decoded once, cached), and the command-set fields read straight from the bytes.
+AC (encoded and decoded once, cached), and the command-set fields read straight from the bytes
+(leniently here, to tell a pending response from the final one while reading; the strict
+reading a probe acts on is probes/dicom_command.py).
 
 pynetdicom is used as a codec only; probes/dicom_wire.py drives the exchange on our own socket.
 """

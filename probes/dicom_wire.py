@@ -2,8 +2,9 @@
 
 pynetdicom's Association runs a reactor thread that polls its socket and queues, which adds
 milliseconds per association; a stopwatch around `ae.associate()` measures that machinery, not
-the PACS. Here pynetdicom is only the codec (PDU and DIMSE encoders and decoders, with our own
-encodings in probes/dicom_pdu.py); this module drives the exchange itself, so that
+the PACS. Here pynetdicom is only the codec for what we send and for association PDUs (with our
+own encodings in probes/dicom_pdu.py); a DIMSE response is read from its bytes by
+probes/dicom_command.py. This module drives the exchange itself, so that
 
 * each phase is the time from the first byte we send to the last byte we receive: requests are
   encoded before the clock starts, and responses are decoded only after it stops (a C-FIND's
