@@ -1,5 +1,6 @@
 """The DIMSE response reader (probes/dicom_command.py) against pynetdicom/pydicom's decoder, and
 against peers whose command sets are bent: a bad command set is invalid_response, never `error`.
+A C-FIND identifier's keys read from the bytes agree with pydicom's reading.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from io import BytesIO
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode as decode_dataset
+from pynetdicom.dsutils import encode as encode_dataset
 
 from agent.runner import run_probe
 from probes.base import ProbeError, Reason
-from probes.dicom_command import CommandSet, read_command, read_response
+from probes.dicom_command import CommandSet, read_command, read_keys, read_response
+from probes.dicom_find import raw_text
 from probes.dicom_wire import DicomAssociation
 from tests.helpers import hostile_peers as hp
 from tests.helpers.config import plan, target
+
+# the identifiers this file generates hold values pydicom warns about when they are set
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")
 
 PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None)
 
@@ -217,3 +224,67 @@ def test_echo_status_bytes_from_a_peer(status: bytes, reason: Reason | None) -> 
     assert r.reason == reason, (r.reason, r.message)
     assert r.ok == (reason is None)
     assert "internal error" not in r.message
+
+
+# -- a C-FIND identifier's keys, read from the bytes (read_keys) against pydicom -------------
+
+KEYWORDS = ("PatientID", "StudyInstanceUID", "AccessionNumber", "StudyDate")
+TAGS = {"PatientID": 0x00100020, "StudyInstanceUID": 0x0020000D,
+        "AccessionNumber": 0x00080050, "StudyDate": 0x00080020}
+text = st.text(alphabet="ABCXYZ0123456789.^- ", max_size=20)
+
+
+def pydicom_keys(raw: bytes, implicit: bool) -> dict[str, str]:
+    ds = decode_dataset(BytesIO(raw), implicit, True)
+    return {k: raw_text(ds, k) for k in KEYWORDS}
+
+
+def keys_from_bytes(values: dict[int, bytes]) -> dict[str, str]:
+    return {k: values.get(TAGS[k], b"").decode("latin-1").strip(" \x00") for k in KEYWORDS}
+
+
+@st.composite
+def identifiers(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A study-level identifier as a PACS might return it, in either little-endian syntax."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for k in draw(st.lists(st.sampled_from(KEYWORDS), unique=True)):
+        setattr(ds, k, draw(text))
+    if draw(st.booleans()):
+        ds.PatientName = draw(text)
+        ds.ModalitiesInStudy = ["CT", "MR"]
+        ds.NumberOfStudyRelatedInstances = draw(st.integers(0, 9999))
+    if draw(st.booleans()):
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = "1.2.3"
+        ds.ReferencedStudySequence = [item]
+    implicit = draw(st.booleans())
+    raw = encode_dataset(ds, implicit, True)
+    assert raw is not None
+    return bytes(raw), implicit
+
+
+@PROPERTY
+@given(ident=identifiers())
+def test_identifier_keys_read_from_bytes_agree_with_pydicom(ident: tuple[bytes, bool]) -> None:
+    raw, implicit = ident
+    values = read_keys(raw, implicit, frozenset(TAGS.values()))
+    if b"\xff\xff\xff\xff" not in raw:  # defined lengths throughout: read without pydicom
+        assert values is not None
+    if values is not None:
+        assert keys_from_bytes(values) == pydicom_keys(raw, implicit)
+
+
+@PROPERTY
+@given(data=st.data(), implicit=st.booleans())
+def test_identifier_reader_on_garbage_never_raises_and_agrees(
+    data: st.DataObject, implicit: bool
+) -> None:
+    raw = data.draw(st.one_of(st.binary(max_size=200), identifiers().map(lambda i: i[0])))
+    if raw and data.draw(st.booleans()):
+        cut = bytearray(raw)
+        cut[data.draw(st.integers(0, len(cut) - 1))] ^= data.draw(st.integers(1, 255))
+        raw = bytes(cut)
+    values = read_keys(raw, implicit, frozenset(TAGS.values()))
+    if values is not None:  # what it accepts, pydicom reads alike (and does not fail on)
+        assert keys_from_bytes(values) == pydicom_keys(raw, implicit)
