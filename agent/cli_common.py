@@ -7,12 +7,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent.config import LoadedConfig, load_config, load_config_text
 
 if TYPE_CHECKING:
+    from agent.config.schema import Endpoint
     from agent.redaction import Redactor
 
 UNKNOWN = 3  # the Nagios plugin convention's UNKNOWN: usage error, bad config, cannot run
@@ -56,6 +59,52 @@ def load_or_demo(path: str | None) -> tuple[LoadedConfig, Any]:
 
     sim = SimulatedPACS(imaging=True).start()  # the demo shows every probe
     return demo_config(sim, None), sim
+
+
+class UsageError(Exception):
+    """A one-shot command cannot run as asked (e.g. no such target): the message, exit 3."""
+
+
+@dataclass
+class OneShot:
+    loaded: LoadedConfig
+    targets: list[Endpoint]
+    redactor: Redactor
+
+
+@contextmanager
+def one_shot(
+    command: str,
+    config: str | None,
+    target: str | None,
+    *,
+    level: str,
+    log_format: str | None = None,
+    named_disabled: bool = False,
+) -> Iterator[OneShot]:
+    """What `probe --once` and `diagnose` do first: the config (or the demo, its simulator
+    stopped on the way out), redaction and logging set up, and the targets to run, narrowed to
+    `target` when one is named. `named_disabled`: a target named on the command line runs even
+    when the config disables it. Raises ConfigError, or UsageError when no target matches."""
+    from agent.redaction import Redactor
+
+    loaded, sim = load_or_demo(config)
+    try:
+        redactor = Redactor()
+        redactor.update(loaded.secrets)
+        setup_logging(level, redactor, log_format or loaded.model.agent.logFormat)
+        targets = [
+            t for t in loaded.model.targets if t.enabled or (named_disabled and t.id == target)
+        ]
+        if target:
+            targets = [t for t in targets if t.id == target]
+            if not targets:
+                enabled = "" if named_disabled else "enabled "
+                raise UsageError(f"agent {command}: no {enabled}target with id {target!r}")
+        yield OneShot(loaded, targets, redactor)
+    finally:
+        if sim is not None:
+            sim.stop()
 
 
 def printable(text: str) -> str:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from agent.cli_common import UNKNOWN, emit, load_or_demo, printable, setup_logging
+from agent.cli_common import UNKNOWN, UsageError, emit, one_shot, printable
 from agent.config import ConfigError
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
@@ -119,39 +119,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return UNKNOWN
-    redactor = Redactor()
-    sim = None
     try:
-        loaded, sim = load_or_demo(args.config)
-        redactor.update(loaded.secrets)
         # stdout is the report; stderr stays empty unless asked (-v), as a plugin's should
-        setup_logging(
-            "DEBUG" if args.verbose else "ERROR",
-            redactor,
-            args.log_format or loaded.model.agent.logFormat,
-        )
-        targets = [t for t in loaded.model.targets if t.enabled]
-        if args.target:
-            targets = [t for t in targets if t.id == args.target]
-            if not targets:
-                print(f"agent probe: no enabled target with id {args.target!r}", file=sys.stderr)
-                return UNKNOWN
-        plans = [build_plan(t) for t in targets]
-        if args.probe and not any(args.probe in p.probes for p in plans):
-            running = [n for n in PROBE_ORDER if any(n in p.probes for p in plans)]
-            print(
-                f"agent probe: no target runs probe {args.probe!r}; configured probes: "
-                f"{', '.join(running) or 'none'}",
-                file=sys.stderr,
-            )
-            return UNKNOWN
-        doc = run_once(plans, redactor, args.probe)
+        with one_shot(
+            "probe",
+            args.config,
+            args.target,
+            level="DEBUG" if args.verbose else "ERROR",
+            log_format=args.log_format,
+        ) as run:
+            redactor = run.redactor
+            plans = [build_plan(t) for t in run.targets]
+            if args.probe and not any(args.probe in p.probes for p in plans):
+                running = [n for n in PROBE_ORDER if any(n in p.probes for p in plans)]
+                raise UsageError(
+                    f"agent probe: no target runs probe {args.probe!r}; configured probes: "
+                    f"{', '.join(running) or 'none'}"
+                )
+            doc = run_once(plans, redactor, args.probe)
     except ConfigError as e:
         print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
         return UNKNOWN
-    finally:
-        if sim is not None:
-            sim.stop()
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return UNKNOWN
     if args.output == "json":
         out = json.dumps(doc, indent=2)
     else:
@@ -166,27 +157,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """The guide's diagnoseConnection step by step (agent.diagnose); exit codes as probe --once."""
     from agent.diagnose import diagnose_target, exit_code, render_text
 
-    redactor = Redactor()
-    sim = None
     try:
-        loaded, sim = load_or_demo(args.config)
-        redactor.update(loaded.secrets)
-        setup_logging(
-            "DEBUG" if args.verbose else "WARNING", redactor, loaded.model.agent.logFormat
-        )
-        targets = [t for t in loaded.model.targets if t.enabled or t.id == args.target]
-        if args.target:
-            targets = [t for t in targets if t.id == args.target]
-            if not targets:
-                print(f"agent diagnose: no target with id {args.target!r}", file=sys.stderr)
-                return UNKNOWN
-        results = [diagnose_target(t) for t in targets]
+        with one_shot(
+            "diagnose",
+            args.config,
+            args.target,
+            level="DEBUG" if args.verbose else "WARNING",
+            named_disabled=True,
+        ) as run:
+            redactor = run.redactor
+            results = [diagnose_target(t) for t in run.targets]
     except ConfigError as e:
         print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
         return UNKNOWN
-    finally:
-        if sim is not None:
-            sim.stop()
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return UNKNOWN
     if args.output == "json":
         doc = {
             "status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),

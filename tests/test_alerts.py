@@ -30,6 +30,7 @@ from tests.helpers.promserver import (
     find_promtool,
     prewarm_synthetic_prometheus,  # noqa: F401 - autouse pytest fixture
     selectors,
+    supervisor_metrics,
     synthetic_prometheus,  # noqa: F401 - pytest fixture
 )
 
@@ -314,7 +315,8 @@ def test_runbook_has_no_section_for_a_missing_alert() -> None:
 
 # ---------------------------------------------------------------------- the metrics contract
 def test_rules_use_documented_metrics_labels_and_the_job_selector() -> None:
-    documented = documented_metrics()
+    # the supervisor's own families (agent run --workers N) are listed outside the table
+    documented = documented_metrics() | supervisor_metrics()
     # ALERTS: the burn-rate pages read whether PacsTargetUnhealthy fired (one page per outage)
     raw = set(documented) | {"up", "ALERTS"}
     for rule in RULES:

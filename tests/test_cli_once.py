@@ -157,3 +157,39 @@ def test_check_config_redacts_secrets(tmp_path: Path, sim: SimulatedPACS) -> Non
     bad.write_text("id: x\nconfig:\n  host: h\n  port: 0\n")
     r = agent("check-config", "--config", str(bad))
     assert r.returncode == 3 and "bad.yaml:4: config.port" in r.stderr
+
+
+def test_a_target_id_that_matches_nothing_is_usage_error_3(
+    tmp_path: Path, sim: SimulatedPACS
+) -> None:
+    """`--target` naming no enabled target: exit 3, one line on stderr, no report on stdout;
+    `diagnose` runs a disabled target when it is named, `probe --once` does not."""
+    doc = json.loads(local_copy(tmp_path, sim).read_text())
+    doc["enabled"] = False
+    cfg = tmp_path / "disabled.json"
+    cfg.write_text(json.dumps(doc))
+    target = doc["id"]
+    r = agent("probe", "--once", "--config", str(cfg), "--target", target, env=SECRETS)
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    assert r.stderr.strip() == f"agent probe: no enabled target with id {target!r}"
+    r = agent("probe", "--once", "--config", str(cfg), "--target", "nope", env=SECRETS)
+    assert (r.returncode, r.stdout) == (3, "")
+    r = agent("diagnose", "--config", str(cfg), "--target", "nope", env=SECRETS)
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    assert r.stderr.strip() == "agent diagnose: no target with id 'nope'"
+    r = agent("diagnose", "--config", str(cfg), "--target", target, "--output", "json", env=SECRETS)
+    assert r.returncode in (0, 1), r.stderr
+    assert [t["id"] for t in json.loads(r.stdout)["targets"]] == [target]
+
+
+def test_a_probe_no_target_runs_is_usage_error_3(tmp_path: Path, sim: SimulatedPACS) -> None:
+    doc = json.loads(local_copy(tmp_path, sim).read_text())
+    doc.setdefault("probes", {})["dicom_find"] = {"enabled": False}
+    cfg = tmp_path / "no-find.json"
+    cfg.write_text(json.dumps(doc))
+    r = agent("probe", "--once", "--config", str(cfg), "--probe", "dicom_find", env=SECRETS)
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    assert r.stderr.startswith(
+        "agent probe: no target runs probe 'dicom_find'; configured probes: "
+    )
+    assert "dicom_echo" in r.stderr

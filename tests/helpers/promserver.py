@@ -942,6 +942,20 @@ _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^{}]*)\}")
 _MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 
+def supervisor_metrics(path: Path = METRICS_DOC) -> dict[str, dict[str, Any]]:
+    """{series name: {"type": ..., "labels": set}} of the families only an agent with workers
+    exposes, listed in docs/metrics.md as bullet items: "- `name` (kind, label `l`, ...): ..."."""
+    item = re.compile(r"^- `(pacs_agent_worker[a-z_]*)` \((gauge|counter)(?:, label `(\w+)`)?")
+    found = {}
+    for line in path.read_text().splitlines():
+        m = item.match(line)
+        if m:
+            found[m[1]] = {"type": m[2], "labels": {m[3]} if m[3] else set()}
+    if not found:
+        raise AssertionError(f"no worker metrics listed in {path}")
+    return found
+
+
 def documented_metrics(path: Path = METRICS_DOC) -> dict[str, dict[str, Any]]:
     """{series name: {"type": ..., "labels": set}} from the metrics table of docs/metrics.md.
 
