@@ -409,8 +409,7 @@ class DicomAssociation(TimedStream):
 class RequestCache:
     """A probe's DIMSE request PDUs, encoded once: for a given presentation context, peer PDU
     size and message id the bytes never change, and pydicom's encoder costs more CPU than the
-    rest of a C-ECHO (bench/scale). The PDUs are kept joined in one buffer, sent with one
-    system call."""
+    rest of a C-ECHO (bench/scale)."""
 
     def __init__(self, abstract_syntax: str, limit: int = 16) -> None:
         self.abstract_syntax = abstract_syntax
@@ -428,7 +427,5 @@ class RequestCache:
             if len(self._pdus) >= self.limit:
                 self._pdus.clear()
             message = build(key[3], cx.transfer_syntax)
-            # one buffer, one send(): a C-FIND's command and identifier PDUs leave together
-            joined = b"".join(assoc.encode_dimse(message, self.abstract_syntax))
-            pdus = self._pdus[key] = [joined]
+            pdus = self._pdus[key] = assoc.encode_dimse(message, self.abstract_syntax)
         return pdus
