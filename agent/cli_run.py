@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return UNKNOWN
     if not any(t.enabled for t in loaded.model.targets):
         print(NO_TARGET_WARNING, file=sys.stderr)
+    del loaded  # the service keeps what it needs (kept_config); the target models can go
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

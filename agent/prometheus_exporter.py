@@ -62,6 +62,9 @@ class PrometheusExporter:
         # that a scrape is one join (a str join + encode + concatenation made three 10 MB
         # copies for 1,000 targets, which glibc then kept as RSS).
         self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
+        # One key tuple per (target, probe) shared by every family's dict: each dict keeps the
+        # key it was first given, and ~20 families made ~20 tuples per key (~3 KB a target).
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._state: dict[tuple[str, str], ProbeCounters] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         # target → probe → the facts it declares for a run that found nothing (TargetInfo)
@@ -91,10 +94,13 @@ class PrometheusExporter:
 
     def _set(self, family: str, key: tuple[str, str], lines: Iterable[str]) -> None:
         text = "".join(lines)
+        frags = self._frag[family]
         if text:
-            self._frag[family][key] = text.encode()
+            if key not in frags:
+                key = self._keys.setdefault(key, key)
+            frags[key] = text.encode()
         else:
-            self._frag[family].pop(key, None)
+            frags.pop(key, None)
 
     def _counters(self, t: str, p: str, st: ProbeCounters) -> None:
         tp = f'target="{t}",probe="{p}"'
@@ -174,7 +180,7 @@ class PrometheusExporter:
                 ),
             )
             for p in target.probes:
-                st = self._state.setdefault((tid, p), ProbeCounters())
+                st = self._state.setdefault((tid, p), ProbeCounters(self._classic))
                 self._counters(tid, p, st)
                 self._slo(tid, p, st)
             self._target_settings(target)
@@ -189,6 +195,8 @@ class PrometheusExporter:
             for frags in self._frag.values():
                 for key in [k for k in frags if k[0] == target]:
                     del frags[key]
+            for key in [k for k in self._keys if k[0] == target]:
+                del self._keys[key]
 
     def _target_settings(self, target: TargetInfo) -> None:
         """Per-target thresholds, so alert rules compare against each target's own settings."""

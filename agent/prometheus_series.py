@@ -74,8 +74,9 @@ class ProbeCounters:
         "dicom_status",
     )
 
-    def __init__(self) -> None:
-        self.buckets = [0] * len(DURATION_BUCKETS)
+    def __init__(self, classic_histogram: bool = True) -> None:
+        # the classic histogram's cumulative buckets, only where it is exported (off by default)
+        self.buckets = [0] * len(DURATION_BUCKETS) if classic_histogram else []
         self.count = 0
         self.sum = 0.0
         self.runs = {"success": 0, "failure": 0}

@@ -2,10 +2,11 @@
 
 The window is split into `buckets` sub-windows that rotate; quantiles cover the live sub-windows.
 Bucketing (value → index → value, 2 significant figures, i.e. within 1 %) is hdrhistogram's own.
-Counts are kept sparse ({index: count}) rather than in the library's dense array: a dense 2-figure
-histogram over 1 µs..120 s is 2,688 counters (11.7 KB) and its percentile query is a Python loop
-over all of them; with 1,000 targets × 3 probes × 5 sub-windows that is 176 MB and ~1 ms a query.
-A probe running every 30 s puts ~10 values in a 5-minute window, so sparse counts cost bytes.
+Counts are kept sparse rather than in the library's dense array: a dense 2-figure histogram over
+1 µs..120 s is 2,688 counters (11.7 KB) and its percentile query is a Python loop over all of
+them; with 1,000 targets × 3 probes × 5 sub-windows that is 176 MB and ~1 ms a query. A probe
+running every 30 s puts ~10 values in a 5-minute window: one integer each (sub-window, bucket,
+count) in one array per window, ~80 bytes.
 Quantiles are computed when a value is recorded (once per run) and cached, so a scrape reads them.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from array import array
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import accumulate
 
 from hdrh.histogram import HdrHistogram
@@ -66,13 +67,63 @@ class Recorded:
     out_of_range: int = 0
 
 
-@dataclass
-class _Window:
-    """Sub-windows of sparse counts, newest last."""
+# A window's counts, one array entry per (sub-window, bucket): slot << 32 | index << 20 | count,
+# oldest sub-window first. A probe every 30 s has ~10 entries in a 5-minute window: 80 bytes,
+# where a deque of (slot, dict) pairs took ~2 KB per (target, probe) in steady state.
+_INDEX_SHIFT = 20
+_SLOT_SHIFT = 32
+_COUNT_MAX = (1 << _INDEX_SHIFT) - 1  # a fuller entry is followed by another of the same bucket
+_INDEX_MASK = (1 << (_SLOT_SHIFT - _INDEX_SHIFT)) - 1
+assert bucket_index(HIGHEST_US) <= _INDEX_MASK
 
-    slots: deque[tuple[int, dict[int, int]]] = field(default_factory=deque)  # (slot number, counts)
-    quantiles: dict[float, float] = field(default_factory=dict)
-    count: int = 0
+
+class _Window:
+    """A window's sub-window counts (see above) and its cached quantiles."""
+
+    __slots__ = ("entries", "quantiles", "count")
+
+    def __init__(self) -> None:
+        self.entries = array("q")  # signed: a test clock may start below 0
+        self.quantiles: dict[float, float] = {}
+        self.count = 0
+
+    def add(self, slot: int, index: int) -> None:
+        e = self.entries
+        key = slot << _SLOT_SHIFT | index << _INDEX_SHIFT
+        # the current sub-window's entries are the last ones: find this bucket among them
+        j = len(e) - 1
+        while j >= 0 and e[j] >> _SLOT_SHIFT == slot:
+            if e[j] & ~_COUNT_MAX == key and e[j] & _COUNT_MAX < _COUNT_MAX:
+                e[j] += 1
+                return
+            j -= 1
+        e.append(key | 1)
+
+    def expire(self, oldest: int) -> bool:
+        """Drop sub-windows older than slot `oldest`; True if any was dropped."""
+        e = self.entries
+        k = 0
+        while k < len(e) and e[k] >> _SLOT_SHIFT < oldest:
+            k += 1
+        if k:
+            del e[:k]
+        return k > 0
+
+    def counts(self) -> dict[int, dict[int, int]]:
+        """Per live sub-window, its counts by bucket index."""
+        out: dict[int, dict[int, int]] = {}
+        for v in self.entries:
+            c = out.setdefault(v >> _SLOT_SHIFT, {})
+            i = v >> _INDEX_SHIFT & _INDEX_MASK
+            c[i] = c.get(i, 0) + (v & _COUNT_MAX)
+        return out
+
+    def merged(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for v in self.entries:
+            i = v >> _INDEX_SHIFT & _INDEX_MASK
+            out[i] = out.get(i, 0) + (v & _COUNT_MAX)
+        return out
 
 
 class LatencyRecorder:
@@ -91,9 +142,8 @@ class LatencyRecorder:
     def _slot(self) -> int:
         return int(self._clock() // self.slot_seconds)
 
-    def _expire(self, w: _Window, slot: int) -> None:
-        while w.slots and w.slots[0][0] <= slot - self.buckets:
-            w.slots.popleft()
+    def _expire(self, w: _Window, slot: int) -> bool:
+        return w.expire(slot - self.buckets + 1)
 
     def record_result(self, r: ProbeResult) -> Recorded:
         """One result: a successful run's duration is recorded; a failed run's is not latency,
@@ -115,23 +165,18 @@ class LatencyRecorder:
                 clamped = 1
                 self.out_of_range[key] = self.out_of_range.get(key, 0) + 1
                 us = min(max(us, LOWEST_US), HIGHEST_US)
-            w = self._windows.setdefault(key, _Window())
+            w = self._windows.get(key)
+            if w is None:
+                w = self._windows[key] = _Window()
             slot = self._slot()
             self._expire(w, slot)
-            if not w.slots or w.slots[-1][0] != slot:
-                w.slots.append((slot, {}))
-            counts = w.slots[-1][1]
-            i = bucket_index(us)
-            counts[i] = counts.get(i, 0) + 1
+            w.add(slot, bucket_index(us))
             w.quantiles = self._compute(w)
             return Recorded(dict(w.quantiles), clamped)
 
     @staticmethod
     def _compute(w: _Window) -> dict[float, float]:
-        merged: dict[int, int] = {}
-        for _, counts in w.slots:
-            for i, c in counts.items():
-                merged[i] = merged.get(i, 0) + c
+        merged = w.merged()
         w.count = sum(merged.values())
         return quantiles_of(merged)
 
@@ -141,9 +186,7 @@ class LatencyRecorder:
             w = self._windows.get((target, probe))
             if w is None:
                 return {}
-            before = len(w.slots)
-            self._expire(w, self._slot())
-            if len(w.slots) != before:
+            if self._expire(w, self._slot()):
                 w.quantiles = self._compute(w)
             return dict(w.quantiles)
 
@@ -154,7 +197,7 @@ class LatencyRecorder:
         """
         with self._lock:
             w = self._windows.get((target, probe))
-            slots = {n: dict(c) for n, c in w.slots} if w is not None else {}
+            slots = w.counts() if w is not None else {}
             now = self._slot()
         out: list[float | None] = []
         for n in range(now - self.buckets + 1, now + 1):

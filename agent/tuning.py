@@ -5,6 +5,9 @@
   ready waits up to the switch interval for the GIL at every hand-over. At 1,000 targets, in two
   runs on a shared machine, 1 ms took start lateness p99 from 84 to 24 ms and /metrics p99 from
   336 to 225 ms for no measurable CPU.
+* glibc malloc_trim after a burst (release_free_heap): an OTLP export allocates ~30 requests of a
+  few hundred KB (below the mmap threshold) and gRPC copies each in its own threads' arenas;
+  glibc kept ~6 MB of that resident after each export at 1,000 targets.
 * glibc malloc: a fixed mmap threshold (1 MiB). /metrics for 1,000 targets is a 10 MB buffer; with
   glibc's default dynamic threshold such buffers end up inside the per-thread arenas and stay
   resident after they are freed (RSS reached 225 MB); mmapped, they go back to the OS at once.
@@ -25,12 +28,36 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 MMAP_THRESHOLD = 1 << 20
 
 
+_libc: ctypes.CDLL | None = None
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError as e:
+            log.debug("libc unavailable: %s", e)
+    return _libc
+
+
+def release_free_heap() -> None:
+    """Return freed heap memory to the OS (glibc malloc_trim: the top of every arena and the
+    whole free pages inside them); a no-op elsewhere. A few ms for the agent's heap."""
+    libc = _glibc()
+    if libc is not None:
+        try:
+            libc.malloc_trim(0)
+        except AttributeError:  # a libc without it
+            pass
+
+
 def tune_daemon_process() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    libc = _glibc()
+    if libc is not None:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             if not libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
                 log.debug("mallopt(M_MMAP_THRESHOLD) refused")
-        except (OSError, AttributeError) as e:
+        except AttributeError as e:
             log.debug("mallopt unavailable: %s", e)

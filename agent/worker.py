@@ -32,8 +32,6 @@ SNAPSHOT_PATH = "/"
 
 
 class WorkerService(AgentService):
-    _order: tuple[object, dict[str, int]] = (None, {})
-
     def _health(self) -> tuple[int, bytes]:
         """GET /health on a worker's socket: one line per target, `INDEX\tJSON`, INDEX its
         position in the config. The supervisor sorts and joins the lines into one /health
@@ -41,10 +39,7 @@ class WorkerService(AgentService):
         The JSON fragments are the /health exporter's cached ones: no newline inside (JSON escapes
         them), the same text one process serves."""
         self._refresh_maintenance()
-        loaded = self.loaded
-        if self._order[0] is not loaded:
-            self._order = (loaded, {t.id: i for i, t in enumerate(loaded.model.targets)})
-        order = self._order[1]
+        order = self.target_order
         parts, _ = self.health.parts()
         lines = []
         for part in parts:
@@ -122,6 +117,7 @@ def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> i
         listen=f"unix:{args.socket}",
         config_path=args.config,
     )
+    del loaded  # the service keeps what it needs (kept_config); the target models can go
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us

@@ -1,197 +1,195 @@
-"""One timed HTTP GET with httpx: phases from httpx's trace hooks, every wait bounded.
+"""One timed HTTP GET, spoken over the probes' own sockets (probes.net), read by probes.http1.
 
-Phases: `dns` (our bounded resolver), `connect`, `tls`, `first_byte` (request sent → response
-headers), `transfer` (body). TCP_NODELAY is set on the socket. The body is read in chunks with the
-deadline checked between them and a size cap, so an endless or dripping body cannot hang a probe.
+The exchange runs on the same dialing, TLS and timing code as the DICOM probes, and its failures
+are judged by the same table (probes.net.failure with the Stage they happened in):
 
-httpx's timeout bounds each socket operation, not the whole exchange: every redirect hop and every
-read gets it afresh. The run's deadline is therefore enforced on top: no new operation starts
-after it, and a watchdog shuts the connection's socket down when it passes, which wakes a read
-that is still blocked.
+* `dns`: our bounded resolver (probes.net.resolve), once per host and port of the chain; the
+  connection dials the address it found (probes.net.connect_any, trying each address in turn).
+* `connect`: the kernel's SYN → SYN-ACK time; TCP_NODELAY is set on the socket.
+* `tls`: the handshake (probes.net.tls_handshake). SNI and certificate verification use the
+  URL's host, or config.tls.serverName for the configured host; earliest certificate expiry is
+  kept across the redirect chain.
+* `first_byte`: just before the request is sent → arrival of the segment that completed the
+  response headers (the kernel's receive timestamp where the OS gives one, probes.net.TimedStream).
+* `transfer`: that arrival → arrival of the segment that completed the body (0 when one segment
+  carried both).
 
-Each host is resolved once, by the bounded resolver (probes.net.resolve), and the
-connection dials the address it found: httpcore would otherwise resolve the name again, without a
-bound and inside the `connect` phase. The Host header, SNI and certificate verification keep the
-name (or config.tls.serverName for the configured host).
+The request is a few header lines written here (names and values checked: nothing from the config
+can inject a line); the response is read by probes.http1 (chunked, Content-Length and
+read-until-close bodies, 1xx skipped, a capped head). One request per connection
+(`Connection: close`): a prober dials afresh each run. No Accept-Encoding is sent, so bodies come
+as they are. Each wait is a socket timeout set to what is left of the run's deadline, so no wait
+outlives it; the shared watchdog also shuts the socket down when the deadline passes, so a read
+that is blocked anyway wakes (its failure is then reported as the timeout it is). The body is
+read with the deadline checked between chunks and a size cap (keep_body=False: read, counted,
+discarded).
 
-Redirects are followed here, hop by hop, not by httpx: each hop is resolved the same way, and the
-endpoint's secrets (its headers and basic credentials) are sent only while the request goes to the
+Redirects are followed here, hop by hop: each hop is resolved the same way, and the endpoint's
+secrets (its headers and basic credentials) are sent only while the request goes to the
 endpoint's own origin (scheme, host, port). The first hop to another origin, which includes
-https → http, drops them for the rest of the chain; httpx would strip only Authorization.
+https → http, drops them for the rest of the chain.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 import socket
 import ssl
 import threading
-import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpcore
-import httpx
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from probes.base import Deadline, Phases, ProbeError, Reason, TLSInfo
-from probes.net import Stage, Where, failure, peer_cert_info, resolve, tls_settings_message
-from probes.specs import HttpEndpoint, origin, tls_context
+from probes.http1 import ResponseReader
+from probes.net import Stage, TimedStream, Where, failure, resolve, tls_handshake
+from probes.net.connect import connect_any
+from probes.net.reasons import ProtocolError
+from probes.net.resolver import AddrInfo
+from probes.net.tls import tls_settings_message
+from probes.specs import HttpEndpoint, TLSOptions, origin, tls_context
 from probes.watchdog import WATCHDOG
 
 MAX_BODY = 1024 * 1024
-_SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+MAX_HEAD = 100 * 1024  # status line and headers (httpcore's limit, which the probes had before)
+USER_AGENT = "pacs-health-agent"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# what a read woken by the watchdog's shutdown reports (EOF, a broken TLS stream, a cut body)
+_WOKEN = frozenset({Reason.ABORTED, Reason.TLS, Reason.INVALID_RESPONSE, Reason.ERROR})
+WHAT = "HTTP request"
+# kept as given in a request target: reserved characters and existing %-escapes
+_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Headers(Mapping[str, str]):
+    """A response's header fields by case-insensitive name; a repeated field's values are
+    joined with ", " (as httpx.Headers.get did)."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        out: dict[str, str] = {}
+        for name, value in fields:  # names come lowercased
+            k, v = name.decode("latin-1"), value.decode("latin-1")
+            out[k] = f"{out[k]}, {v}" if k in out else v
+        self._fields = out
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
 
 
 @dataclass
 class HttpResponse:
     status: int
-    headers: httpx.Headers
+    headers: Headers
     body: bytes
     url: str
     tls: TLSInfo | None
     size: int = 0  # body bytes received (counted also when the body is discarded)
 
 
-class _Tracer:
-    """Collects httpx/httpcore trace events into phases, across redirects."""
+@dataclass(frozen=True)
+class _Hop:
+    """One URL of the chain, as it is dialed and asked for."""
 
-    def __init__(self, phases: Phases, deadline: Deadline) -> None:
-        self.phases = phases
-        self.deadline = deadline
-        self.started: dict[str, float] = {}
-        self.tls: TLSInfo | None = None
+    url: str
+    scheme: str
+    host: str  # no brackets, IDNA-encoded: what is resolved, verified and named
+    port: int
+    authority: str  # the Host header
+    target: str  # path?query as sent
+    userinfo: tuple[str, str] | None  # credentials written into the URL itself
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+    @property
+    def peer(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _hop(url: str) -> _Hop:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a malformed port or IPv6 literal
+        raise ProbeError(Reason.ERROR, f"{WHAT} failed: malformed URL") from None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in ("http", "https") or not host:
+        raise ProbeError(Reason.ERROR, f"{WHAT} failed: not an http(s) URL")
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    default = 443 if scheme == "https" else 80
+    port = port or default
+    name = f"[{host}]" if ":" in host else host
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    userinfo = None
+    if parts.username is not None:
+        userinfo = (unquote(parts.username), unquote(parts.password or ""))
+    return _Hop(
+        url=url,
+        scheme=scheme,
+        host=host,
+        port=port,
+        authority=name if port == default else f"{name}:{port}",
+        target=quote(target, safe=_SAFE),  # spaces and non-ASCII escaped; the rest as given
+        userinfo=userinfo,
+    )
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _request_headers(hop: _Hop, ep: HttpEndpoint, secrets: bool) -> list[tuple[str, str]]:
+    """Ours, then the endpoint's (which replace ours by name) while secrets may go."""
+    fields = {"host": ("Host", hop.authority), "user-agent": ("User-Agent", USER_AGENT),
+              "accept": ("Accept", "*/*")}
+    if secrets:
+        for name, value in ep.headers:
+            fields[name.lower()] = (name, value)
+        if ep.username:
+            fields["authorization"] = ("Authorization", _basic(ep.username, ep.password or ""))
+    if hop.userinfo is not None and "authorization" not in fields:
+        fields["authorization"] = ("Authorization", _basic(*hop.userinfo))
+    fields["connection"] = ("Connection", "close")  # one request per connection
+    return list(fields.values())
+
+
+class _Guard:
+    """The sockets of one run, shut down by the watchdog thread when the deadline passes."""
+
+    def __init__(self) -> None:
         self.expired = False
-        # where the exchange is, so a failure is judged as the DICOM path judges it (net.reasons)
-        self.stage = Stage.CONNECT
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def __call__(self, name: str, info: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        kind, _, edge = name.rpartition(".")
-        if edge == "started":
-            # e.g. the next redirect hop: nothing new starts after the deadline
-            self.deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
-            self.started[kind] = now
-            self.stage = _STAGES.get(kind.rpartition(".")[2], self.stage)
-            return
-        if edge not in ("complete", "failed"):
-            return
-        t0 = self.started.pop(kind, None)
-        if t0 is None:
-            return
-        if kind == "connection.connect_tcp":
-            self.phases.add("connect", now - t0)
-            if edge == "complete":
-                self._watch(info.get("return_value"))
-        elif kind == "connection.start_tls":
-            self.phases.add("tls", now - t0)
-            if edge == "complete":
-                self._watch(info.get("return_value"))
-                self._capture_tls(info.get("return_value"))
-        elif kind.endswith("send_request_headers"):
-            self.started["first_byte"] = t0
-        elif kind.endswith("receive_response_headers") and "first_byte" in self.started:
-            self.phases.add("first_byte", now - self.started.pop("first_byte"))
-
-    def _watch(self, stream: Any) -> None:
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if not isinstance(sock, socket.socket):
-            return
+    def watch(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.append(sock)
             if self.expired:
                 _shutdown(sock)
 
     def expire(self) -> None:
-        """The deadline passed (watchdog thread): wake any blocked read by shutting down."""
         with self._lock:
             self.expired = True
             for sock in self._sockets:
                 _shutdown(sock)
-
-    def _capture_tls(self, stream: Any) -> None:
-        # httpcore hands out the low-level _ssl._SSLSocket here
-        obj = stream.get_extra_info("ssl_object") if stream is not None else None
-        info = peer_cert_info(obj) if obj is not None else None
-        if info is not None:
-            if self.tls is not None:  # an earlier hop's chain counts too
-                earliest = min(info.earliest_not_after, self.tls.earliest_not_after)
-                info = TLSInfo(info.leaf_not_after, earliest, info.version)
-            self.tls = info
-
-
-# httpcore's trace steps (the part after "connection." / "http11.") → the stage they are
-_STAGES = {
-    "connect_tcp": Stage.CONNECT,
-    "start_tls": Stage.HANDSHAKE,
-    "send_request_headers": Stage.SEND,
-    "send_request_body": Stage.SEND,
-    "receive_response_headers": Stage.RECEIVE,
-    "receive_response_body": Stage.RECEIVE,
-}
-
-
-class _ResolvedBackend(httpcore.NetworkBackend):
-    """Connects to the addresses our bounded resolver found for (host, port), never by name."""
-
-    def __init__(self, deadline: Deadline) -> None:
-        self.deadline = deadline
-        self.addresses: dict[tuple[str, int], list[str]] = {}
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        addresses = self.addresses.get((host, port))
-        if not addresses:  # every hop is resolved before its request; this would be a bug
-            raise httpcore.ConnectError(f"{host}:{port} was not resolved in advance")
-        last: Exception | None = None
-        for address in addresses:
-            left = self.deadline.remaining()
-            if left <= 0:
-                raise httpcore.ConnectTimeout("deadline passed before connect")
-            try:  # an IP literal: create_connection does no name lookup for it
-                return self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=left if timeout is None else min(timeout, left),
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as e:
-                last = e  # try the next address, as open_socket does for DICOM
-        assert last is not None
-        raise last
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used by the probes")
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _Transport(httpx.HTTPTransport):
-    """httpx's transport over a pool that uses our backend.
-
-    httpx 0.28 (pinned) takes no network backend; its transport keeps the httpcore pool in
-    `_pool` and uses nothing else, so this sets that pool instead of calling the parent's
-    __init__.
-    """
-
-    def __init__(self, ssl_context: ssl.SSLContext, backend: httpcore.NetworkBackend) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            retries=0,
-            socket_options=_SOCKET_OPTIONS,
-            network_backend=backend,
-        )
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -203,29 +201,96 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed
 
 
-def _verify(ep: HttpEndpoint) -> ssl.SSLContext:
-    if ep.tls is None:
-        return httpx.create_ssl_context()
-    try:
-        return tls_context(ep.tls)
+def _context(options: TLSOptions | None) -> ssl.SSLContext:
+    try:  # cached per options and file identity; no TLS options: the system's trust store
+        return tls_context(options or TLSOptions())
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; same reason as DICOM TLS
         raise ProbeError(Reason.TLS, tls_settings_message(e)) from None
 
 
-def _peer(url: httpx.URL) -> str:
-    """host:port of the hop that failed, for the message."""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"[{url.host}]:{port}" if ":" in url.host else f"{url.host}:{port}"
+class _Run:
+    """What one timed_get keeps across its hops."""
+
+    def __init__(self, ep: HttpEndpoint, deadline: Deadline, phases: Phases) -> None:
+        self.ep = ep
+        self.deadline = deadline
+        self.phases = phases
+        self.guard = _Guard()
+        self.addresses: dict[tuple[str, int], list[AddrInfo]] = {}
+        self.tls: TLSInfo | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def open(self, hop: _Hop, server_name: str | None) -> TimedStream:
+        """Resolve (once per host and port), connect, handshake: a stream the watchdog guards."""
+        key = (hop.host, hop.port)
+        infos = self.addresses.get(key)
+        if infos is None:  # bounded; reason `dns` when it fails
+            infos = self.addresses[key] = resolve(hop.host, hop.port, self.deadline, self.phases)
+        sock: socket.socket = connect_any(infos, self.deadline, self.phases, hop.host)
+        self.guard.watch(sock)
+        if hop.scheme == "https":
+            if self._context is None:
+                try:
+                    self._context = _context(self.ep.tls)
+                except ProbeError:
+                    sock.close()
+                    raise
+            sock, info = tls_handshake(
+                sock, self._context, server_name or hop.host, self.deadline, self.phases
+            )
+            self.guard.watch(sock)  # the TLS socket took over the descriptor
+            if info is not None and self.tls is not None:  # an earlier hop's chain counts too
+                earliest = min(info.earliest_not_after, self.tls.earliest_not_after)
+                info = TLSInfo(info.leaf_not_after, earliest, info.version)
+            self.tls = info or self.tls
+        return TimedStream(sock, self.deadline)
 
 
-def _resolve_hop(
-    backend: _ResolvedBackend, url: httpx.URL, deadline: Deadline, phases: Phases
-) -> None:
-    host = url.raw_host.decode("ascii")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    if (host, port) not in backend.addresses:
-        infos = resolve(host, port, deadline, phases)  # bounded; reason `dns` when it fails
-        backend.addresses[(host, port)] = list(dict.fromkeys(str(i[4][0]) for i in infos))
+def _request(hop: _Hop, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"GET {hop.target} HTTP/1.1"]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):  # no header injection
+            raise ProbeError(Reason.ERROR, f"{WHAT} failed: header {name!r} is not valid")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ProbeError(Reason.ERROR, f"{WHAT} failed: a header is not Latin-1") from None
+
+
+def _exchange(
+    stream: TimedStream, hop: _Hop, headers: list[tuple[str, str]], phases: Phases
+) -> ResponseReader:
+    """Send the GET; read the response's status and headers (1xx answers skipped)."""
+    data = _request(hop, headers)
+    sent = stream.send_pdus([data], WHAT)
+    reader = ResponseReader(lambda: stream.recv_some(WHAT), MAX_HEAD)
+    try:
+        reader.head()
+    except (ProtocolError, EOFError) as e:
+        raise failure(e, Stage.RECEIVE, Where(WHAT)) from None
+    phases.add("first_byte", stream.received_at - sent)
+    return reader
+
+
+def _read_body(
+    reader: ResponseReader, deadline: Deadline, cap: int | None, keep: bool, what: str
+) -> tuple[bytes, int]:
+    """The body (or b"" when not kept) and its size; `cap` bounds the bytes read."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in reader.body():
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise ProbeError(Reason.INVALID_RESPONSE, f"{what} larger than {cap} bytes")
+            if keep:
+                parts.append(chunk)
+            deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
+    except (ProtocolError, EOFError) as e:
+        raise failure(e, Stage.RECEIVE, Where(WHAT)) from None
+    return b"".join(parts), size
 
 
 def timed_get(
@@ -243,89 +308,48 @@ def timed_get(
     keep_body=False: the body is read and discarded, only its size is kept (no size cap; the
     deadline bounds it), for responses that may hold patient data.
     """
-    verify = _verify(ep)
     home = origin(ep.url)
+    hop = _hop(url)
+    first_host = hop.host
     server_name = ep.tls.server_name if ep.tls is not None else None
-    first_host = httpx.URL(url).host
-    tracer = _Tracer(phases, deadline)
-    backend = _ResolvedBackend(deadline)
-    left = deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")
-    watchdog = WATCHDOG.after(left, tracer.expire)  # one shared thread, not a Timer per run
-    auth = (ep.username, ep.password or "") if ep.username else None
-    secrets_allowed = True
-    current = httpx.URL(url)  # the hop being fetched (named when it fails)
+    run = _Run(ep, deadline, phases)
+    left = deadline.left_or_raise(Reason.TIMEOUT, WHAT)
+    watchdog = WATCHDOG.after(left, run.guard.expire)  # one shared thread, not a Timer per run
+    secrets = True
+    stream: TimedStream | None = None
     try:
-        with httpx.Client(
-            transport=_Transport(verify, backend), follow_redirects=False, trust_env=False
-        ) as client:
-            current = httpx.URL(url)
-            for hop in range(max_redirects + 1):
-                _resolve_hop(backend, current, deadline, phases)
-                # once a hop leaves the origin, secrets stay off for the rest of the chain
-                secrets_allowed = secrets_allowed and origin(str(current)) == home
-                ext: dict[str, Any] = {"trace": tracer}
-                if server_name and current.host == first_host:
-                    ext["sni_hostname"] = server_name  # SNI and the name verified
-                with client.stream(
-                    "GET",
-                    current,
-                    headers=dict(ep.headers) if secrets_allowed else None,
-                    auth=auth if secrets_allowed else None,
-                    timeout=httpx.Timeout(deadline.left_or_raise(Reason.TIMEOUT, "HTTP request")),
-                    extensions=ext,
-                ) as rsp:
-                    location = rsp.headers.get("location") if rsp.is_redirect else None
-                    if location is None or max_redirects == 0:
-                        return _read(rsp, tracer, deadline, phases, max_body, keep_body)
-                    if hop == max_redirects:
-                        raise ProbeError(Reason.HTTP_STATUS, "too many redirects")
-                    _drain(rsp, deadline)
-                    current = rsp.url.join(location)
-                    if current.scheme not in ("http", "https"):
-                        raise ProbeError(Reason.INVALID_RESPONSE, "redirect to a non-HTTP URL")
-            raise AssertionError("unreachable: the loop returns or raises")
-    except ProbeError:
-        raise
-    except (httpx.HTTPError, OSError) as e:
-        where = Where("HTTP request", peer=_peer(current), budget=deadline.budget)
-        if tracer.expired and not isinstance(e, httpx.ConnectTimeout):
+        for n in range(max_redirects + 1):
+            # once a hop leaves the origin, secrets stay off for the rest of the chain
+            secrets = secrets and hop.origin == home
+            deadline.left_or_raise(Reason.TIMEOUT, WHAT)  # e.g. the next hop: nothing new starts
+            stream = run.open(hop, server_name if hop.host == first_host else None)
+            reader = _exchange(stream, hop, _request_headers(hop, ep, secrets), phases)
+            headers = Headers(reader.fields)
+            location = headers.get("location") if reader.status in REDIRECTS else None
+            if location is None or max_redirects == 0:
+                head_at = stream.received_at
+                body, size = _read_body(
+                    reader, deadline, max_body if keep_body else None, keep_body, "response body"
+                )
+                phases.add("transfer", stream.received_at - head_at)
+                return HttpResponse(reader.status, headers, body, hop.url, run.tls, size)
+            if n == max_redirects:
+                raise ProbeError(Reason.HTTP_STATUS, "too many redirects")
+            _read_body(reader, deadline, MAX_BODY, False, "redirect body")
+            stream.sock.close()
+            stream = None
+            target = urljoin(hop.url, location.strip())
+            if urlsplit(target).scheme.lower() not in ("http", "https"):
+                raise ProbeError(Reason.INVALID_RESPONSE, "redirect to a non-HTTP URL")
+            hop = _hop(target)
+        raise AssertionError("unreachable: the loop returns or raises")
+    except ProbeError as e:
+        if run.guard.expired and e.reason in _WOKEN:
             # the watchdog shut the socket down: whatever the read then saw, the deadline ended it
-            stage = Stage.RECEIVE if tracer.stage is Stage.CONNECT else tracer.stage
-            raise failure(TimeoutError(), stage, where) from None
-        raise failure(e, tracer.stage, where) from None
+            where = Where(WHAT, peer=hop.peer, budget=deadline.budget)
+            raise failure(TimeoutError(), Stage.RECEIVE, where) from None
+        raise
     finally:
         watchdog.cancel()
-
-
-def _read(
-    rsp: httpx.Response,
-    tracer: _Tracer,
-    deadline: Deadline,
-    phases: Phases,
-    max_body: int,
-    keep_body: bool,
-) -> HttpResponse:
-    t0 = time.perf_counter()
-    body = bytearray()
-    size = 0
-    for chunk in rsp.iter_raw(chunk_size=65536):
-        size += len(chunk)
-        if keep_body:
-            body += chunk
-            if size > max_body:
-                raise ProbeError(
-                    Reason.INVALID_RESPONSE, f"response body larger than {max_body} bytes"
-                )
-        deadline.left_or_raise(Reason.TIMEOUT, "HTTP body")
-    phases.add("transfer", time.perf_counter() - t0)
-    return HttpResponse(rsp.status_code, rsp.headers, bytes(body), str(rsp.url), tracer.tls, size)
-
-
-def _drain(rsp: httpx.Response, deadline: Deadline) -> None:
-    """Read a redirect's body (so the connection can be reused), bounded in size and time."""
-    size = 0
-    for chunk in rsp.iter_raw(chunk_size=65536):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ProbeError(Reason.INVALID_RESPONSE, "redirect body too large")
-        deadline.left_or_raise(Reason.TIMEOUT, "HTTP redirect")
+        if stream is not None:
+            stream.sock.close()

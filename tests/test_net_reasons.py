@@ -1,10 +1,10 @@
 """The one exception → Reason table (probes.net.reasons) that the DICOM and HTTP paths share.
 
 Every row of the table is hit by a case below, and the test fails if a row is added without one.
-The rows' exceptions are built here as the socket, ssl, httpx and httpcore modules raise them;
-the end-to-end behaviour against real peers is in test_faults_dicom/http and test_tls_*. Two
-cases take their exception from a real refused connect on loopback: one raw (the DICOM path),
-one through httpx's and httpcore's wrappers (the HTTP path), which the lookup must see through.
+The rows' exceptions are built here as the socket and ssl modules (and probes.http1) raise
+them; the end-to-end behaviour against real peers is in
+test_faults_dicom/http and test_tls_*. A real refused connect on loopback gives the same reason
+raw (the table) and through the HTTP probe's timed_get.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import errno
 import socket
 import ssl
 
-import httpx
 import pytest
 
-from probes.base import Reason
-from probes.net.reasons import TABLE, Row, Stage, Where, failure, lookup
+from probes.base import Deadline, Phases, ProbeError, Reason
+from probes.http_timing import timed_get
+from probes.net.reasons import TABLE, ProtocolError, Row, Stage, Where, failure, lookup
+from probes.specs import HttpEndpoint
 from tests.helpers import LOOPBACK, free_port
 
 WHERE = Where("DIMSE response", peer="10.0.0.7:104", host="pacs.example", budget=0.6)
@@ -42,19 +43,11 @@ CASES: list[tuple[BaseException, Stage, Reason, str]] = [
     (TimeoutError(), Stage.RESOLVE, Reason.DNS, "pacs.example: name resolution timed out"),
     (TimeoutError("timed out"), Stage.CONNECT, Reason.CONNECT_TIMEOUT,
      "TCP connect to 10.0.0.7:104 timed out"),
-    (httpx.ConnectTimeout("deadline passed before connect"), Stage.CONNECT,
-     Reason.CONNECT_TIMEOUT, "TCP connect to 10.0.0.7:104 timed out"),
     (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), Stage.CONNECT,
      Reason.REFUSED, "connection refused by 10.0.0.7:104"),
     (TimeoutError(), Stage.HANDSHAKE, Reason.TIMEOUT, "TLS handshake timed out"),
-    (httpx.ConnectTimeout("_ssl.c:993: The handshake operation timed out"), Stage.HANDSHAKE,
-     Reason.TIMEOUT, "TLS handshake timed out"),
     (TimeoutError(), Stage.SEND, Reason.TIMEOUT, "DIMSE response: send timed out"),
-    (httpx.WriteTimeout("timed out"), Stage.SEND, Reason.TIMEOUT,
-     "DIMSE response: send timed out"),
     (TimeoutError(), Stage.RECEIVE, Reason.TIMEOUT, "DIMSE response: no answer within 600 ms"),
-    (httpx.ReadTimeout("timed out"), Stage.RECEIVE, Reason.TIMEOUT,
-     "DIMSE response: no answer within 600 ms"),
     (_cert_error(), Stage.HANDSHAKE, Reason.TLS,
      "certificate verification failed: certificate has expired"),
     (_ssl_error("WRONG_VERSION_NUMBER"), Stage.HANDSHAKE, Reason.TLS,
@@ -74,16 +67,12 @@ CASES: list[tuple[BaseException, Stage, Reason, str]] = [
     (BrokenPipeError(errno.EPIPE, "Broken pipe"), Stage.SEND, Reason.ABORTED,
      "DIMSE response: connection reset by peer"),
     (EOFError(), Stage.RECEIVE, Reason.ABORTED, "DIMSE response: peer closed the connection"),
-    (httpx.RemoteProtocolError("Server disconnected without sending a response."),
-     Stage.RECEIVE, Reason.ABORTED, "DIMSE response: peer closed the connection"),
-    (httpx.RemoteProtocolError("illegal header line: bytearray(b'\\x00')"), Stage.RECEIVE,
-     Reason.INVALID_RESPONSE, "DIMSE response: malformed response"),
+    (ProtocolError("malformed header line"), Stage.RECEIVE, Reason.INVALID_RESPONSE,
+     "DIMSE response: malformed response"),
     (OSError(errno.EHOSTUNREACH, "No route to host"), Stage.CONNECT, Reason.ERROR,
      "connect to 10.0.0.7:104 failed: No route to host"),
     (OSError(errno.EBADF, "Bad file descriptor"), Stage.RECEIVE, Reason.ERROR,
      "DIMSE response failed: Bad file descriptor"),
-    (httpx.UnsupportedProtocol("Request URL has an unsupported protocol 'ftp://'."),
-     Stage.SEND, Reason.ERROR, "DIMSE response failed: UnsupportedProtocol"),
 ]
 
 
@@ -121,14 +110,16 @@ def test_a_socket_error_is_judged_as_itself_not_by_what_was_being_handled() -> N
     assert err.reason == Reason.ABORTED
 
 
-def test_a_real_refused_connect_raw_and_through_httpx_gives_the_same_reason() -> None:
+def test_a_real_refused_connect_raw_and_through_the_http_probe_gives_the_same_reason() -> None:
     port = free_port()
     with socket.socket() as s, pytest.raises(ConnectionRefusedError) as raw:
         s.settimeout(5)
         s.connect((LOOPBACK, port))
-    with pytest.raises(httpx.ConnectError) as wrapped:
-        httpx.get(f"http://{LOOPBACK}:{port}/", timeout=5)
+    url = f"http://{LOOPBACK}:{port}/"
+    with pytest.raises(ProbeError) as http:
+        timed_get(HttpEndpoint(url), url, Deadline(5), Phases())
     where = Where("HTTP request", peer=f"{LOOPBACK}:{port}")
-    for e in (raw.value, wrapped.value):
-        err = failure(e, Stage.CONNECT, where)
-        assert (err.reason, err.message) == (Reason.REFUSED, f"connection refused by {where.peer}")
+    err = failure(raw.value, Stage.CONNECT, where)
+    expected = (Reason.REFUSED, f"connection refused by {where.peer}")
+    assert (err.reason, err.message) == expected
+    assert (http.value.reason, http.value.message) == expected

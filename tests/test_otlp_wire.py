@@ -33,8 +33,8 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[ExportMetricsServiceRequest] = []
 
-    def send(self, request: ExportMetricsServiceRequest) -> MetricExportResult:
-        self.sent.append(ExportMetricsServiceRequest.FromString(request.SerializeToString()))
+    def send(self, body: bytes) -> MetricExportResult:
+        self.sent.append(ExportMetricsServiceRequest.FromString(body))
         return MetricExportResult.SUCCESS
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:

@@ -146,7 +146,10 @@ def test_canary_found_by_qido_and_its_metadata_by_wado(orthanc: Orthanc) -> None
     assert r.facts == Facts(matches=1, instances=3)
     assert r.message == "QIDO-RS and WADO-RS successful: 3 instances"
     assert {"connect", "first_byte", "transfer", "metadata"} <= set(r.phases)
-    assert all(v > 0 for v in r.phases.values())
+    # `transfer` is wire time from the segment ending the headers to the one ending the body:
+    # 0 when one segment carried both (a small answer on loopback)
+    assert all(v > 0 for k, v in r.phases.items() if k != "transfer"), r.phases
+    assert r.phases["transfer"] >= 0
     assert_no_phi(repr(r))
 
 

@@ -52,3 +52,32 @@ def test_out_of_range_values_are_clamped_and_counted() -> None:
     assert rec.out_of_range[("t", "p")] == 2
     q = rec.quantiles("t", "p")
     assert q[0.99] >= 119.0
+
+
+def test_window_equals_a_histogram_of_its_live_sub_windows() -> None:
+    """Values spread over sub-windows (several in one bucket, several buckets in one
+    sub-window, sub-windows left empty): quantiles and history are those of plain counts of
+    the values still in the window, as the recorder kept them before its compact entries."""
+    rng = random.Random(3)
+    now = [500.0]
+    rec = LatencyRecorder(window=50, buckets=5, clock=lambda: now[0])
+    kept: list[tuple[int, float]] = []  # (sub-window, value)
+    for _ in range(400):
+        now[0] += rng.choice([0.5, 3.0, 11.0, 27.0])
+        v = rng.choice([0.0042, 0.0042, 0.013, rng.lognormvariate(-4, 1)])
+        slot = int(now[0] // 10)
+        kept = [(s, x) for s, x in kept if s > slot - 5] + [(slot, v)]
+        got = rec.record("t", "p", v)
+        counts: dict[int, int] = {}
+        for _, x in kept:
+            i = bucket_index(int(round(x * 1e6)))
+            counts[i] = counts.get(i, 0) + 1
+        assert got == quantiles_of(counts)
+        by_slot: dict[int, dict[int, int]] = {}
+        for s, x in kept:
+            c = by_slot.setdefault(s, {})
+            i = bucket_index(int(round(x * 1e6)))
+            c[i] = c.get(i, 0) + 1
+        expected = [quantiles_of(by_slot[s], (0.5,))[0.5] if s in by_slot else None
+                    for s in range(slot - 4, slot + 1)]
+        assert rec.history("t", "p", 0.5) == expected

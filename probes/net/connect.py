@@ -46,7 +46,14 @@ def where(addr: Any) -> str:
 def open_socket(host: str, port: int, deadline: Deadline, phases: Phases) -> socket.socket:
     """Resolve and connect with TCP_NODELAY, trying each address in turn; the error of the last
     address tried is the one reported."""
-    infos = resolve(host, port, deadline, phases)
+    return connect_any(resolve(host, port, deadline, phases), deadline, phases, host)
+
+
+def connect_any(
+    infos: list[Any], deadline: Deadline, phases: Phases, host: str = ""
+) -> socket.socket:
+    """Connect to the first of these resolved addresses that answers (the HTTP path resolves
+    each redirect hop itself, once, then dials here as the DICOM path does)."""
     last: ProbeError | None = None
     for family, kind, proto, _, addr in infos:
         sock = socket.socket(family, kind, proto)

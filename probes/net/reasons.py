@@ -4,8 +4,7 @@ The same fault must get the same reason whichever protocol met it, so the probes
 catch socket errors their own way: they say at which stage the exception came (resolving,
 connecting, the TLS handshake, sending, receiving) and `failure()` looks it up in `TABLE`.
 
-Lookup: the exception and its causes (an httpx error wraps httpcore's, which wraps the socket's;
-the mapping in one table follows httpx's own, httpx/_transports/default.py)
+Lookup: the exception and its causes (a wrapper raised from the socket's error)
 are tried from the innermost out, so the operating system's own error decides where there is one;
 for each, its classes are tried from the most specific (its MRO), and the first row naming that
 class, the stage, and whose condition holds wins. Rows for a base class (OSError) are fallbacks.
@@ -19,9 +18,11 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from probes.base import ProbeError, Reason
+
+
+class ProtocolError(Exception):
+    """A peer's bytes that break the protocol it should speak (probes.http1 raises it)."""
 
 
 class Stage(enum.Enum):
@@ -89,14 +90,8 @@ def _oserror(e: BaseException) -> str:
     return (e.strerror if isinstance(e, OSError) else None) or type(e).__name__
 
 
-def _closed_early(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "without sending" in text or "disconnected" in text
-
-
-# Timeouts: the socket's own, and httpx's for the cases where httpcore raised one of its own
-# without a socket error under it (e.g. our backend finding the deadline gone before connect).
-_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, httpx.TimeoutException)
+# Timeouts: the socket's own (a deadline found gone before a wait is a ProbeError already).
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError,)
 
 TABLE: tuple[Row, ...] = (
     Row(socket.gaierror, ANY, Reason.DNS, lambda e, w: f"{w.host} does not resolve"),
@@ -126,20 +121,16 @@ TABLE: tuple[Row, ...] = (
     Row(ConnectionError, STREAM, Reason.ABORTED,
         lambda e, w: f"{w.what}: connection reset by peer"),
     Row(EOFError, STREAM, Reason.ABORTED, lambda e, w: f"{w.what}: peer closed the connection"),
-    Row(httpx.RemoteProtocolError, ANY, Reason.ABORTED,
-        lambda e, w: f"{w.what}: peer closed the connection", when=_closed_early),
-    Row(httpx.RemoteProtocolError, ANY, Reason.INVALID_RESPONSE,
-        lambda e, w: f"{w.what}: malformed response"),
+    Row(ProtocolError, ANY, Reason.INVALID_RESPONSE, lambda e, w: f"{w.what}: malformed response"),
     Row(OSError, frozenset({Stage.CONNECT}), Reason.ERROR,
         lambda e, w: f"connect to {w.peer} failed: {_oserror(e)}"),
     Row(OSError, ANY, Reason.ERROR, lambda e, w: f"{w.what} failed: {_oserror(e)}"),
-    Row(httpx.HTTPError, ANY, Reason.ERROR, lambda e, w: f"{w.what} failed: {type(e).__name__}"),
 )
 
 
 def _chain(e: BaseException) -> list[BaseException]:
-    """e and the errors under it, innermost last. A library's wrapper (httpx's, httpcore's) is
-    looked through to the error it was raised from (httpcore keeps it as the context); an
+    """e and the errors under it, innermost last. A library's wrapper is
+    looked through to the error it was raised from (kept as the cause or context); an
     operating-system error is where the chain ends: its context would be an unrelated error
     that was being handled when it came."""
     out: list[BaseException] = []

@@ -101,27 +101,38 @@ class TimedStream:
         and report only the later arrival time).
         """
         while self._rx_len < n:
-            self.sock.settimeout(self.deadline.left_or_raise(Reason.TIMEOUT, what))
-            self._ack_now()
-            arrived: float | None = None
-            try:
-                if self._rx_ts:
-                    chunk, ancillary, _, _ = self.sock.recvmsg(RECV_CHUNK, _TS_ANCILLARY)
-                    arrived = rx_timestamp(ancillary)
-                else:
-                    chunk = self.sock.recv(RECV_CHUNK)
-            except OSError as e:
-                raise failure(e, Stage.RECEIVE, self._where(what)) from None
-            now, wall = time.perf_counter(), time.time()
+            chunk, at = self._recv_once(what)
             if not chunk:
                 raise failure(EOFError(), Stage.RECEIVE, self._where(what))
-            lag = 0.0
-            if arrived is not None:
-                # how long the data sat in the socket before this thread got to it; never before
-                # our last request left (guards against a step of the wall clock)
-                lag = min(max(wall - arrived, 0.0), max(now - self._sent_at, 0.0))
-            self._rx.append((chunk, now - lag))
+            self._rx.append((chunk, at))
             self._rx_len += len(chunk)
+
+    def _recv_once(self, what: str) -> tuple[bytes, float]:
+        """One read of all that has arrived (b"" when the peer closed), with its arrival time."""
+        self.sock.settimeout(self.deadline.left_or_raise(Reason.TIMEOUT, what))
+        self._ack_now()
+        arrived: float | None = None
+        try:
+            if self._rx_ts:
+                chunk, ancillary, _, _ = self.sock.recvmsg(RECV_CHUNK, _TS_ANCILLARY)
+                arrived = rx_timestamp(ancillary)
+            else:
+                chunk = self.sock.recv(RECV_CHUNK)
+        except OSError as e:
+            raise failure(e, Stage.RECEIVE, self._where(what)) from None
+        now = time.perf_counter()
+        if arrived is None:
+            return chunk, now
+        # how long the data sat in the socket before this thread got to it; never before our
+        # last request left (guards against a step of the wall clock)
+        lag = min(max(time.time() - arrived, 0.0), max(now - self._sent_at, 0.0))
+        return chunk, now - lag
+
+    def recv_some(self, what: str) -> bytes:
+        """The next data to arrive, b"" once the peer has closed; `received_at` becomes its
+        arrival time. For a caller whose protocol engine does its own buffering (HTTP: h11)."""
+        chunk, self.received_at = self._recv_once(what)
+        return chunk
 
     def _recv_exact(self, n: int, what: str) -> bytes:
         """n bytes; `received_at` becomes the arrival time of the last of them."""
