@@ -1,12 +1,14 @@
 """dicom_find: a synthetic Study Root C-FIND at STUDY level for a canary, counting matches.
 
 With no canary configured it asks for a PatientID that matches nobody and expects 0 matches, so
-by default no patient data is read at all. Returned identifiers are checked against
-the query and counted, then dropped: never logged, exported or kept (they are PHI).
+by default no patient data is read at all. Matches are counted from each response's Status, read
+from the command bytes (probes/dicom_command.py); only a canary's identifiers are decoded, to be
+checked against the query, then dropped: never logged, exported or kept (they are PHI).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import Field, model_validator
@@ -16,8 +18,10 @@ from pynetdicom.dimse_messages import C_FIND_RQ
 from pynetdicom.dimse_primitives import C_FIND
 
 from probes.base import Deadline, Facts, Phases, ProbeError, ProbeOutcome, Reason, TLSInfo
+from probes.dicom_command import DimseResponse, read_keys
 from probes.dicom_pdu import (
     C_FIND_RSP_FIELD,
+    IMPLICIT_VR_LE,
     PENDING_STATUSES,
     STUDY_ROOT_FIND,
     command_field,
@@ -67,21 +71,49 @@ class FindQuery:
 
     def matches(self, ds: Dataset) -> bool:
         """Does a returned identifier satisfy the query's single-value keys and date range?"""
+        return self.matches_text(lambda key: raw_text(ds, key))
+
+    def matches_text(self, text: Callable[[str], str]) -> bool:
+        """matches(), given each key's value as text (`text(keyword)`, "" when absent)."""
         for key, want in (
             ("PatientID", self.patient_id),
             ("StudyInstanceUID", self.study_instance_uid),
             ("AccessionNumber", self.accession_number),
         ):
-            if want and "*" not in want and "?" not in want and raw_text(ds, key) != want:
+            if want and "*" not in want and "?" not in want and text(key) != want:
                 return False
         if self.study_date:
-            got = raw_text(ds, "StudyDate")
+            got = text("StudyDate")
             lo, _, hi = self.study_date.partition("-")
             if "-" not in self.study_date:
                 hi = lo
             if got and ((lo and got < lo) or (hi and got > hi)):
                 return False
         return True
+
+
+# The keys matches() reads, by tag: read from an identifier's bytes without pydicom (read_keys).
+_KEY_TAGS = {
+    "PatientID": 0x00100020,
+    "StudyInstanceUID": 0x0020000D,
+    "AccessionNumber": 0x00080050,
+    "StudyDate": 0x00080020,
+}
+_KEYS = frozenset(_KEY_TAGS.values())
+
+
+def identifier_matches(q: FindQuery, assoc: DicomAssociation, rsp: DimseResponse) -> bool:
+    """Does a pending response's identifier satisfy `q`? Its keys are read from the raw bytes
+    when it is a plain run of elements, else it is decoded with pydicom; either way nothing of it
+    outlives this call (patient data)."""
+    cx = assoc.contexts[STUDY_ROOT_FIND]
+    values = read_keys(rsp.data_set, cx.transfer_syntax == IMPLICIT_VR_LE, _KEYS)
+    if values is None:
+        ident = assoc.decode_identifier(rsp, STUDY_ROOT_FIND)
+        return q.matches(ident)
+    return q.matches_text(
+        lambda key: values.get(_KEY_TAGS[key], b"").decode("latin-1").strip(" \x00")
+    )
 
 
 def raw_text(ds: Dataset, keyword: str) -> str:
@@ -136,10 +168,7 @@ class DicomFindProbe:
                     if count == 0:
                         phases.add("first_match", elapsed)
                     count += 1
-                    ident = s.assoc.decode_identifier(rsp, STUDY_ROOT_FIND)
-                    ok = q.matches(ident)
-                    del ident  # PHI: checked, never kept
-                    if not ok:
+                    if not identifier_matches(q, s.assoc, rsp):  # PHI: checked, never kept
                         raise ProbeError(
                             Reason.UNEXPECTED_RESULT, "a returned match does not satisfy the query"
                         )

@@ -1,5 +1,7 @@
 """DICOM upper-layer encodings the probes share: constants, our A-ASSOCIATE-RQ and the peer's
-AC (encoded and decoded once, cached), and the command-set fields read straight from the bytes.
+AC (encoded and decoded once, cached), and the command-set fields read straight from the bytes
+(leniently here, to tell a pending response from the final one while reading; the strict
+reading a probe acts on is probes/dicom_command.py).
 
 pynetdicom is used as a codec only; probes/dicom_wire.py drives the exchange on our own socket.
 """
@@ -24,6 +26,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from probes.base import ProbeError, Reason
+from probes.dicom_command import DimseResponse
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -203,8 +206,11 @@ def c_store_rsp_pdu(
     return struct.pack(">BBL", PDU_DATA, 0, len(pdv)) + pdv
 
 
-def dimse_status(msg: DIMSEMessage) -> int:
-    status = getattr(msg.command_set, "Status", None)
+def dimse_status(msg: DIMSEMessage | DimseResponse) -> int:
+    if isinstance(msg, DimseResponse):
+        status = msg.status
+    else:
+        status = getattr(msg.command_set, "Status", None)
     if status is None:
         raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE response without a status")
     return int(status)
@@ -229,7 +235,9 @@ def command_fields(command: bytes) -> dict[int, int]:
     return out
 
 
-def command_field(msg: DIMSEMessage) -> int:
+def command_field(msg: DIMSEMessage | DimseResponse) -> int:
+    if isinstance(msg, DimseResponse):
+        return msg.command_field
     return int(getattr(msg.command_set, "CommandField", -1))
 
 

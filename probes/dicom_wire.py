@@ -2,8 +2,9 @@
 
 pynetdicom's Association runs a reactor thread that polls its socket and queues, which adds
 milliseconds per association; a stopwatch around `ae.associate()` measures that machinery, not
-the PACS. Here pynetdicom is only the codec (PDU and DIMSE encoders and decoders, with our own
-encodings in probes/dicom_pdu.py); this module drives the exchange itself, so that
+the PACS. Here pynetdicom is only the codec for what we send and for association PDUs (with our
+own encodings in probes/dicom_pdu.py); a DIMSE response is read from its bytes by
+probes/dicom_command.py. This module drives the exchange itself, so that
 
 * each phase is the time from the first byte we send to the last byte we receive: requests are
   encoded before the clock starts, and responses are decoded only after it stops (a C-FIND's
@@ -31,6 +32,7 @@ from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ, A_RELEASE_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from probes.base import Deadline, Phases, ProbeError, Reason
+from probes.dicom_command import DimseResponse, read_response
 from probes.dicom_pdu import (
     APPLICATION_CONTEXT,
     EXPLICIT_VR_LE,
@@ -56,6 +58,13 @@ from probes.dicom_pdu import (
 )
 from probes.dicom_status import reject_failure
 from probes.net.stream import TimedStream
+
+# Fixed 10-byte PDUs, encoded once (pynetdicom builds a PDU object for each encode).
+RELEASE_RQ = bytes(A_RELEASE_RQ().encode())
+_abort = A_ABORT_RQ()
+_abort.source, _abort.reason_diagnostic = 0, 0  # service user, no reason given
+ABORT_RQ = bytes(_abort.encode())
+del _abort
 
 
 class DicomAssociation(TimedStream):
@@ -268,9 +277,12 @@ class DicomAssociation(TimedStream):
             raise ProbeError(Reason.INVALID_RESPONSE, "DIMSE: incomplete message")
         return msg
 
-    def decode_identifier(self, msg: DIMSEMessage, abstract_syntax: str) -> Dataset:
+    def decode_identifier(self, msg: DIMSEMessage | DimseResponse, abstract_syntax: str) -> Dataset:
         ts = self.contexts[abstract_syntax].transfer_syntax
-        raw = msg.data_set.getvalue() if isinstance(msg.data_set, BytesIO) else b""
+        if isinstance(msg, DimseResponse):
+            raw = msg.data_set
+        else:
+            raw = msg.data_set.getvalue() if isinstance(msg.data_set, BytesIO) else b""
         try:
             return decode_dataset(BytesIO(raw), ts == IMPLICIT_VR_LE, True)
         except Exception:  # noqa: BLE001
@@ -285,15 +297,17 @@ class DicomAssociation(TimedStream):
 
     def exchange(
         self, message: DIMSEMessage | list[bytes], abstract_syntax: str
-    ) -> Iterator[tuple[DIMSEMessage, float]]:
+    ) -> Iterator[tuple[DimseResponse, float]]:
         """Send a request; yield each response with seconds from our first request byte to the
         last byte of that response, the final (non-pending) response last. `message` may be
         the request's PDUs from encode_dimse() (the probes encode each request once and reuse
         it: pydicom's encoder was ~15 % of the agent's CPU at 1,000 targets).
 
-        All responses are read before any is decoded: decoding a pending C-FIND response takes
-        longer than the peer needs to send the next one, and would be counted as the peer's
-        time. The `dimse` phase is request → final response.
+        All responses are read before any is read out: a pending C-FIND response's identifier
+        is decoded (with pydicom) only once the final response is in, so that work is never
+        counted as the peer's time. A response's command set is read from its bytes by
+        probes.dicom_command (no pydicom: it was most of a C-ECHO's CPU). The `dimse` phase
+        is request → final response.
         """
         pdus = message if isinstance(message, list) else self.encode_dimse(message, abstract_syntax)
         received: list[tuple[list[bytes], float]] = []
@@ -308,7 +322,7 @@ class DicomAssociation(TimedStream):
             if status not in PENDING_STATUSES:
                 break
         for units, elapsed in received:
-            yield self.decode_message(units), elapsed
+            yield read_response(units), elapsed
 
     # -- release -------------------------------------------------------------------------------
 
@@ -316,8 +330,7 @@ class DicomAssociation(TimedStream):
         """A-RELEASE-RQ → RP (phase `release`)."""
         if not self._open:
             return
-        rq = A_RELEASE_RQ().encode()
-        t0 = self._send(rq, "release")
+        t0 = self._send(RELEASE_RQ, "release")
         while True:
             pdu_type, data = self.read_pdu("release")
             if pdu_type == PDU_RELEASE_RP:
@@ -388,10 +401,7 @@ class DicomAssociation(TimedStream):
         self._open = False
         try:
             self.sock.settimeout(0.2)
-            abort = A_ABORT_RQ()
-            abort.source = 0
-            abort.reason_diagnostic = 0
-            self.sock.sendall(abort.encode())
+            self.sock.sendall(ABORT_RQ)
         except (OSError, ValueError):
             pass
 
