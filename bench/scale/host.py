@@ -98,8 +98,19 @@ def proc_user_cpu(pid: int) -> float:
 
 
 def proc_rss_mb(pid: int) -> float:
-    pages = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in proc_tree(pid))
-    return pages * page_size() / 1e6
+    """RSS of one process. For a tree of several (`--workers N`: workers forked from the
+    supervisor share its pages), the sum of PSS, which counts each shared page once, as the
+    container's memory limit does: summed RSS counted the shared pages once per process."""
+    pids = proc_tree(pid)
+    if len(pids) == 1:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_size() / 1e6
+    kib = 0
+    for p in pids:
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                kib += int(line.split()[1])
+                break
+    return kib * 1024 / 1e6
 
 
 def proc_threads(pid: int) -> int:
