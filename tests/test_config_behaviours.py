@@ -38,29 +38,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class CountingSCP:
     """pynetdicom's own Verification SCP: answers after `delay`, records the called AE title of
-    every association and the most associations open at once."""
+    every association and the most C-ECHOs it was answering at once.
+
+    Counted inside the C-ECHO handler, not between the connection's open and close events: the
+    SCP notices a connection closed only on its next poll, a few ms after the agent has closed it
+    and let its next run connect, so open/close overlap says nothing about the agent's cap (it
+    read 2 under a cap of 1 in one full run). A C-ECHO answered here lies inside its association,
+    and the agent gives a connection back only after that association's release."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.called: list[str] = []
-        self.open = 0
+        self.busy = 0
         self.peak = 0
         self._lock = threading.Lock()
         self._release = threading.Event()
 
-    def _on_open(self, event: Any) -> None:
-        with self._lock:
-            self.open += 1
-            self.peak = max(self.peak, self.open)
-
-    def _on_close(self, event: Any) -> None:
-        with self._lock:
-            self.open -= 1
-
     def _on_echo(self, event: Any) -> int:
         with self._lock:
             self.called.append(event.assoc.requestor.ae_title.strip())  # the calling AE
-        self._release.wait(self.delay)  # the peer's own slowness, bounded; released at stop
+            self.busy += 1
+            self.peak = max(self.peak, self.busy)
+        try:
+            self._release.wait(self.delay)  # the peer's own slowness, bounded; released at stop
+        finally:
+            with self._lock:
+                self.busy -= 1
         return 0
 
     @contextmanager
@@ -68,11 +71,7 @@ class CountingSCP:
         ae = AE(ae_title="ANY")
         ae.add_supported_context(Verification)
         ae.require_called_aet = False
-        handlers = [
-            (evt.EVT_CONN_OPEN, self._on_open),
-            (evt.EVT_CONN_CLOSE, self._on_close),
-            (evt.EVT_C_ECHO, self._on_echo),
-        ]
+        handlers = [(evt.EVT_C_ECHO, self._on_echo)]
         server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=handlers)
         try:
             yield int(server.server_address[1])
