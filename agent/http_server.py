@@ -8,7 +8,6 @@ hours), and every other socket operation has a timeout.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import logging
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from isal import igzip
 
 from agent import __version__
 from agent.web_config import Auth, WebConfig
@@ -101,7 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:
         if "gzip" in (self.headers.get("Accept-Encoding") or "") and len(body) > 1024:
-            body = gzip.compress(body, compresslevel=1)
+            # ISA-L's deflate: at 5,000 targets (28 MB of text) 23 ms where zlib's level 1 took
+            # 100 ms, and the output is smaller; Prometheus always asks for gzip.
+            body = igzip.compress(body, compresslevel=1)
             self.send_response(code)
             self.send_header("Content-Encoding", "gzip")
         else:
