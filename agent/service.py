@@ -63,6 +63,7 @@ def kept_config(loaded: LoadedConfig) -> LoadedConfig:
         literal_secrets=(),
         url_passwords=(),
         line=lambda path: 0,  # the default: no line map
+        text="",
     )
 
 
@@ -333,12 +334,16 @@ class AgentService:
             self.redactor.update(set(loaded.secrets) | set(self.loaded.secrets))
             self.loaded = kept_config(loaded)
             self.target_order = target_order(loaded)
+            self._accepted(loaded)
             self.pipeline.emit(ConfigLoad(True, time.time()))
             enabled = sum(1 for t in loaded.model.targets if t.enabled)
             if not enabled:
                 log.warning("config reloaded: no target is enabled, nothing is monitored")
             log.info("config reloaded: %d target(s)", len(plans))
             return True, f"config reloaded: {len(plans)} target(s)"
+
+    def _accepted(self, loaded: LoadedConfig) -> None:
+        """A reloaded config is installed (a worker keeps its text for its restarts)."""
 
     def _reject(
         self, reason: str, details: str | None = None, scrub: Redactor | None = None

@@ -3,6 +3,9 @@ of the targets, answering the supervisor on a private unix socket instead of the
 
 Started by agent.supervisor as `python -m agent.worker ...`, never by hand. It reads the config
 file itself (and again on SIGHUP), so a reload needs no config to travel between processes.
+The text of the config it runs is kept next to its socket (RUNDIR/worker-J.config): a restarted
+worker loads that, not the file, so it runs what the other workers run even when the file was
+edited (or broken) since and not reloaded.
 Its stdin is a pipe from the supervisor: end of file means the supervisor is gone (even
 SIGKILLed), and the worker stops instead of probing on as an orphan.
 """
@@ -18,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.config import ConfigError, LoadedConfig, load_config
+from agent.config import ConfigError, LoadedConfig, load_config, load_config_text
 from agent.observation import ConfigLoad
 from agent.redaction import Redactor
 from agent.service import AgentService
@@ -32,6 +35,8 @@ SNAPSHOT_PATH = "/"
 
 
 class WorkerService(AgentService):
+    accepted: Path | None = None  # where the text of the config it runs is kept (accepted_path)
+
     def _health(self) -> tuple[int, bytes]:
         """GET /health on a worker's socket: one line per target, `INDEX\tJSON`, INDEX its
         position in the config. The supervisor sorts and joins the lines into one /health
@@ -64,9 +69,42 @@ class WorkerService(AgentService):
         line = " ".join((scrub or self.redactor).scrub(reason).split())
         return False, f"config reload rejected, keeping the running config: {line}"
 
+    def _accepted(self, loaded: LoadedConfig) -> None:
+        if self.accepted is not None:
+            keep_accepted(self.accepted, loaded.text)
+
     @property
     def address(self) -> tuple[str, int]:
         return str(self.server.server_address), 0
+
+
+def accepted_path(socket_path: str) -> Path:
+    """Where worker J keeps the config text it runs: RUNDIR/worker-J.config."""
+    return Path(socket_path).with_suffix(".config")
+
+
+def keep_accepted(path: Path, text: str) -> None:
+    """Write the accepted config text whole or not at all (a restart must never read half)."""
+    tmp = path.with_suffix(".config.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:  # the worker runs on; only a later restart would read the file instead
+        log.warning("cannot keep the accepted config for restarts (%s): %s", path, e.strerror)
+
+
+def _load(config: str, accepted: Path) -> LoadedConfig:
+    """A restart loads the config the worker ran before (named as the user's file in any
+    error); the first start, the file."""
+    try:
+        text = accepted.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return load_config(config)
+    except OSError as e:
+        raise ConfigError([f"{accepted}: cannot read: {e.strerror}"]) from None
+    return load_config_text(text, config)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -100,9 +138,10 @@ def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> i
     w, pod = parse_shard(args.worker), parse_shard(args.shard)
     shard = WorkerShard(pod.index, pod.count, worker=w.index, workers=w.count)
     redactor = Redactor()
+    accepted = accepted_path(args.socket)
     if loaded is None:
         try:
-            loaded = load_config(args.config)
+            loaded = _load(args.config, accepted)
         except ConfigError as e:
             print(f"agent worker {w}: invalid configuration:\n{e}", file=sys.stderr)
             return 3
@@ -110,6 +149,7 @@ def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> i
     setup_logging(
         _log_level(loaded, args.verbose), redactor, args.log_format or loaded.model.agent.logFormat
     )
+    keep_accepted(accepted, loaded.text)
     service = WorkerService(
         loaded,
         shard=shard,
@@ -117,6 +157,7 @@ def main(argv: list[str] | None = None, loaded: LoadedConfig | None = None) -> i
         listen=f"unix:{args.socket}",
         config_path=args.config,
     )
+    service.accepted = accepted
     del loaded  # the service keeps what it needs (kept_config); the target models can go
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

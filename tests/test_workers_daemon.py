@@ -245,6 +245,50 @@ def test_a_killed_worker_is_restarted_and_its_targets_come_back(tmp_path: Path) 
         assert "worker 1 (pid" in log.read_text() and "exited" in log.read_text()
 
 
+@pytest.mark.parametrize("edit", ["broken", "other targets"])
+def test_a_restarted_worker_runs_the_accepted_config_not_the_edited_file(
+    tmp_path: Path, edit: str
+) -> None:
+    """The file changed after the last accepted reload and was not reloaded: a worker that
+    restarts now must run what the other workers run. Reading the file again, it exited on a
+    broken file until someone fixed it, and on a valid one took its share of a target set the
+    others do not run (some targets probed twice, some never)."""
+    with SimulatedPACS() as sim:
+        cfg = tmp_path / "agent.json"
+        _write(cfg, sim, IDS)
+        log = tmp_path / "agent.log"
+        with _agent(cfg, log, "--workers", "2") as (p, url):
+            accepted_ids = [*IDS, "site-reloaded"]  # the snapshot follows an accepted reload
+            _write(cfg, sim, accepted_ids)
+            r = httpx.post(url + "/-/reload", timeout=60)
+            assert r.status_code == 200, r.text
+            wait_until(lambda: _all_ran(url, accepted_ids), 30, 0.2, "the reloaded set runs")
+            pid, sock = _workers(p, tmp_path)[1]
+            theirs = _worker_targets(sock)
+            if edit == "broken":
+                cfg.write_text("{not json")
+            else:
+                _write(cfg, sim, [f"other-{i}" for i in range(6)])
+            killed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+            os.kill(pid, signal.SIGKILL)
+
+            def restarted() -> bool:
+                w = _workers(p, tmp_path)
+                return 1 in w and w[1][0] != pid
+
+            wait_until(restarted, 30, 0.1, "worker 1 restarted")
+            wait_until(
+                lambda: _all_ran(url, accepted_ids, killed_at), 60, 0.2, "its targets run again"
+            )
+            assert _worker_targets(_workers(p, tmp_path)[1][1]) == theirs
+            s = _samples(httpx.get(url + "/metrics", timeout=10).text)
+            assert s['pacs_agent_worker_up{worker="1"}'] == 1.0
+            assert s['pacs_agent_worker_restarts_total{worker="1"}'] == 1.0
+            snapshots = list(tmp_path.glob("pacs-agent-workers-*/worker-*.config"))
+            assert len(snapshots) == 2 and all(f.stat().st_mode & 0o077 == 0 for f in snapshots)
+        assert "invalid configuration" not in log.read_text()
+
+
 def _reload_ts(sock: str) -> float:
     s = _samples(_worker_get(sock, "/metrics").decode())
     return s["pacs_config_last_reload_success_timestamp_seconds"]

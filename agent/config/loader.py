@@ -61,6 +61,9 @@ class LoadedConfig:
     # the file path of targets[i]: (i,) in a list, ("targets", i) in {targets}; None: one endpoint
     target_prefix: Path_ | None = ("targets",)
     line: Callable[[Path_], int] = field(default=lambda path: 0, repr=False, compare=False)
+    # The text as read, before ${VAR} substitution: what a restarted worker loads again
+    # (agent/worker.py). Never printed: a literal secret may be in it.
+    text: str = field(default="", repr=False, compare=False)
 
     def effective(self) -> dict[str, Any]:
         """The validated config as plain data, secrets replaced by <redacted>."""
@@ -293,6 +296,7 @@ def load_config_text(
         url_passwords=tuple(w.url_passwords),
         target_prefix=None if prefix == ("<single>",) else prefix,
         line=line,
+        text=text,
     )
 
 
