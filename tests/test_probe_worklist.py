@@ -325,14 +325,23 @@ def test_thousands_of_items_are_counted_up_to_max_results_within_the_deadline(ca
 
 
 def test_an_scp_that_honours_the_cancel_is_released_not_aborted() -> None:
-    with HostileWorklist(count=20_000, honour_cancel=True) as scp:
-        r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=200)
-        wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
-    assert r.ok, r.message
-    assert r.facts == Facts(matches=200, capped=True)
-    assert scp.cancelled.is_set()
-    assert scp.ended == ["released"]
-    assert "release" in r.phases
+    # pynetdicom's reactor sends what the handler queues before it reads the socket, so while
+    # items flow it may not file the C-CANCEL before the probe's CANCEL_WAIT ends (the probe
+    # then aborts) or before its last item and final Success (the probe releases after the
+    # Success, the cancel unseen): a race inside the peer, about one run in 20 here. k-of-n:
+    # every run is counted right, and one of up to 5 must be the honoured cancel and a release.
+    # (wlmscpfs honours it without the race: test_max_results_cancels_and_wlmscpfs_ends_the_query.)
+    seen = []
+    for _ in range(5):
+        with HostileWorklist(count=20_000, honour_cancel=True) as scp:
+            r = run_wl(scp.port, timeout_ms=10_000, scheduledStationAETitle="CT01", maxResults=200)
+            wait_until(lambda: scp.ended, 5, 0.02, "the association ended")
+        assert r.ok, r.message
+        assert r.facts == Facts(matches=200, capped=True)
+        seen.append((scp.cancelled.is_set(), scp.ended, "release" in r.phases))
+        if seen[-1] == (True, ["released"], True):
+            return
+    raise AssertionError(f"no run was an honoured cancel and a release: {seen}")
 
 
 @pytest.mark.timing  # 1,000 responses in Python against a 4 s deadline: CPU-bound on a busy host
