@@ -435,7 +435,9 @@ class PrometheusExporter:
                 ),
             )
 
-    def render(self) -> bytes:
+    def render_parts(self) -> list[bytes]:
+        """The exposition as the cached fragments in order: a scrape compresses them batch by
+        batch (agent.http_body) instead of joining ~28 MB at 5,000 targets first."""
         with self._lock:
             parts: list[bytes] = []
             for name, _, _ in FAMILIES:
@@ -444,4 +446,7 @@ class PrometheusExporter:
                     parts.append(HEADERS[name])
                     parts.extend(frags.values())
         parts.append(generate_latest(self._agent_metrics))
-        return b"".join(parts)
+        return parts
+
+    def render(self) -> bytes:
+        return b"".join(self.render_parts())

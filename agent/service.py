@@ -215,9 +215,9 @@ class AgentService:
         self.evaluator.set_maintenance(active)
         self.pipeline.emit(Maintenance(active))
 
-    def _metrics(self) -> bytes:
+    def _metrics(self) -> list[bytes]:
         self._refresh_maintenance()
-        return self.prometheus.render()
+        return self.prometheus.render_parts()
 
     def _status_page(self) -> bytes:
         from agent import status_page

@@ -13,6 +13,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
+from agent.http_body import BATCH_PARTS, accepts_gzip
 from agent.http_server import Endpoints, make_server, serve_in_thread
 
 
@@ -27,13 +30,15 @@ def metrics_text() -> bytes:
 
 
 METRICS = metrics_text()
+# as the agent's exporter hands them over: one cached fragment per line, many batches' worth
+PARTS = METRICS.splitlines(keepends=True)
 HEALTH = {"status": "HEALTHY", "targets": [{"name": f"t{i}"} for i in range(200)]}
 
 
 @contextmanager
-def server() -> Iterator[int]:
+def server(parts: bool = False) -> Iterator[int]:
     ep = Endpoints(
-        metrics=lambda: METRICS,
+        metrics=(lambda: PARTS) if parts else (lambda: METRICS),
         health=lambda: (200, json.dumps(HEALTH).encode()),
         ready=lambda: True,
         reload=lambda: (True, "ok"),
@@ -88,3 +93,45 @@ def test_small_bodies_and_other_encodings_are_sent_as_they_are() -> None:
         br_headers, br = get(port, "/metrics", "br")
     assert "content-encoding" not in small_headers and small == b"OK\n"
     assert "content-encoding" not in br_headers and br == METRICS
+
+
+def test_metrics_from_parts_is_the_concatenation_gzipped_or_not() -> None:
+    assert len(PARTS) > 10 * BATCH_PARTS  # compressed over many batches
+    with server(parts=True) as port:
+        headers, body = get(port, "/metrics", "gzip")
+        plain_headers, plain = get(port, "/metrics", None)
+    assert headers.get("content-encoding") == "gzip"
+    assert gzip.decompress(body) == METRICS == plain
+    assert "content-encoding" not in plain_headers
+    assert len(body) < len(METRICS) / 4
+
+
+def test_gzip_refused_with_q_zero_is_not_sent() -> None:
+    with server(parts=True) as port:
+        headers, body = get(port, "/metrics", "gzip;q=0, identity")
+    assert "content-encoding" not in headers and body == METRICS
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("gzip ; q=1.0", True),
+        ("*", True),
+        ("br, *;q=0.1", True),
+        (None, False),
+        ("", False),
+        ("identity", False),
+        ("br", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # gzip named and refused: the wildcard does not bring it back
+        ("gzip;q=abc", False),
+    ],
+)
+def test_accept_encoding_admits_gzip(header: str | None, gzip_ok: bool) -> None:
+    assert accepts_gzip(header) is gzip_ok

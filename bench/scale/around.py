@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import gzip
 import pstats
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.loader import load_config
+from agent.http_body import body_len, gzip_body, joined
 from agent.logging_setup import setup_logging
 from agent.redaction import Redactor
 from agent.scheduler import ProbeScheduler
@@ -185,11 +185,11 @@ def scheduler(svc: AgentService, rate: float, seconds: float, workers: int) -> N
 
 
 def scrapes(svc: AgentService, n: int) -> None:
-    body = svc._metrics()
-    per = cpu_per(lambda: [svc._metrics() for _ in range(n)], n)
+    size = body_len(svc._metrics())
+    per = cpu_per(lambda: [joined(svc._metrics()) for _ in range(n)], n)
     print(f"/metrics render                      {per * 1e3:8.1f} ms/scrape   "
-          f"({len(body) / 1e6:.1f} MB)")
-    per = cpu_per(lambda: [gzip.compress(svc._metrics(), compresslevel=1) for _ in range(n)], n)
+          f"({size / 1e6:.1f} MB)")
+    per = cpu_per(lambda: [gzip_body(svc._metrics()) for _ in range(n)], n)
     print(f"/metrics render + gzip               {per * 1e3:8.1f} ms/scrape")
     per = cpu_per(lambda: [svc._health() for _ in range(n)], n)
     print(f"/health render                       {per * 1e3:8.1f} ms/scrape")

@@ -46,6 +46,7 @@ def case(n: int, runs: int, trace: bool, by: str) -> dict[str, Any]:
     import tracemalloc
 
     from agent.config import load_config
+    from agent.http_body import body_len
     from agent.redaction import Redactor
     from agent.service import AgentService
     from agent.shard import Shard
@@ -80,7 +81,7 @@ def case(n: int, runs: int, trace: bool, by: str) -> dict[str, Any]:
                                   [(p, probe) for p in plans for probe in PROBES]))
                     rounds[0] += 1
             run_s = time.monotonic() - t0
-            metrics = len(svc._metrics())
+            metrics = body_len(svc._metrics())
             health = len(svc._health()[1])
             del loaded
             gc.collect()
