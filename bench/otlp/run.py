@@ -67,13 +67,19 @@ def receiver() -> None:
 # -- one case --------------------------------------------------------------------------------------
 
 
-def case(targets: int, otlp: str | None, rounds: int, exports: int, seed: int) -> dict[str, Any]:
+def case(
+    targets: int, otlp: str | None, rounds: int, exports: int, seed: int, tuned: bool
+) -> dict[str, Any]:
     from agent.evaluator import CheckView, Evaluation, HealthState
     from agent.observation import Observation, TargetInfo
     from agent.prometheus_exporter import PrometheusExporter
     from agent.recorder import LatencyRecorder, Recorded
     from probes.base import ProbeResult
 
+    if tuned:  # the malloc settings `agent run` makes (one arena, fixed mmap threshold)
+        from agent.tuning import tune_daemon_process
+
+        tune_daemon_process()
     rng = random.Random(seed)
     rss0 = rss_mb()
     exporters: list[Any] = [PrometheusExporter()]
@@ -152,6 +158,8 @@ def run_case(args: argparse.Namespace, endpoint: str | None) -> dict[str, Any]:
            "--rounds", str(args.rounds), "--exports", str(args.exports)]
     if endpoint:
         cmd += ["--endpoint", endpoint]
+    if args.untuned:
+        cmd.append("--untuned")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -167,6 +175,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10, help="runs per probe before measuring")
     ap.add_argument("--exports", type=int, default=5)
+    ap.add_argument("--untuned", action="store_true",
+                    help="without the daemon's malloc settings (agent/tuning.py), for a before")
     ap.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -176,7 +186,8 @@ def main() -> None:
         receiver()
         return
     if args.case:
-        print(json.dumps(case(args.targets, args.endpoint, args.rounds, args.exports, 7)))
+        print(json.dumps(case(args.targets, args.endpoint, args.rounds, args.exports, 7,
+                              not args.untuned)))
         return
     load0 = os.getloadavg()
     rx = subprocess.Popen([sys.executable, "-m", "bench.otlp.run", "--receiver"],
@@ -190,8 +201,8 @@ def main() -> None:
         assert rx.stdin is not None
         rx.stdin.close()
         rx.wait(10)
-    res = {"off": off, "on": on, "load_before": load0, "load_after": os.getloadavg(),
-           "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    res = {"off": off, "on": on, "tuned": not args.untuned, "load_before": load0,
+           "load_after": os.getloadavg(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     for interval in (60.0, 30.0):
         res[f"extra_core_share_at_{int(interval)}s"] = round(
             share(on, interval) - share(off, interval), 4)
