@@ -51,10 +51,11 @@ def demo_config(sim: Any, listen: str | None) -> LoadedConfig:
     return load_config_text(json.dumps(doc), "<built-in demo>")
 
 
-def load_or_demo(path: str | None) -> tuple[LoadedConfig, Any]:
-    """The config, or (no path) the demo config with a started simulator."""
+def load_or_demo(path: str | None, *, compact: bool = False) -> tuple[LoadedConfig, Any]:
+    """The config, or (no path) the demo config with a started simulator. `compact` for the
+    daemon, which keeps what it builds from the config (agent.config.loader)."""
     if path:
-        return load_config(path), None
+        return load_config(path, compact=compact), None
     from agent.simulator import SimulatedPACS
 
     sim = SimulatedPACS(imaging=True).start()  # the demo shows every probe

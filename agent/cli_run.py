@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     redactor = Redactor()
     try:
-        loaded, sim = load_or_demo(args.config)
+        loaded, sim = load_or_demo(args.config, compact=True)
         shard = resolve_shard(args.shard, loaded.model.agent.shard)
     except (ConfigError, ValueError) as e:
         print(f"agent: invalid configuration:\n{e}", file=sys.stderr)

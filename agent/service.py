@@ -308,7 +308,7 @@ class AgentService:
         with self._reload_lock:
             loaded: LoadedConfig | None = None
             try:
-                loaded = load_config(self.config_path)
+                loaded = load_config(self.config_path, compact=True)
                 plans = plans_for(loaded, self.shard)
                 check_schedulable(plans)
             except ConfigError as e:

@@ -101,10 +101,10 @@ def _load(config: str, accepted: Path) -> LoadedConfig:
     try:
         text = accepted.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return load_config(config)
+        return load_config(config, compact=True)
     except OSError as e:
         raise ConfigError([f"{accepted}: cannot read: {e.strerror}"]) from None
-    return load_config_text(text, config)
+    return load_config_text(text, config, compact=True)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ Errors name the file, the line and the field path, and never echo a value (it co
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,13 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+# What a load keeps besides the line map and the text: the model, secrets, the targets written
+# as secttraConfig, literal secrets' and URL passwords' paths, the targets' path prefix.
+_Kept = tuple[
+    AgentConfig, frozenset[str], frozenset[int], tuple[Path_, ...], tuple[Path_, ...], Path_
+]
 
 
 @dataclass(frozen=True)
@@ -243,9 +251,11 @@ def load_config_text(
     source: str = "<config>",
     env: Mapping[str, str] | None = None,
     check_files: bool = True,
+    *,
+    compact: bool = False,
 ) -> LoadedConfig:
     """Parse and validate; `check_files=False` skips checking that TLS files exist (for a config
-    that will run elsewhere)."""
+    that will run elsewhere). `compact=True` for a config a long-running process keeps (below)."""
     # a plain dict: os.environ encodes the name on every lookup (10,000 ${VAR}s in a large config)
     env = dict(os.environ) if env is None else env
     if not text.strip():
@@ -283,17 +293,37 @@ def load_config_text(
         raise ConfigError(
             [f"{source}:0: (top level): could not be validated ({type(e).__name__})"]
         ) from None
-    return LoadedConfig(
-        model=model,
-        source=source,
-        secrets=frozenset(w.secrets),
-        secttra_targets=frozenset(
+    kept: _Kept = (
+        model,
+        frozenset(w.secrets),
+        frozenset(
             i
             for i, t in enumerate(shaped.get("targets") or [])
             if isinstance(t, dict) and "secttraConfig" in t
         ),
-        literal_secrets=tuple(w.literal_secrets),
-        url_passwords=tuple(w.url_passwords),
+        tuple(w.literal_secrets),
+        tuple(w.url_passwords),
+        prefix,
+    )
+    if compact:
+        # What survives a load was allocated among the parse's and validation's temporaries,
+        # and what the agent builds from it next fills the holes they left: Python's allocator
+        # then cannot return those arenas (at 5,000 targets the daemon kept ~100 MB for ~20 MB
+        # of plans). Rebuilt from one pickle after everything else is freed, the survivors sit
+        # together and their memory can be given back once they are dropped. Our own bytes,
+        # made and read in this call (bench/scale/memory.py, BENCHMARKS.md).
+        blob = pickle.dumps(kept, pickle.HIGHEST_PROTOCOL)
+        del kept, model, shaped, substituted, w
+        kept = pickle.loads(blob)  # noqa: S301
+        del blob
+    model, secrets, secttra, literal_secrets, url_passwords, prefix = kept
+    return LoadedConfig(
+        model=model,
+        source=source,
+        secrets=secrets,
+        secttra_targets=secttra,
+        literal_secrets=literal_secrets,
+        url_passwords=url_passwords,
         target_prefix=None if prefix == ("<single>",) else prefix,
         line=line,
         text=text,
@@ -301,7 +331,11 @@ def load_config_text(
 
 
 def load_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, check_files: bool = True
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    check_files: bool = True,
+    *,
+    compact: bool = False,
 ) -> LoadedConfig:
     """Load a file; "-" reads standard input."""
     name = os.fspath(path)
@@ -312,4 +346,4 @@ def load_config(
         raise ConfigError([_problem(source, e)]) from None
     except OSError as e:
         raise ConfigError([f"{source}: cannot read: {e.strerror or type(e).__name__}"]) from None
-    return load_config_text(text, source, env, check_files)
+    return load_config_text(text, source, env, check_files, compact=compact)

@@ -15,6 +15,7 @@ the smaller N) / (difference in N), so fixed costs (interpreter, imports) cancel
 the two Ns is grouped by file:line (or by file with `--by file`).
 
     .venv/bin/python -m bench.scale.memory [--counts 1000,3000] [--runs 5] [--trace] [--top 25]
+        [--no-compact]   # the config loaded as check-config loads it, not as the daemon does
 
 Another checkout (e.g. main, for a before/after): run this file from there,
 `cd OTHER && PYTHONPATH=$PWD .venv/bin/python /path/to/bench/scale/memory.py --trace`.
@@ -42,7 +43,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def case(n: int, runs: int, trace: bool, by: str) -> dict[str, Any]:
+def case(n: int, runs: int, trace: bool, by: str, compact: bool = True) -> dict[str, Any]:
     import tracemalloc
 
     from agent.config import load_config
@@ -63,7 +64,7 @@ def case(n: int, runs: int, trace: bool, by: str) -> dict[str, Any]:
             rss0 = rss_bytes()
             if trace:
                 tracemalloc.start(1)
-            loaded = load_config(str(cfg))
+            loaded = load_config(str(cfg), compact=compact)  # as the daemon loads it
             svc = AgentService(loaded, shard=Shard(0, 1), redactor=Redactor(),
                                listen="127.0.0.1:0", config_path=str(cfg))
             svc._install(svc._initial)  # what start() does, minus the timer and HTTP threads
@@ -113,7 +114,8 @@ def _key(stat: Any) -> str:
 def run_case(n: int, args: argparse.Namespace, trace: bool) -> dict[str, Any]:
     # by path, so that the harness can measure another checkout (cwd and PYTHONPATH = its root)
     cmd = [sys.executable, __file__, "--case", str(n), "--runs", str(args.runs),
-           "--by", args.by] + (["--trace"] if trace else [])
+           "--by", args.by] + (["--trace"] if trace else []) + (
+           ["--no-compact"] if args.no_compact else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if p.returncode != 0:
@@ -128,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="store_true", help="also a tracemalloc pass per count")
     ap.add_argument("--by", choices=("line", "file"), default="line")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--no-compact", action="store_true",
+                    help="load the config without compaction (agent.config.loader), for a before")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     if args.case:
-        print(json.dumps(case(args.case, args.runs, args.trace, args.by)))
+        print(json.dumps(case(args.case, args.runs, args.trace, args.by, not args.no_compact)))
         return 0
     lo, hi = (int(x) for x in args.counts.split(","))
     res: dict[str, Any] = {"load": os.getloadavg(), "rss": {}, "trace": {}}
