@@ -178,13 +178,18 @@ class HealthJsonExporter:
             parts = [t.head + ",".join(t.checks.values()) + "]}" for t in self._targets.values()]
             return parts, worst([s for s, n in self._counts.items() if n > 0])
 
-    def render(self, shard: str | None = None) -> tuple[HealthState, bytes]:
-        """The same document as health_document(), compact, joined from the cached fragments."""
+    def render(self, shard: str | None = None) -> tuple[HealthState, list[bytes]]:
+        """The same document as health_document(), compact, as parts to send one after the
+        other (agent.http_body): each target's fragments joined, never the whole document in one
+        string (4 MB at 5,000 targets, copied three times on the way to bytes)."""
         parts, state = self.parts()
         ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
-        text = f'{{"timestamp":"{ts}","status":"{state.value}","targets":[' + ",".join(parts) + "]"
-        return state, (text + tail).encode()
+        out = [f'{{"timestamp":"{ts}","status":"{state.value}","targets":['.encode()]
+        for i, part in enumerate(parts):
+            out.append((part if i == 0 else "," + part).encode())
+        out.append(("]" + tail).encode())
+        return state, out
 
 
 def http_status_for(state: HealthState) -> int:

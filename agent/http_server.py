@@ -34,7 +34,7 @@ REQUEST_DEADLINE_S = 10.0  # request line + headers, in total, from the start of
 @dataclass
 class Endpoints:
     metrics: Callable[[], Body]
-    health: Callable[[], tuple[int, dict[str, Any] | bytes]]  # bytes: JSON already
+    health: Callable[[], tuple[int, dict[str, Any] | Body]]  # a Body: JSON already
     ready: Callable[[], bool]
     reload: Callable[[], tuple[bool, str]]
     # GET / (agent.status_page) and GET /probe?target=&probe= (run one probe now)
@@ -117,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, code: int, doc: Any) -> None:
-        if isinstance(doc, bytes):  # already serialised (the agent's /health)
+        if not isinstance(doc, dict):  # already serialised (the agent's /health)
             self._send(code, doc, "application/json")
             return
         self._send(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -47,7 +47,8 @@ class Pair:
 
 def same(pair: Pair, shard: str | None = None) -> dict:
     ev = pair.ev
-    state, body = pair.hx.render(shard)
+    state, parts = pair.hx.render(shard)
+    body = b"".join(parts)  # sent one part after the other (agent.http_body)
     assert body.endswith(b"}\n") and b"\n" not in body[:-1]  # compact, one line
     fast = json.loads(body)
     slow = health_document(ev.snapshot(), shard)
