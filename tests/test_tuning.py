@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from agent.tuning import PYTHON_DEFAULT_SWITCH_INTERVAL, SWITCH_INTERVAL, tune_daemon_process
 
@@ -65,3 +68,18 @@ def test_daemon_threads_share_one_malloc_arena_unless_the_environment_says() -> 
     assert _arenas("untuned") > 1  # the control: glibc gives concurrent threads their own
     assert _arenas("tuned") == 1
     assert 1 < _arenas("tuned", MALLOC_ARENA_MAX="4") <= 4  # the operator's setting stays
+
+
+def test_the_running_agent_gives_freed_heap_back_periodically(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agent.service
+    from tests.helpers.agent_fixtures import running_agent
+
+    calls = threading.Semaphore(0)
+    monkeypatch.setattr(agent.service, "HEAP_RELEASE_EVERY", 0.2)
+    monkeypatch.setattr(agent.service, "release_free_heap", calls.release)
+    target = {"id": "t", "config": {"host": "127.0.0.1", "port": 9}}
+    with running_agent([target]):
+        # the first after start, then again on the job's interval (not only at install)
+        assert all(calls.acquire(timeout=10) for _ in range(4))

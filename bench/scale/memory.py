@@ -51,7 +51,7 @@ def case(n: int, runs: int, trace: bool, by: str, compact: bool = True) -> dict[
     from agent.redaction import Redactor
     from agent.service import AgentService
     from agent.shard import Shard
-    from agent.tuning import tune_daemon_process
+    from agent.tuning import release_free_heap, tune_daemon_process
     from bench.scale.processes import Sim, target_rows, write_config
 
     tune_daemon_process()  # as `agent run` does (mmap threshold for the scrape buffers)
@@ -67,6 +67,7 @@ def case(n: int, runs: int, trace: bool, by: str, compact: bool = True) -> dict[
             loaded = load_config(str(cfg), compact=compact)  # as the daemon loads it
             svc = AgentService(loaded, shard=Shard(0, 1), redactor=Redactor(),
                                listen="127.0.0.1:0", config_path=str(cfg))
+            del loaded  # as `agent run` drops it: the service keeps what it needs
             svc._install(svc._initial)  # what start() does, minus the timer and HTTP threads
             plans = svc.plans
             # each round of runs lands in the next latency sub-window, as runs 60 s apart would
@@ -83,11 +84,15 @@ def case(n: int, runs: int, trace: bool, by: str, compact: bool = True) -> dict[
                     rounds[0] += 1
             run_s = time.monotonic() - t0
             metrics = body_len(svc._metrics())
-            health = len(svc._health()[1])
-            del loaded
+            health = body_len(svc._health()[1])
             gc.collect()
             rss = rss_bytes()
+            t_trim = time.perf_counter()
+            release_free_heap()  # what glibc holds free, as opposed to what is in use
+            trim_s = time.perf_counter() - t_trim
+            rss_trimmed = rss_bytes()
             out: dict[str, Any] = {"n": n, "runs": runs, "rss": rss, "rss0": rss0,
+                                   "rss_trimmed": rss_trimmed, "trim_s": trim_s,
                                    "run_s": run_s, "metrics_bytes": metrics,
                                    "health_bytes": health}
             if trace:
