@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from agent import __version__
-from agent.http_body import MIN_GZIP, Body, accepts_gzip, body_len, gzip_body, joined
+from agent.http_body import MIN_GZIP, Body, accepts_gzip, gzip_body, joined, longer_than
 from agent.web_config import Auth, WebConfig
 
 log = logging.getLogger("agent.http")
@@ -100,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, code: int, body: Body, ctype: str) -> None:
-        if accepts_gzip(self.headers.get("Accept-Encoding")) and body_len(body) > MIN_GZIP:
+        if accepts_gzip(self.headers.get("Accept-Encoding")) and longer_than(body, MIN_GZIP):
             # Prometheus always asks for gzip; ISA-L's deflate (agent.http_body)
             body = gzip_body(body)
             self.send_response(code)

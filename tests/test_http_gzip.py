@@ -96,11 +96,15 @@ def test_small_bodies_and_other_encodings_are_sent_as_they_are() -> None:
     assert "content-encoding" not in br_headers and br == METRICS
 
 
+@pytest.mark.parametrize("batch", [1000, None], ids=["many-batches", "one-call"])
 def test_metrics_from_parts_is_the_concatenation_gzipped_or_not(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, batch: int | None
 ) -> None:
-    monkeypatch.setattr(agent.http_body, "BATCH_PARTS", 1000)
-    assert len(PARTS) > 10 * 1000  # compressed over many batches
+    if batch is not None:
+        monkeypatch.setattr(agent.http_body, "BATCH_PARTS", batch)
+        assert len(PARTS) > 10 * batch  # compressed over many batches
+    else:
+        assert len(PARTS) <= agent.http_body.BATCH_PARTS  # in one call
     with server(parts=True) as port:
         headers, body = get(port, "/metrics", "gzip")
         plain_headers, plain = get(port, "/metrics", None)
@@ -139,3 +143,11 @@ def test_gzip_refused_with_q_zero_is_not_sent() -> None:
 )
 def test_accept_encoding_admits_gzip(header: str | None, gzip_ok: bool) -> None:
     assert accepts_gzip(header) is gzip_ok
+
+
+def test_a_body_of_many_small_parts_is_gzipped_by_its_total_size() -> None:
+    from agent.http_body import MIN_GZIP, longer_than
+
+    assert longer_than([b"x"] * (MIN_GZIP + 1), MIN_GZIP)
+    assert not longer_than([b"x"] * MIN_GZIP, MIN_GZIP)
+    assert longer_than(b"x" * (MIN_GZIP + 1), MIN_GZIP) and not longer_than(b"", MIN_GZIP)
