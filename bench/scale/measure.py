@@ -152,6 +152,11 @@ class Measurement:
         start = agent.spawned
         end = start + self.minutes * 60
         t_window = agent.ready_at + self.warmup
+        if end - t_window < INTERVAL:
+            # --minutes counts from the agent's start, warm-up included: a window shorter than
+            # one probe interval does not see every job run and its rates are not comparable
+            log(f"  warning: the steady window is {end - t_window:.0f} s, shorter than one probe "
+                f"interval ({INTERVAL:.0f} s): raise --minutes or lower --warmup")
         cpu0_whole = proc_cpu(agent.pid)
         sim_cpu0 = self.sim.cpu()
         first: Snapshot | None = None
