@@ -179,9 +179,9 @@ class HealthJsonExporter:
             return parts, worst([s for s, n in self._counts.items() if n > 0])
 
     def render(self, shard: str | None = None) -> tuple[HealthState, list[bytes]]:
-        """The same document as health_document(), compact, as parts to send one after the
-        other (agent.http_body): each target's fragments joined, never the whole document in one
-        string (4 MB at 5,000 targets, copied three times on the way to bytes)."""
+        """The same document as health_document(), compact, as each target's bytes for
+        agent.http_body to join once (built as one string it was copied three times on the way
+        to bytes: 4 MB at 5,000 targets)."""
         parts, state = self.parts()
         ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tail = f',"shard":{json.dumps(shard)}}}\n' if shard else "}\n"
