@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from agent.config import LoadedConfig, load_config, load_config_text
+from agent.config import ConfigError, LoadedConfig, load_config, load_config_text
 
 if TYPE_CHECKING:
     from agent.config.schema import Endpoint
@@ -64,6 +64,15 @@ def load_or_demo(path: str | None, *, compact: bool = False) -> tuple[LoadedConf
 
 class UsageError(Exception):
     """A one-shot command cannot run as asked (e.g. no such target): the message, exit 3."""
+
+
+def refused(e: ConfigError | UsageError) -> int:
+    """Say on stderr why a one-shot command cannot run; its exit code (UNKNOWN)."""
+    if isinstance(e, ConfigError):
+        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
+    else:
+        print(e, file=sys.stderr)
+    return UNKNOWN
 
 
 @dataclass

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from agent.cli_common import UNKNOWN, UsageError, emit, one_shot, printable
+from agent.cli_common import UNKNOWN, UsageError, emit, one_shot, printable, refused
 from agent.config import ConfigError
 from agent.evaluator import HealthEvaluator, HealthState
 from agent.health_json import health_document
@@ -137,12 +137,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                     f"{', '.join(running) or 'none'}"
                 )
             doc = run_once(plans, redactor, args.probe)
-    except ConfigError as e:
-        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
-        return UNKNOWN
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return UNKNOWN
+    except (ConfigError, UsageError) as e:
+        return refused(e)
     if args.output == "json":
         out = json.dumps(doc, indent=2)
     else:
@@ -167,12 +163,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ) as run:
             redactor = run.redactor
             results = [diagnose_target(t) for t in run.targets]
-    except ConfigError as e:
-        print(f"agent: invalid configuration:\n{e}", file=sys.stderr)
-        return UNKNOWN
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return UNKNOWN
+    except (ConfigError, UsageError) as e:
+        return refused(e)
     if args.output == "json":
         doc = {
             "status": {0: "OK", 1: "WARN", 2: "FAIL"}.get(exit_code(results), "UNKNOWN"),
