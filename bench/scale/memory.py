@@ -16,6 +16,7 @@ the two Ns is grouped by file:line (or by file with `--by file`).
 
     .venv/bin/python -m bench.scale.memory [--counts 1000,3000] [--runs 5] [--trace] [--top 25]
         [--no-compact]   # the config loaded as check-config loads it, not as the daemon does
+        [--installed]    # the runtime dependencies only, as `pip install .` (installed.py)
 
 Another checkout (e.g. main, for a before/after): run this file from there,
 `cd OTHER && PYTHONPATH=$PWD .venv/bin/python /path/to/bench/scale/memory.py --trace`.
@@ -35,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.scale.installed import installed_python
 from bench.scale.settings import PROBES, ROOT
 
 
@@ -118,7 +120,7 @@ def _key(stat: Any) -> str:
 
 def run_case(n: int, args: argparse.Namespace, trace: bool) -> dict[str, Any]:
     # by path, so that the harness can measure another checkout (cwd and PYTHONPATH = its root)
-    cmd = [sys.executable, __file__, "--case", str(n), "--runs", str(args.runs),
+    cmd = [args.python, __file__, "--case", str(n), "--runs", str(args.runs),
            "--by", args.by] + (["--trace"] if trace else []) + (
            ["--no-compact"] if args.no_compact else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -137,14 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-compact", action="store_true",
                     help="load the config without compaction (agent.config.loader), for a before")
+    ap.add_argument("--installed", action="store_true",
+                    help="measure with the runtime dependencies only (bench/scale/installed.py)")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     if args.case:
         print(json.dumps(case(args.case, args.runs, args.trace, args.by, not args.no_compact)))
         return 0
+    # the installed venv's packages, this checkout's code (PYTHONPATH): the same code as installed
+    args.python = str(installed_python()) if args.installed else sys.executable
     lo, hi = (int(x) for x in args.counts.split(","))
-    res: dict[str, Any] = {"load": os.getloadavg(), "rss": {}, "trace": {}}
+    res: dict[str, Any] = {"load": os.getloadavg(), "python": args.python, "rss": {},
+                           "trace": {}}
     for n in (lo, hi):
         res["rss"][n] = run_case(n, args, False)
     dn = hi - lo

@@ -105,6 +105,9 @@ def write_config(path: Path, rows: list[dict[str, Any]], self_probe_ms: int = 50
 
 AGENT_PREFIX: list[str] = ["-m", "agent"]  # --switch-interval swaps in a wrapper
 AGENT_ARGS: list[str] = []  # --agent-args, e.g. "--workers 2"
+# --installed: the interpreter of a venv holding `pip install .` (bench/scale/installed.py); it
+# starts outside the checkout, so that `-m agent` imports the installed copy, not the source
+AGENT_PYTHON: list[str] = []
 
 
 class Agent:
@@ -113,9 +116,10 @@ class Agent:
         self._log = open(logfile, "w")  # noqa: SIM115 - closed in stop()
         self.spawned = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, *AGENT_PREFIX, "run", "--config", str(config),
-             "--listen", "127.0.0.1:0", *AGENT_ARGS],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            [*(AGENT_PYTHON or [sys.executable]), *AGENT_PREFIX, "run", "--config",
+             str(config), "--listen", "127.0.0.1:0", *AGENT_ARGS],
+            cwd=config.parent if AGENT_PYTHON else ROOT,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.pid = self.proc.pid
         self.port = self._wait_port(60)

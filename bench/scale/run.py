@@ -35,8 +35,9 @@ from typing import Any
 
 from bench.scale.compare import compare
 from bench.scale.host import loadavg, machine, wait_for_quiet
+from bench.scale.installed import extras_present, installed_python
 from bench.scale.measure import idle_self_probe, judge, measure
-from bench.scale.processes import AGENT_ARGS, AGENT_PREFIX, Sim, target_rows
+from bench.scale.processes import AGENT_ARGS, AGENT_PREFIX, AGENT_PYTHON, Sim, target_rows
 from bench.scale.report import growth_report, main_report, plot_growth
 from bench.scale.settings import ROOT, log
 
@@ -45,10 +46,17 @@ def _dump(doc: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
 
+def agent_env() -> dict[str, Any]:
+    """Which interpreter ran the agent, and the undeclared packages it could import."""
+    python = Path(AGENT_PYTHON[0]) if AGENT_PYTHON else Path(sys.executable)
+    return {"installed": bool(AGENT_PYTHON), "python": str(python),
+            "undeclared_present": extras_present(python)}
+
+
 def run_main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"machine": machine()}
+    doc: dict[str, Any] = {"machine": machine(), "agent_env": agent_env()}
     doc["load"] = (
         {"before_wait": loadavg(), "waited_s": 0, "after_wait": loadavg(), "quiet": None}
         if args.no_wait else wait_for_quiet(max_wait=args.max_wait)
@@ -79,8 +87,8 @@ def run_growth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     counts = [int(c) for c in args.counts.split(",")]
-    doc: dict[str, Any] = {"machine": machine(), "minutes": args.minutes,
-                           "warmup_s": args.warmup, "runs": []}
+    doc: dict[str, Any] = {"machine": machine(), "agent_env": agent_env(),
+                           "minutes": args.minutes, "warmup_s": args.warmup, "runs": []}
     previous = out / "growth.json"
     if args.append and previous.exists():  # add counts to an earlier series (same settings)
         doc = json.loads(previous.read_text())
@@ -133,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool-workers", type=int, default=16)
     ap.add_argument("--no-compare", action="store_true")
     ap.add_argument("--agent-args", default="", help='extra `agent run` arguments ("--workers 2")')
+    ap.add_argument("--installed", action="store_true",
+                    help="run the agent from a venv holding `pip install .` only, as users "
+                    "install it (bench/scale/installed.py), instead of this venv")
     ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     ap.add_argument("--max-wait", type=float, default=600.0)
     ap.add_argument("--switch-interval", type=float, default=None,
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "-c", f"import sys, runpy; sys.setswitchinterval({args.switch_interval}); "
             "sys.argv[0] = 'agent'; runpy.run_module('agent', run_name='__main__')",
         ]
+    if args.installed:
+        AGENT_PYTHON[:] = [str(installed_python())]
     if args.minutes is None:
         args.minutes = 2.5 if args.growth else 10.0
     if args.replot:  # report and plot again from growth.json, no runs
