@@ -3,11 +3,15 @@
 Names and labels are the contract in docs/metrics.md.
 
 Per-target series are kept as pre-rendered text fragments, one per (family, target, probe),
-rewritten when that probe reports. prometheus_client's generic renderer formats every sample on
-every scrape (~20 µs a line): 1,000 targets are ~110k lines, over 2 s per scrape on this machine.
-Here a scrape joins cached strings. Agent-level metrics (a handful of series) stay in
-prometheus_client. Label values need no escaping: target ids are validated to [A-Za-z0-9_.:-],
-and probe, phase, reason, status and state come from fixed sets.
+rewritten when that probe reports. Each (target, probe), and each target for its own series,
+has a slot: an index into one list per family, so that 5,000 targets × ~36 fragments cost a
+pointer each rather than a dict entry each (~1 KB a target less).
+
+prometheus_client's generic renderer formats every sample on every scrape (~20 µs a line):
+1,000 targets are ~110k lines, over 2 s per scrape on this machine. Here a scrape joins cached
+strings. Agent-level metrics (a handful of series) stay in prometheus_client. Label values need
+no escaping: target ids are validated to [A-Za-z0-9_.:-], and probe, phase, reason, status and
+state come from fixed sets.
 """
 
 from __future__ import annotations
@@ -60,13 +64,14 @@ class PrometheusExporter:
         per probe; agent.metrics.classicHistogram). Off, the HDR quantiles stand for it."""
         self._lock = threading.Lock()
         self._classic = classic_histogram
-        # family → (target, probe) → encoded text; probe "" for per-target families. Bytes, so
-        # that a scrape is one join (a str join + encode + concatenation made three 10 MB
-        # copies for 1,000 targets, which glibc then kept as RSS).
-        self._frag: dict[str, dict[tuple[str, str], bytes]] = {n: {} for n, _, _ in FAMILIES}
-        # One key tuple per (target, probe) shared by every family's dict: each dict keeps the
-        # key it was first given, and ~20 families made ~20 tuples per key (~3 KB a target).
-        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
+        # family → slot → encoded text or None. Bytes, so that a scrape is one join (a str
+        # join + encode + concatenation made three 10 MB copies for 1,000 targets, which glibc
+        # then kept as RSS).
+        self._frag: dict[str, list[bytes | None]] = {n: [] for n, _, _ in FAMILIES}
+        # (target, probe) → slot; (target, "") for the per-target families. A removed
+        # target's slots are reused by the next one added.
+        self._slots: dict[tuple[str, str], int] = {}
+        self._free: list[int] = []
         self._state: dict[tuple[str, str], ProbeCounters] = {}
         self._slos: dict[tuple[str, str], ProbeObjectives] = {}
         # target → probe → the facts it declares for a run that found nothing (TargetInfo)
@@ -97,19 +102,31 @@ class PrometheusExporter:
 
     # -- fragments -------------------------------------------------------------------------------
 
-    def _set(self, family: str, key: tuple[str, str], lines: Iterable[str]) -> None:
-        text = "".join(lines)
-        if text:
-            self._put(family, key, text)
-        else:
-            self._frag[family].pop(key, None)
+    def _slot(self, key: tuple[str, str]) -> int:
+        """The slot of (target, probe) or (target, ""), taken on first use."""
+        slot = self._slots.get(key)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = len(self._frag["pacs_target_health"])
+                for frags in self._frag.values():
+                    frags.append(None)
+            self._slots[key] = slot
+        return slot
 
-    def _put(self, family: str, key: tuple[str, str], text: str) -> None:
+    def _shown(self, family: str, target: str) -> bytes | None:
+        """A per-target family's fragment of `target`, if the target has been added."""
+        slot = self._slots.get((target, ""))
+        return None if slot is None else self._frag[family][slot]
+
+    def _set(self, family: str, slot: int, lines: Iterable[str]) -> None:
+        text = "".join(lines)
+        self._frag[family][slot] = text.encode() if text else None
+
+    def _put(self, family: str, slot: int, text: str) -> None:
         """One fragment that is not empty."""
-        frags = self._frag[family]
-        if key not in frags:
-            key = self._keys.setdefault(key, key)
-        frags[key] = text.encode()
+        self._frag[family][slot] = text.encode()
 
     def _counters(self, t: str, p: str, st: ProbeCounters) -> None:
         self._runs(t, p, st)
@@ -119,35 +136,35 @@ class PrometheusExporter:
 
     def _runs(self, t: str, p: str, st: ProbeCounters) -> None:
         """The two counters every result moves: runs by result, and attempts."""
-        tp, runs = tp_labels(t, p), st.runs
+        tp = tp_labels(t, p)
         self._put(
             "pacs_probe_runs_total",
-            (t, p),
-            f'pacs_probe_runs_total{{{tp},result="success"}} {runs["success"]}.0\n'
-            f'pacs_probe_runs_total{{{tp},result="failure"}} {runs["failure"]}.0\n',
+            st.slot,
+            f'pacs_probe_runs_total{{{tp},result="success"}} {st.success}.0\n'
+            f'pacs_probe_runs_total{{{tp},result="failure"}} {st.failure}.0\n',
         )
         name = "pacs_probe_attempts_total"
-        self._put(name, (t, p), f"{name}{{{tp}}} {num(st.attempts)}\n")
+        self._put(name, st.slot, f"{name}{{{tp}}} {num(st.attempts)}\n")
 
     def _failures(self, t: str, p: str, st: ProbeCounters) -> None:
         tp = tp_labels(t, p)
         self._set(
             "pacs_probe_failures_total",
-            (t, p),
+            st.slot,
             (
                 f'pacs_probe_failures_total{{{tp},reason="{rs}"}} {num(n)}\n'
-                for rs, n in sorted(st.failures.items())
+                for rs, n in sorted((st.failures or {}).items())
             ),
         )
 
     def _missed(self, t: str, p: str, st: ProbeCounters) -> None:
         name = "pacs_scheduler_missed_runs_total"
-        self._put(name, (t, p), f"{name}{{{tp_labels(t, p)}}} {num(st.missed)}\n")
+        self._put(name, st.slot, f"{name}{{{tp_labels(t, p)}}} {num(st.missed)}\n")
 
     def _oor(self, t: str, p: str, st: ProbeCounters) -> None:
         # from the start, like the counters above: an alert on increase() needs the 0 before the 1
         name = "pacs_latency_out_of_range_total"
-        self._put(name, (t, p), f"{name}{{{tp_labels(t, p)}}} {num(st.oor)}\n")
+        self._put(name, st.slot, f"{name}{{{tp_labels(t, p)}}} {num(st.oor)}\n")
 
     def _slo(self, t: str, p: str, st: ProbeCounters) -> None:
         """Objectives, and the slow-run counter of a probe with a latency SLO (one series)."""
@@ -155,7 +172,7 @@ class PrometheusExporter:
         tp = tp_labels(t, p)
         self._set(
             "pacs_slo_objective_ratio",
-            (t, p),
+            st.slot,
             (
                 f'pacs_slo_objective_ratio{{{tp},slo="{slo}"}} {num(ratio)}\n'
                 for slo, ratio in (obj.ratios().items() if obj else ())
@@ -164,7 +181,7 @@ class PrometheusExporter:
         has_latency = obj is not None and obj.latency_threshold is not None
         self._set(
             "pacs_probe_slow_runs_total",
-            (t, p),
+            st.slot,
             (f"pacs_probe_slow_runs_total{{{tp}}} {num(st.slow)}\n",) if has_latency else (),
         )
 
@@ -184,7 +201,10 @@ class PrometheusExporter:
                     self._slos.pop((tid, p), None)
             self._target_health(tid, HealthState.UNKNOWN)
             for p in target.probes:
-                st = self._state.setdefault((tid, p), ProbeCounters(self._classic))
+                st = self._state.get((tid, p))
+                if st is None:
+                    st = ProbeCounters(self._slot((tid, p)), self._classic)
+                    self._state[(tid, p)] = st
                 self._counters(tid, p, st)
                 self._slo(tid, p, st)
             self._target_settings(target)
@@ -197,24 +217,25 @@ class PrometheusExporter:
                 del self._slos[key]
             self._declared.pop(target, None)
             self._shown_health.pop(target, None)
-            for frags in self._frag.values():
-                for key in [k for k in frags if k[0] == target]:
-                    del frags[key]
-            for key in [k for k in self._keys if k[0] == target]:
-                del self._keys[key]
+            for key in [k for k in self._slots if k[0] == target]:
+                slot = self._slots.pop(key)
+                for frags in self._frag.values():
+                    frags[slot] = None
+                self._free.append(slot)
 
     def _target_settings(self, target: TargetInfo) -> None:
         """Per-target thresholds, so alert rules compare against each target's own settings."""
         tid = target.id
         t = f'{{target="{tid}"}}'
+        slot = self._slot((tid, ""))
         self._set(
             "pacs_target_degraded_latency_seconds",
-            (tid, ""),
+            slot,
             (f"pacs_target_degraded_latency_seconds{t} {num(float(target.degraded_latency))}\n",),
         )
         self._set(
             "pacs_target_cert_expiry_warning_seconds",
-            (tid, ""),
+            slot,
             (
                 f"pacs_target_cert_expiry_warning_seconds{t} "
                 f"{num(float(target.cert_warning_seconds))}\n",
@@ -230,7 +251,7 @@ class PrometheusExporter:
             self._set_maintenance(ev.active)
         elif isinstance(ev, TargetSettings):
             with self._lock:
-                if (ev.target.id, "") in self._frag["pacs_target_health"]:
+                if self._shown("pacs_target_health", ev.target.id) is not None:
                     self._target_settings(ev.target)
         elif isinstance(ev, PlansInstalled):
             self.targets_gauge.set(ev.targets)
@@ -249,13 +270,14 @@ class PrometheusExporter:
             health = self._frag["pacs_target_health"]
             current = self._frag["pacs_target_maintenance"]
             for target, on in active.items():
-                if (target, "") not in health:
+                slot = self._slots.get((target, ""))
+                if slot is None or health[slot] is None:
                     continue  # removed, or metrics disabled for it
-                if current.get((target, ""), b"").endswith(b" 1.0\n" if on else b" 0.0\n"):
+                if (current[slot] or b"").endswith(b" 1.0\n" if on else b" 0.0\n"):
                     continue  # unchanged: every scrape refreshes, few windows ever change
                 self._set(
                     "pacs_target_maintenance",
-                    (target, ""),
+                    slot,
                     (f'pacs_target_maintenance{{target="{target}"}} {1.0 if on else 0.0}\n',),
                 )
 
@@ -270,7 +292,7 @@ class PrometheusExporter:
         self._shown_health[t] = state
         self._put(
             "pacs_target_health",
-            (t, ""),
+            self._slot((t, "")),
             "".join(
                 f'pacs_target_health{{target="{t}",state="{v}"}} {1.0 if state == s else 0.0}\n'
                 for s, v in STATE_VALUES
@@ -291,35 +313,43 @@ class PrometheusExporter:
             if st is None:
                 return  # metrics disabled for it, or removed by a reload during this run
             tp = tp_labels(t, p)
+            slot = st.slot
             ok = r.ok
-            st.runs["success" if ok else "failure"] += 1
+            if ok:
+                st.success += 1
+            else:
+                st.failure += 1
             st.attempts += r.attempts
             self._runs(t, p, st)
             if obs.recorded.out_of_range:
                 st.oor += obs.recorded.out_of_range
                 self._oor(t, p, st)
             if ok:
-                if self._classic:
+                if (buckets := st.buckets) is not None:
                     i = bisect.bisect_left(DURATION_BUCKETS, r.duration)
-                    for j in range(i, len(st.buckets)):
-                        st.buckets[j] += 1
+                    for j in range(i, len(buckets)):
+                        buckets[j] += 1
                     st.count += 1
                     st.sum += r.duration
                 st.lat_count += 1
                 st.lat_sum += r.duration
             else:
                 reason = (r.reason or Reason.ERROR).value
-                st.failures[reason] = st.failures.get(reason, 0) + 1
+                failures = st.failures if st.failures is not None else {}
+                st.failures = failures
+                failures[reason] = failures.get(reason, 0) + 1
                 self._failures(t, p, st)
                 dicom_status = r.facts.dicom_status
                 if dicom_status:
-                    st.dicom_status[dicom_status] = st.dicom_status.get(dicom_status, 0) + 1
+                    statuses = st.dicom_status if st.dicom_status is not None else {}
+                    st.dicom_status = statuses
+                    statuses[dicom_status] = statuses.get(dicom_status, 0) + 1
                     self._set(
                         "pacs_probe_dicom_status_total",
-                        key,
+                        slot,
                         (
                             f'pacs_probe_dicom_status_total{{{tp},status="{sv}"}} {num(n)}\n'
-                            for sv, n in sorted(st.dicom_status.items())
+                            for sv, n in sorted(statuses.items())
                         ),
                     )
             obj = self._slos.get(key)
@@ -328,17 +358,16 @@ class PrometheusExporter:
                 self._slo(t, p, st)
             if st.shown_ok is not ok:
                 st.shown_ok = ok
-                self._put("probe_success", key, f"probe_success{{{tp}}} {1.0 if ok else 0.0}\n")
-            self._put(
-                "probe_duration_seconds", key, f"probe_duration_seconds{{{tp}}} {num(r.duration)}\n"
-            )
+                self._put("probe_success", slot, f"probe_success{{{tp}}} {1.0 if ok else 0.0}\n")
+            name = "probe_duration_seconds"
+            self._put(name, slot, f"{name}{{{tp}}} {num(r.duration)}\n")
             self._put(
                 "pacs_probe_last_run_timestamp_seconds",
-                key,
+                slot,
                 f"pacs_probe_last_run_timestamp_seconds{{{tp}}} {num(r.started_at.timestamp())}\n",
             )
             if st.count:
-                self._set("pacs_probe_duration_seconds", key, classic_histogram(tp, st))
+                self._set("pacs_probe_duration_seconds", slot, classic_histogram(tp, st))
             lat = [
                 f'pacs_probe_latency_seconds{{{tp},quantile="{q}"}} {num(quantiles[q])}\n'
                 for q in QUANTILES
@@ -347,11 +376,11 @@ class PrometheusExporter:
             if lat or st.lat_count:
                 lat.append(f"pacs_probe_latency_seconds_count{{{tp}}} {num(st.lat_count)}\n")
                 lat.append(f"pacs_probe_latency_seconds_sum{{{tp}}} {num(st.lat_sum)}\n")
-            self._set("pacs_probe_latency_seconds", key, lat)
+            self._set("pacs_probe_latency_seconds", slot, lat)
             # phases this run did not reach are dropped, not left stale
             self._set(
                 "pacs_probe_phase_duration_seconds",
-                key,
+                slot,
                 [
                     f'pacs_probe_phase_duration_seconds{{{tp},phase="{ph}"}} {num(v)}\n'
                     for ph, v in r.phases.items()
@@ -362,7 +391,7 @@ class PrometheusExporter:
                 st.shown_status = status
                 self._put(
                     "pacs_check_status",
-                    key,
+                    slot,
                     "".join(
                         f'pacs_check_status{{{tp},status="{v}"}} {1.0 if status == s else 0.0}\n'
                         for s, v in STATUS_VALUES
@@ -372,16 +401,16 @@ class PrometheusExporter:
                 self._target_health(t, ev.target_after)
             if (tls := r.tls) is not None:
                 put = self._put
-                put("probe_ssl_earliest_cert_expiry", key,
+                put("probe_ssl_earliest_cert_expiry", slot,
                     f"probe_ssl_earliest_cert_expiry{{{tp}}} {num(tls.earliest_not_after)}\n")
                 name = "pacs_tls_cert_not_after_timestamp_seconds"
-                put(name, key, f"{name}{{{tp}}} {num(tls.leaf_not_after)}\n")
+                put(name, slot, f"{name}{{{tp}}} {num(tls.leaf_not_after)}\n")
                 if tls.version is not None:
-                    put("probe_tls_version_info", key,
+                    put("probe_tls_version_info", slot,
                         f'probe_tls_version_info{{{tp},version="{tls.version}"}} 1.0\n')
             declared, f = self._declared.get(t, {}).get(p), r.facts
             if declared is not None or f.endpoints_up is not None or f.contexts is not None:
-                self._declared_series(r, declared)
+                self._declared_series(r, declared, slot)
             # results reach the exporters one at a time (the service's plans lock), so the
             # last agent state seen here is the one the gauge shows
             agent_state = ev.agent_state
@@ -390,7 +419,7 @@ class PrometheusExporter:
                 for s, v in STATE_VALUES:
                     self.agent.labels(v).set(1 if agent_state == s else 0)
 
-    def _declared_series(self, r: ProbeResult, declared: Facts | None) -> None:
+    def _declared_series(self, r: ProbeResult, declared: Facts | None, slot: int) -> None:
         """Series of the facts that name their own label values (failover nodes, proposed
         contexts), for any probe reporting or declaring them. A run that failed reports none:
         its series come from what the probe declared (every node down, every context refused)."""
@@ -402,9 +431,10 @@ class PrometheusExporter:
         if up is not None:
             active = f.active_endpoint if r.ok else None
             # every configured node gets a series, so a third node serving reads 1 too
+            target_slot = self._slot((t, ""))
             self._set(
                 "pacs_failover_active",
-                (t, ""),
+                target_slot,
                 (
                     f'pacs_failover_active{{target="{t}",endpoint="{ep}"}} '
                     f"{1.0 if active == ep else 0.0}\n"
@@ -413,7 +443,7 @@ class PrometheusExporter:
             )
             self._set(
                 "pacs_failover_endpoint_up",
-                (t, ""),
+                target_slot,
                 (
                     f'pacs_failover_endpoint_up{{target="{t}",endpoint="{ep}"}} '
                     f"{1.0 if r.ok and ok else 0.0}\n"
@@ -427,7 +457,7 @@ class PrometheusExporter:
             # one series per configured (SOP class, transfer syntax) pair: bounded by config
             self._set(
                 "pacs_dicom_context_accepted",
-                (t, r.probe),
+                slot,
                 (
                     f'pacs_dicom_context_accepted{{target="{t}",sop_class="{sop}",'
                     f'transfer_syntax="{ts}"}} {1.0 if ok else 0.0}\n'
@@ -441,10 +471,10 @@ class PrometheusExporter:
         with self._lock:
             parts: list[bytes] = []
             for name, _, _ in FAMILIES:
-                frags = self._frag[name]
-                if frags:
-                    parts.append(HEADERS[name])
-                    parts.extend(frags.values())
+                parts.append(HEADERS[name])
+                parts.extend(filter(None, self._frag[name]))  # empty and freed slots are None
+                if parts[-1] is HEADERS[name]:
+                    parts.pop()  # no series of this family: no header either
         parts.append(generate_latest(self._agent_metrics))
         return parts
 
