@@ -26,7 +26,8 @@ from probes.base import ProbeResult
 LOWEST_US = 1
 HIGHEST_US = 120_000_000  # 120 s: longer than any sane probe deadline
 SIGNIFICANT_FIGURES = 2
-QUANTILES = (0.5, 0.95, 0.99)
+QUANTILES = (0.5, 0.95, 0.99)  # sorted: a window caches their values in this order
+assert QUANTILES == tuple(sorted(QUANTILES))
 
 # One histogram is used only for its bucket arithmetic (pure functions of the fixed parameters).
 _TEMPLATE = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES, word_size=4)
@@ -98,8 +99,13 @@ class _Window:
 
     def __init__(self) -> None:
         self.entries = array("q")  # signed: a test clock may start below 0
-        self.quantiles: dict[float, float] = {}
+        # the QUANTILES' values in order, () while the window is empty: a tuple, where a dict
+        # of three cost ~200 bytes more for each of 15,000 windows at 5,000 targets
+        self.quantiles: tuple[float, ...] = ()
         self.count = 0
+
+    def quantile_map(self) -> dict[float, float]:
+        return dict(zip(QUANTILES, self.quantiles, strict=False))
 
     def add(self, slot: int, index: int) -> None:
         e = self.entries
@@ -186,13 +192,13 @@ class LatencyRecorder:
             self._expire(w, slot)
             w.add(slot, bucket_index(us))
             w.quantiles = self._compute(w)
-            return Recorded(dict(w.quantiles), clamped)
+            return Recorded(w.quantile_map(), clamped)
 
     @staticmethod
-    def _compute(w: _Window) -> dict[float, float]:
+    def _compute(w: _Window) -> tuple[float, ...]:
         merged = w.merged()
         w.count = sum(merged.values())
-        return quantiles_of(merged)
+        return tuple(quantiles_of(merged).values())  # in QUANTILES' (sorted) order
 
     def quantiles(self, target: str, probe: str) -> dict[float, float]:
         """The window's quantiles (empty when nothing was recorded within the window)."""
@@ -202,7 +208,7 @@ class LatencyRecorder:
                 return {}
             if self._expire(w, self._slot()):
                 w.quantiles = self._compute(w)
-            return dict(w.quantiles)
+            return w.quantile_map()
 
     def history(self, target: str, probe: str, q: float = 0.95) -> list[float | None]:
         """Read-only: the q-quantile of each live sub-window, oldest first (None: no runs then).
