@@ -19,7 +19,7 @@ class DicomEchoProbe:
 
     def __init__(self, endpoint: DicomEndpoint) -> None:
         self.endpoint = endpoint
-        self._requests = RequestCache(VERIFICATION)
+        self._requests = RequestCache(VERIFICATION, shared=())  # the same for every target
 
     @staticmethod
     def _build(message_id: int, _transfer_syntax: str) -> C_ECHO_RQ:

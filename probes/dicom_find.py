@@ -139,7 +139,7 @@ class DicomFindProbe:
     def __init__(self, endpoint: DicomEndpoint, query: FindQuery) -> None:
         self.endpoint = endpoint
         self.query = query.effective()
-        self._requests = RequestCache(STUDY_ROOT_FIND)
+        self._requests = RequestCache(STUDY_ROOT_FIND, shared=self.query)
 
     def _build(self, message_id: int, transfer_syntax: str) -> C_FIND_RQ:
         req = C_FIND()

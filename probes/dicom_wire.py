@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -406,26 +406,45 @@ class DicomAssociation(TimedStream):
             pass
 
 
+# Request PDUs that depend only on what every probe of a kind sends (a C-ECHO, a C-FIND of
+# the same query): one copy for the process rather than one per target (~1.3 KB a target at
+# 5,000 targets, bench/scale/memory.py). Bounded; refilled after a clear.
+_SHARED: dict[tuple[Hashable, ...], list[bytes]] = {}
+SHARED_LIMIT = 1024
+
+
 class RequestCache:
     """A probe's DIMSE request PDUs, encoded once: for a given presentation context, peer PDU
     size and message id the bytes never change, and pydicom's encoder costs more CPU than the
-    rest of a C-ECHO (bench/scale)."""
+    rest of a C-ECHO (bench/scale).
 
-    def __init__(self, abstract_syntax: str, limit: int = 16) -> None:
+    `shared`: what the request depends on besides those (() for a C-ECHO, the query for a
+    C-FIND). With it, probes of different targets that send the same request share one copy;
+    the PDUs handed out must then be read, never changed."""
+
+    def __init__(
+        self, abstract_syntax: str, limit: int = 16, *, shared: Hashable | None = None
+    ) -> None:
         self.abstract_syntax = abstract_syntax
-        self.limit = limit
-        self._pdus: dict[tuple[int, str, int, int], list[bytes]] = {}
+        self._shared = shared
+        self.limit = limit if shared is None else SHARED_LIMIT
+        self._pdus: dict[tuple[Hashable, ...], list[bytes]] = {} if shared is None else _SHARED
 
     def get(
         self, assoc: DicomAssociation, build: Callable[[int, str], DIMSEMessage]
     ) -> list[bytes]:
         """PDUs for the next request; `build(message_id, transfer_syntax)` makes the message."""
         cx = assoc.contexts[self.abstract_syntax]
-        key = (cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, assoc.next_message_id())
+        message_id = assoc.next_message_id()
+        key: tuple[Hashable, ...] = (
+            cx.context_id, cx.transfer_syntax, assoc.peer_max_pdu, message_id
+        )
+        if self._shared is not None:
+            key = (self.abstract_syntax, self._shared, *key)
         pdus = self._pdus.get(key)
         if pdus is None:
             if len(self._pdus) >= self.limit:
                 self._pdus.clear()
-            message = build(key[3], cx.transfer_syntax)
+            message = build(message_id, cx.transfer_syntax)
             pdus = self._pdus[key] = assoc.encode_dimse(message, self.abstract_syntax)
         return pdus

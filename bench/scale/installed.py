@@ -26,12 +26,12 @@ def installed_python(venv: Path = VENV) -> Path:
     if not python.exists():
         log(f"creating {venv} (pip install . with the runtime dependencies only)")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
-                       check=True, timeout=1800)
-    else:
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
-                        "--force-reinstall", str(ROOT)], check=True, timeout=600)
-    # the dependencies must be the declared ones: a stale venv would measure something else
+    # the declared dependencies (a venv cut short while it was being filled gets the rest), then
+    # the checkout's code itself, rebuilt even when its version has not changed
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, str(ROOT)], check=True, timeout=1800)
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True, timeout=600)
+    # what is installed must be consistent: a broken venv would measure something else
     subprocess.run([str(python), "-m", "pip", "check"], check=True, timeout=120,
                    capture_output=True)
     return python
