@@ -23,6 +23,7 @@ import itertools
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,7 +64,8 @@ class _Job:
     ) -> None:
         self.id = job_id
         # target jobs are "target|probe"; extra jobs (self-probe, maintenance) carry their own fn
-        self.probe = job_id.partition("|")[2] if fn is None else ""
+        # interned: one "dicom_echo" for every target's job, not one string per job
+        self.probe = sys.intern(job_id.partition("|")[2]) if fn is None else ""
         self.fn = fn
         self.first = first
         self.interval = interval

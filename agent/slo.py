@@ -39,6 +39,11 @@ class ProbeObjectives:
         return ok and self.latency_threshold is not None and seconds > self.latency_threshold
 
 
+# Equal objectives are one object: most targets share the defaults, and 15,000 copies at 5,000
+# targets held ~2 MB. Bounded by the distinct objectives a config can state.
+_SHARED: dict[ProbeObjectives, ProbeObjectives] = {}
+
+
 def resolve(cfg: SLOConfig, probes: Iterable[str]) -> dict[str, ProbeObjectives]:
     """{probe: objectives} for each probe that has at least one SLO."""
     out: dict[str, ProbeObjectives] = {}
@@ -54,5 +59,5 @@ def resolve(cfg: SLOConfig, probes: Iterable[str]) -> dict[str, ProbeObjectives]
             latency_threshold=None if lat is None else lat.threshold,
         )
         if obj.ratios():
-            out[p] = obj
+            out[p] = _SHARED.setdefault(obj, obj)
     return out

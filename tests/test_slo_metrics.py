@@ -61,6 +61,18 @@ def test_defaults_overrides_and_target_level_values() -> None:
     assert got["api_ping"] == ProbeObjectives(0.999, 0.9, 0.5)
 
 
+def test_targets_with_equal_objectives_share_one_object() -> None:
+    """5,000 targets on the defaults hold one objectives object per distinct value, not one
+    per (target, probe); a target with its own values gets its own."""
+    docs = [{"id": f"t{i}", "config": {"host": "h"}} for i in range(3)]
+    docs.append({"id": "own", "config": {"host": "h"}, "slo": {"availability": 99.0}})
+    targets = load_config_text(json.dumps({"targets": docs}), "<t>", {}).model.targets
+    got = [resolve(t.slo, ["dicom_echo", "dicom_find"]) for t in targets]
+    assert got[0]["dicom_echo"] is got[1]["dicom_echo"] is got[2]["dicom_find"]
+    assert got[3]["dicom_echo"] == ProbeObjectives(0.99)
+    assert got[3]["dicom_echo"] is not got[0]["dicom_echo"]
+
+
 def test_objectives_and_slow_runs_on_the_result_path(sim: SimulatedPACS) -> None:
     ep = sim.endpoint_config("sim")
     # 1 µs: every successful C-ECHO is slow; C-FIND's own override: 1 h, never slow
