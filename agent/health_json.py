@@ -102,7 +102,7 @@ def head_text(target_id: str, name: str, state: HealthState, maintenance: bool) 
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Target:
     name: str
     state: HealthState = HealthState.UNKNOWN

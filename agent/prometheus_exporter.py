@@ -193,7 +193,10 @@ class PrometheusExporter:
             return
         tid = target.id
         with self._lock:
-            self._declared[tid] = dict(target.declared)
+            if target.declared:  # most targets declare nothing: no empty dict for each
+                self._declared[tid] = dict(target.declared)
+            else:
+                self._declared.pop(tid, None)
             for p in target.probes:
                 if p in target.slos:
                     self._slos[(tid, p)] = target.slos[p]

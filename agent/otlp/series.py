@@ -83,7 +83,10 @@ class SeriesState:
         tid, probes, slos = target.id, target.probes, target.slos
         with self._lock:
             self._targets[tid] = list(probes)
-            self._declared[tid] = dict(target.declared)
+            if target.declared:  # most targets declare nothing: no empty dict for each
+                self._declared[tid] = dict(target.declared)
+            else:
+                self._declared.pop(tid, None)
             self._settings[tid] = (target.degraded_latency, target.cert_warning_seconds)
             for p in probes:
                 if p in slos:
