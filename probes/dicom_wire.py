@@ -408,9 +408,11 @@ class DicomAssociation(TimedStream):
 
 # Request PDUs that depend only on what every probe of a kind sends (a C-ECHO, a C-FIND of
 # the same query): one copy for the process rather than one per target (~1.3 KB a target at
-# 5,000 targets, bench/scale/memory.py). Bounded; refilled after a clear.
+# 5,000 targets, bench/scale/memory.py). Bounded; refilled after a clear. Sized like
+# dicom_pdu.associate_rq_bytes' cache: 5,000 targets each with a query of its own (a canary
+# patient per site) still fit, so their C-FINDs are not encoded again on every run.
 _SHARED: dict[tuple[Hashable, ...], list[bytes]] = {}
-SHARED_LIMIT = 1024
+SHARED_LIMIT = 16384
 
 
 class RequestCache:

@@ -26,6 +26,7 @@ from probes.net.reasons import Stage, Where, failure
 RECV_CHUNK = 65536
 # A read larger than this gives its buffer's pages back to the OS afterwards (see _rx_buffer).
 RELEASE_AFTER = 16384
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # no madvise on Windows
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # Kernel receive timestamps (CLOCK_REALTIME) as ancillary data; Python does not name the option.
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
@@ -64,9 +65,10 @@ def _rx_buffer() -> mmap.mmap:
     """This thread's receive buffer: RECV_CHUNK bytes of anonymous memory, kept for its life.
 
     recv(65536) mallocs 64 KiB per read and shrinks it to what arrived. With hundreds of probe
-    threads reading at once, those blocks and the small objects allocated into their freed
-    tails spread glibc's heap: ~20 MB that malloc_trim gave back and the next seconds of reads
-    took again (bench/scale, 5,000 targets). Reading into one buffer per thread and copying out
+    threads reading at once, glibc's heap held those blocks, the small chunks left where they
+    had been shrunk, and what each thread's malloc cache kept of them: ~15-20 MB at 5,000
+    targets that malloc_trim gave back and the next seconds of reads took again (BENCHMARKS.md
+    "Night"). Reading into one buffer per thread and copying out
     what arrived allocates only that. An mmap costs memory only for the pages a read wrote;
     after a large read they are given back (MADV_DONTNEED), so a thread that once read a web
     page does not keep 64 KiB.
@@ -147,8 +149,8 @@ class TimedStream:
             raise failure(e, Stage.RECEIVE, self._where(what)) from None
         now = time.perf_counter()
         chunk = buf[:n]
-        if n > RELEASE_AFTER:
-            buf.madvise(mmap.MADV_DONTNEED)
+        if n > RELEASE_AFTER and _MADV_DONTNEED is not None:
+            buf.madvise(_MADV_DONTNEED)
         if arrived is None:
             return chunk, now
         # how long the data sat in the socket before this thread got to it; never before our
