@@ -338,14 +338,15 @@ class PrometheusExporter:
                 st.lat_sum += r.duration
             else:
                 reason = (r.reason or Reason.ERROR).value
-                failures = st.failures if st.failures is not None else {}
-                st.failures = failures
-                failures[reason] = failures.get(reason, 0) + 1
+                if st.failures is None:
+                    st.failures = {}
+                st.failures[reason] = st.failures.get(reason, 0) + 1
                 self._failures(t, p, st)
                 dicom_status = r.facts.dicom_status
                 if dicom_status:
-                    statuses = st.dicom_status if st.dicom_status is not None else {}
-                    st.dicom_status = statuses
+                    if st.dicom_status is None:
+                        st.dicom_status = {}
+                    statuses = st.dicom_status
                     statuses[dicom_status] = statuses.get(dicom_status, 0) + 1
                     self._set(
                         "pacs_probe_dicom_status_total",
