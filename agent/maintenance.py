@@ -85,14 +85,21 @@ class MaintenanceBook:
 
     def __init__(self) -> None:
         self._schedules: dict[str, Schedule] = {}
+        self._windowed: dict[str, Schedule] = {}  # the few targets that have windows at all
 
     def install(self, schedules: dict[str, Schedule]) -> None:
         self._schedules = dict(schedules)
+        self._windowed = {t: s for t, s in schedules.items() if s.windows}
 
     def active(self, now: datetime | None = None) -> dict[str, bool]:
-        """target id → in a window now, for every installed target."""
-        now = now or datetime.now(UTC)
-        return {t: s.active(now) for t, s in self._schedules.items()}
+        """target id → in a window now, for every installed target (asked before every scrape:
+        the targets without windows cost no call each)."""
+        out = dict.fromkeys(self._schedules, False)
+        if self._windowed:
+            now = now or datetime.now(UTC)
+            for t, s in self._windowed.items():
+                out[t] = s.active(now)
+        return out
 
 
 __all__ = [

@@ -142,6 +142,8 @@ class AgentService:
         )
         self.self_probe: SelfProbe | None = None
         self.maintenance = MaintenanceBook()
+        self._maintenance_lock = threading.Lock()
+        self._maintenance_shown: dict[str, bool] | None = None  # as last handed on
         self.ready = False
         self.server = make_server(
             self.listen,
@@ -215,11 +217,19 @@ class AgentService:
         if v is not None:
             self.pipeline.emit(SelfProbeOverhead(v))
 
-    def _refresh_maintenance(self) -> None:
-        """Open or close maintenance windows (on a timer, and before /metrics and /health)."""
-        active = self.maintenance.active()
-        self.evaluator.set_maintenance(active)
-        self.pipeline.emit(Maintenance(active))
+    def _refresh_maintenance(self, *, force: bool = False) -> None:
+        """Open or close maintenance windows (on a timer, and before /metrics and /health).
+
+        Only a change is handed on: at 5,000 targets telling the evaluator and every exporter
+        the same 5,000 flags again cost ~5 ms of each scrape. `force` after a new target set
+        (its targets start out of any window in every exporter)."""
+        with self._maintenance_lock:
+            active = self.maintenance.active()
+            if not force and active == self._maintenance_shown:
+                return
+            self.evaluator.set_maintenance(active)
+            self.pipeline.emit(Maintenance(active))
+            self._maintenance_shown = active
 
     def _metrics(self) -> list[bytes]:
         self._refresh_maintenance()
@@ -274,7 +284,7 @@ class AgentService:
             self._installed = new
             self.pipeline.emit(PlansInstalled(len(plans)))
             self.maintenance.install({p.id: p.maintenance for p in plans})
-        self._refresh_maintenance()
+        self._refresh_maintenance(force=True)
         # loading and validating the config peaked well above what the plans keep; give the
         # freed pages back rather than hold them as RSS for the life of the process
         release_free_heap()

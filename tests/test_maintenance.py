@@ -202,3 +202,53 @@ def test_probe_once_reports_the_window() -> None:
     flags = {t["id"]: t["maintenance"] for t in result["targets"]}
     assert flags == {"pacs-maint": True, "pacs-free": False}
     assert result["status"] == "HEALTHY"  # the window marks the target, it does not change state
+
+
+def test_book_answers_for_every_target_and_asks_only_those_with_windows() -> None:
+    from agent.maintenance import MaintenanceBook, Schedule
+
+    class Counting(Schedule):
+        asked = 0
+
+        def active(self, now: datetime | None = None) -> bool:
+            Counting.asked += 1
+            return super().active(now)
+
+    book = MaintenanceBook()
+    on = schedule({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})
+    book.install({"a": Counting(), "b": Counting(on.windows), "c": Counting()})
+    assert book.active(utc(2026, 1, 1, 12)) == {"a": False, "b": True, "c": False}
+    assert Counting.asked == 1  # a and c have no window: not asked
+    assert book.active(utc(2026, 1, 3)) == {"a": False, "b": False, "c": False}
+
+
+def test_scrapes_hand_on_only_a_change_of_window() -> None:
+    from agent.maintenance import MaintenanceBook
+    from agent.observation import Maintenance
+
+    now = datetime.now(UTC)
+    with SimulatedPACS() as sim:
+        free = sim.endpoint_config("pacs-free", interval_ms=60_000)
+        with running_agent([free], {"selfProbe": {"enabled": False}}) as svc:
+            emitted: list[Maintenance] = []
+            emit = svc.pipeline.emit
+
+            def spy(ev: Any) -> None:
+                if isinstance(ev, Maintenance):
+                    emitted.append(ev)
+                emit(ev)
+
+            svc.pipeline.emit = spy  # type: ignore[method-assign]
+            for _ in range(3):
+                assert sample(scrape(svc), "pacs_target_maintenance", target="pacs-free") == 0.0
+            assert emitted == []  # nothing changed: the evaluator and exporters were not told
+            # a window opens (as time passing into one would): the next scrape shows it
+            book: MaintenanceBook = svc.maintenance
+            book.install({"pacs-free": schedule(
+                {"from": iso(now - timedelta(hours=1)), "to": iso(now + timedelta(hours=1))}
+            )})
+            assert sample(scrape(svc), "pacs_target_maintenance", target="pacs-free") == 1.0
+            assert [e.active for e in emitted] == [{"pacs-free": True}]
+            health = httpx.get(base_url(svc) + "/health", timeout=5).json()
+            assert health["targets"][0]["maintenance"] is True
+            assert len(emitted) == 1
