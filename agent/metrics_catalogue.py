@@ -20,7 +20,7 @@ from dataclasses import dataclass
 class Otlp:
     """How a family is pushed over OTLP."""
 
-    key: str  # OTLP state: SeriesState._<key> (counters, histograms) or obs_<key>() (gauges)
+    key: str  # the OTLP rows' reader: SeriesState._<key> (counters, histograms), obs_<key> (gauges)
     name: str
     kind: str  # histogram | counter | gauge (the OTLP instrument, not the Prometheus type)
     unit: str

@@ -2,7 +2,9 @@
 results fed to OTLPExporter and to an SDK MeterProvider (base-2 exponential histograms of at
 most 160 buckets, cumulative sums, as the exporter used before) must give the same data points
 once both are parsed from the wire: histogram scale, offset, bucket counts, zero count, count,
-sum, min, max; counter values; names, units, descriptions and attributes."""
+sum, min, max; counter values; names, units, descriptions and attributes. Also: the requests
+equal the plain nested encoding byte for byte, the histograms of a group do not disturb each
+other, and a removed target's series end as agent.otlp.series documents."""
 
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 
 from agent.config.schema import OTLPConfig
+from agent.evaluator import CheckStatus
 from agent.otlp import INSTRUMENTS, OTLPExporter, resolve_settings
-from agent.otlp.expo import ExpoHistogram, index_of
-from probes.base import ProbeResult, Reason
+from agent.otlp.expo import Histograms, index_of
+from agent.otlp.wire import MetricHead, kv, ld, number_point, requests
+from agent.slo import ProbeObjectives
+from probes.base import Facts, ProbeResult, Reason, TLSInfo
 from tests.helpers.observe import info, observation
 from tests.helpers.otlp_receiver import Received, points
 
@@ -152,20 +157,163 @@ def test_export_content_equals_the_sdk_path() -> None:
 
 
 def test_expo_histogram_downscales_to_fit() -> None:
-    h = ExpoHistogram()
+    h = Histograms(1)
     for v in (1e-6, 1e-3, 1.0, 100.0):
-        h.record(v, 160)
-    assert h.count == 4 and len(h.counts) <= 160 and sum(h.counts) == 4
-    assert h.offset == index_of(1e-6, h.scale)
-    assert h.offset + len(h.counts) - 1 == index_of(100.0, h.scale)
+        h.record(0, v, 160)
+    p = h.point(0)
+    assert p.count == 4 and len(p.counts) <= 160 and sum(p.counts) == 4
+    assert p.offset == index_of(1e-6, p.scale)
+    assert p.offset + len(p.counts) - 1 == index_of(100.0, p.scale)
 
 
 def test_expo_histogram_widens_a_full_bucket() -> None:
-    h = ExpoHistogram()
+    h = Histograms(1)
     for _ in range(300):  # one bucket past 255: the byte array becomes 16-bit
-        h.record(0.004, 160)
-    h.record(0.5, 160)
-    assert h.counts.typecode == "H" and sum(h.counts) == 301 and max(h.counts) == 300
-    for v in (1e-7, 60.0):  # a downscale keeps the counts and the narrowest type
-        h.record(v, 160)
-    assert sum(h.counts) == 303 and h.counts.typecode == "H" and len(h.counts) <= 160
+        h.record(0, 0.004, 160)
+    h.record(0, 0.5, 160)
+    p = h.point(0)
+    assert h.counts.typecode == "H" and sum(p.counts) == 301 and max(p.counts) == 300
+    for v in (1e-7, 60.0):  # a downscale keeps the counts and the type
+        h.record(0, v, 160)
+    p = h.point(0)
+    assert sum(p.counts) == 303 and h.counts.typecode == "H" and len(p.counts) <= 160
+
+
+def test_histograms_of_a_group_do_not_disturb_each_other() -> None:
+    """A group's histograms share their arrays (each one's buckets in turn): fed interleaved,
+    with new buckets on both sides, downscales, a bucket widening the whole group and one added
+    later, each equals the same histogram kept alone."""
+    rng = random.Random(5)
+    spreads = [(-6.0, 0.3), (-5.0, 2.5), (-2.0, 0.05), (-7.0, 1.0)]
+    group, alone = Histograms(3), [Histograms(1) for _ in spreads]
+    for n in range(1200):
+        if n == 300:
+            assert group.add() == 3
+        for k, (mu, sigma) in enumerate(spreads[:3 if n < 300 else 4]):
+            v = 0.0 if rng.random() < 0.05 else rng.lognormvariate(mu, sigma)
+            if k == 2 and n < 400:
+                v = 0.125  # one bucket past 255 (an exact power of two: the bucket below)
+            group.record(k, v, 160)
+            alone[k].record(0, v, 160)
+    assert group.counts.typecode == "H"
+    for k, h in enumerate(alone):
+        mine, theirs = group.point(k), h.point(0)
+        assert list(mine.counts) == list(theirs.counts)
+        mine.counts = theirs.counts = mine.counts[:0]
+        assert mine == theirs and mine.scale < 20
+
+
+def _nested_requests(
+    resource: bytes, scope: bytes, metrics: list[tuple[MetricHead, list[bytes]]], max_points: int
+) -> list[tuple[bytes, int]]:
+    """requests() as plain nested length-delimited fields: each metric's points joined, wrapped
+    in its data (gauge 5, sum 7, exponential_histogram 10) and head, split at max_points."""
+    tails = {"gauge": (5, b""), "counter": (7, b"\x10\x02\x18\x01"), "histogram": (10, b"\x10\x02")}
+
+    def metric(head: MetricHead, pts: list[bytes]) -> bytes:
+        field, tail = tails[head.kind]
+        h = ld(1, head.name.encode()) + ld(2, head.description.encode())
+        if head.unit:
+            h += ld(3, head.unit.encode())
+        return ld(2, h + ld(field, b"".join(ld(1, p) for p in pts) + tail))
+
+    out: list[tuple[bytes, int]] = []
+    parts: list[bytes] = []
+    size = 0
+    for head, pts in metrics:
+        pending: list[bytes] = []
+        for p in pts:
+            pending.append(p)
+            if size + len(pending) >= max_points:
+                parts.append(metric(head, pending))
+                out.append((ld(1, resource + ld(2, scope + b"".join(parts))), size + len(pending)))
+                parts, pending, size = [], [], 0
+        if pending:
+            parts.append(metric(head, pending))
+            size += len(pending)
+    if parts:
+        out.append((ld(1, resource + ld(2, scope + b"".join(parts))), size))
+    return out
+
+
+def test_requests_equal_the_nested_encoding() -> None:
+    """The bytes requests() frames point by point into one buffer per request equal the nested
+    encoding, split at every batch size (a metric split across requests repeats its head), with
+    points whose length takes one, two or three varint bytes, and parse as the same messages."""
+    rng = random.Random(8)
+    resource, scope = ld(1, ld(1, kv("service.name", "x"))), ld(1, ld(1, b"pacs-health-agent"))
+
+    def pt(size: int) -> bytes:
+        return number_point((kv("target", "t" * size),), 0, 1_700_000_000_000_000_000,
+                            rng.choice([rng.random(), rng.randint(0, 10**6)]))
+
+    metrics: list[tuple[MetricHead, list[bytes]]] = []
+    for i in range(40):
+        kind = rng.choice(["gauge", "counter", "histogram"])
+        head = MetricHead(f"m.{i}", "d" * rng.choice([0, 5, 200]), rng.choice(["", "s"]), kind)
+        n = rng.choice([0, 0, 1, 2, 3, 50, 700])
+        metrics.append((head, [pt(rng.choice([1, 90, 100, 120, 20_000])) for _ in range(n)]))
+    for max_points in (1, 2, 3, 7, 100, 2000, 10**6):
+        mine = list(requests(resource, scope, iter((h, iter(p)) for h, p in metrics), max_points))
+        theirs = _nested_requests(resource, scope, metrics, max_points)
+        assert [n for _, n in mine] == [n for _, n in theirs], max_points
+        assert all(n <= max_points for _, n in mine)
+        assert [b for b, _ in mine] == [b for b, _ in theirs], max_points
+    for (body, n), (ref, _) in zip(mine[:3], theirs[:3], strict=True):
+        parsed = ExportMetricsServiceRequest.FromString(body)
+        assert parsed == ExportMetricsServiceRequest.FromString(ref)
+        assert n == sum(len(getattr(m, m.WhichOneof("data")).data_points)
+                        for m in parsed.resource_metrics[0].scope_metrics[0].metrics)
+
+
+def test_removed_target_keeps_its_cumulative_series() -> None:
+    """Removal: every gauge of the target stops at once; its counters and histograms keep
+    their last value (no reset a collector would see) until the agent restarts, and resume
+    from it if the target comes back."""
+    s = resolve_settings(OTLPConfig(endpoint="http://127.0.0.1:9", interval=3_600_000), {})
+    assert s is not None
+    cap = Capture()
+    ex = OTLPExporter(s, metric_exporter=cap)
+    slo = {"dicom_echo": ProbeObjectives(0.999, 0.99, 0.001)}
+    declared = {"dicom_echo": Facts(contexts=(("1.2", "1.2.3", False),))}
+    now = ProbeResult.now()
+    for t in ("keep", "gone"):
+        ex.add_target(info(t, ["dicom_echo", "api_ping"], slos=slo, declared=declared))
+        ex.observe(observation(ProbeResult(
+            t, "dicom_echo", True, None, "", {"connect": 0.001, "dimse": 0.002}, 0.003, now,
+            tls=TLSInfo(2e9, 1.9e9)), {0.5: 0.003}, status=CheckStatus.WARN, out_of_range=1))
+        ex.observe(observation(ProbeResult(
+            t, "api_ping", False, Reason.DIMSE_STATUS, "", {}, 0.5, now,
+            facts=Facts(dicom_status="0xa700"))))
+
+    def export() -> dict[str, dict[tuple, Any]]:
+        cap.sent.clear()
+        assert ex.force_flush()
+        out: dict[str, dict[tuple, Any]] = {}
+        for (name, _u, _d, a), v in flat(cap.sent).items():
+            out.setdefault(name, {})[a] = v
+        return out
+
+    before = export()
+    ex.remove_target("gone")
+    ex.observe(observation(ProbeResult("gone", "dicom_echo", True, None, "", {}, 0.1, now)))
+    after = export()
+    cumulative = {i.name for i in INSTRUMENTS if i.kind != "gauge"}
+    for name in set(before) | set(after):
+        was = {a: v for a, v in before.get(name, {}).items() if ("target", "gone") in a}
+        now_ = {a: v for a, v in after.get(name, {}).items() if ("target", "gone") in a}
+        if name in cumulative:
+            assert now_ == was and was, name
+        else:
+            assert not now_, name
+        kept = {a: v for a, v in after.get(name, {}).items() if ("target", "keep") in a}
+        assert kept == {a: v for a, v in before[name].items() if ("target", "keep") in a}, name
+    assert {n for n in cumulative if any(("target", "gone") in a for a in before.get(n, {}))} == (
+        cumulative), "the test covers every cumulative instrument"
+
+    ex.add_target(info("gone", ["dicom_echo"]))
+    ex.observe(observation(ProbeResult("gone", "dicom_echo", True, None, "", {}, 0.002, now)))
+    back = export()
+    ok = (("probe", "dicom_echo"), ("result", "success"), ("target", "gone"))
+    assert before["pacs.probe.runs"][ok][2] == 1 and back["pacs.probe.runs"][ok][2] == 2
+    ex.shutdown()

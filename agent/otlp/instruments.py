@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
@@ -36,13 +35,11 @@ from agent.otlp.settings import OTLPSettings, display_url
 from agent.otlp.wire import (
     MetricHead,
     expo_point,
-    kv,
     number_point,
     requests,
     resource_bytes,
     scope_bytes,
 )
-from agent.otlp.wire import target_probe as _tp
 from agent.tuning import release_free_heap
 
 log = logging.getLogger("agent.otlp")
@@ -50,11 +47,11 @@ log = logging.getLogger("agent.otlp")
 # Series per instrument exported without folding (1,000 targets x 5 probes x 12 reasons is
 # 60,000); nothing is folded at all now: attribute sets are targets x probes x bounded enums.
 CARDINALITY_LIMIT = 100_000
-SLICE = 1_000  # series encoded per hold of the lock at export
+SLICE = 100  # rows (records, targets) encoded per hold of the lock at export
 
 @dataclass(frozen=True)
 class Instrument:
-    key: str  # its series: SeriesState._<key> (counter, histogram) or obs_<key>() (gauge)
+    key: str  # its rows' reader: SeriesState._<key> (counter, histogram) or obs_<key> (gauge)
     name: str
     kind: str  # histogram | counter | gauge
     unit: str
@@ -67,8 +64,6 @@ INSTRUMENTS = tuple(
     Instrument(f.otlp.key, f.otlp.name, f.otlp.kind, f.otlp.unit, f.otlp_help, f.name)
     for f in OTLP_FAMILIES if f.otlp is not None
 )
-# Counters: (target, probe) or (target, probe, third attribute) → cumulative count.
-_COUNTER_THIRD = {"runs": "result", "failures": "reason", "dicom_status": "status"}
 
 
 class OTLPExporter(SeriesState):
@@ -107,21 +102,15 @@ class OTLPExporter(SeriesState):
     # -- export --------------------------------------------------------------------------------
 
     def _points(self, key: str, kind: str, now: int) -> Iterator[bytes]:
-        """One instrument's points, encoded SLICE series per hold of the lock (observe() runs
-        in between), lazily: the export holds about one request's points at a time."""
-        start = self._start_ns
-        if kind == "gauge":  # obs_<key> takes the lock for its copy
-            yield from (number_point(a, 0, now, v) for a, v in getattr(self, "obs_" + key)())
-            return
-        series: dict[Any, Any] = getattr(self, "_" + key)
-        with self._lock:
-            keys = list(series)
-        third = "phase" if key == "phase" else _COUNTER_THIRD.get(key)
+        """One instrument's points, encoded SLICE rows per hold of the lock (observe() runs in
+        between), lazily: wire.requests() frames each into the request as it comes, so an
+        export holds one slice of points at a time."""
+        start = 0 if kind == "gauge" else self._start_ns  # gauges have no start time
         encode: Callable[..., bytes] = expo_point if kind == "histogram" else number_point
-        for i in range(0, len(keys), SLICE):
-            with self._lock:  # counters and histograms are never deleted: every key is there
-                out = [encode((*_tp(k[0], k[1]), kv(third, k[2])) if third else _tp(k[0], k[1]),
-                              start, now, series[k]) for k in keys[i:i + SLICE]]
+        rows, read = self.rows(key, kind)
+        for i in range(0, len(rows), SLICE):
+            with self._lock:
+                out = [encode(a, start, now, v) for a, v in read(rows[i:i + SLICE])]
             yield from out
 
     def _metrics(self) -> Iterator[tuple[MetricHead, Iterator[bytes]]]:

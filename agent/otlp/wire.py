@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from agent.otlp.expo import ExpoHistogram
+from agent.otlp.expo import ExpoPoint
 
 CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
@@ -76,14 +76,6 @@ def kv(key: str, value: str) -> bytes:
 Attrs = tuple[bytes, ...]  # encoded KeyValue messages
 
 
-Point = tuple[Attrs, float | int]
-
-
-def gauge(value: float | int, a: Mapping[str, str] | None = None) -> Point:
-    """A gauge point: its encoded attributes and value (an int stays an int on the wire)."""
-    return (tuple(kv(k, v) for k, v in a.items()) if a else ()), value
-
-
 def target_probe(t: str, p: str) -> Attrs:
     return kv("target", t), kv("probe", p)
 
@@ -102,7 +94,7 @@ def number_point(a: Attrs, start: int, now: int, value: float | int) -> bytes:
     return _attr_fields(7, a) + start_f + b"\x19" + _Q.pack(now) + v
 
 
-def expo_point(a: Attrs, start: int, now: int, h: ExpoHistogram) -> bytes:
+def expo_point(a: Attrs, start: int, now: int, h: ExpoPoint) -> bytes:
     """ExponentialHistogramDataPoint: attributes 1, start 2, time 3, count 4, sum 5, scale 6,
     zero_count 7, positive 8 (offset 1, bucket_counts 2 packed), negative 9, min 12, max 13."""
     counts = packed(h.counts)
@@ -117,6 +109,13 @@ def expo_point(a: Attrs, start: int, now: int, h: ExpoHistogram) -> bytes:
     return b"".join(out)
 
 
+_DATA = {  # kind → (Metric field, what follows the data points in it)
+    "counter": (7, b"\x10" + varint(CUMULATIVE) + b"\x18\x01"),  # Sum: temporality, monotonic
+    "histogram": (10, b"\x10" + varint(CUMULATIVE)),  # ExponentialHistogram: temporality
+    "gauge": (5, b""),
+}
+
+
 @dataclass(frozen=True)
 class MetricHead:
     """Metric name 1, description 2, unit 3 and its data kind: gauge 5, sum 7 (cumulative,
@@ -127,18 +126,16 @@ class MetricHead:
     unit: str
     kind: str  # gauge | counter | histogram
 
-    def encode(self, points: list[bytes]) -> bytes:
-        body = b"".join(ld(1, p) for p in points)
-        if self.kind == "counter":
-            data = ld(7, body + b"\x10" + varint(CUMULATIVE) + b"\x18\x01")
-        elif self.kind == "histogram":
-            data = ld(10, body + b"\x10" + varint(CUMULATIVE))
-        else:
-            data = ld(5, body)
+    def frame(self, points_len: int) -> tuple[bytes, bytes]:
+        """What goes before and after `points_len` bytes of data points (each an ld(1, point))
+        to make them this metric, as ScopeMetrics.metrics (field 2)."""
+        field, tail = _DATA[self.kind]
         head = ld(1, self.name.encode()) + ld(2, self.description.encode())
         if self.unit:
             head += ld(3, self.unit.encode())
-        return ld(2, head + data)  # as ScopeMetrics.metrics (field 2)
+        data_len = points_len + len(tail)
+        head += varint(field << 3 | 2) + varint(data_len)
+        return b"\x12" + varint(len(head) + data_len) + head, tail
 
 
 def resource_bytes(attributes: Mapping[str, Any]) -> bytes:
@@ -152,30 +149,48 @@ def scope_bytes(name: str, version: str) -> bytes:
     return ld(1, ld(1, name.encode()) + ld(2, version.encode()))
 
 
+def _length(n: int) -> bytes:
+    return _SMALL[n] if n < len(_SMALL) else varint(n)
+
+
 def requests(
     resource: bytes, scope: bytes, metrics: Iterable[tuple[MetricHead, Iterable[bytes]]],
     max_points: int,
 ) -> Iterator[tuple[bytes, int]]:
     """ExportMetricsServiceRequest bodies of at most `max_points` points each, with their point
-    counts; a metric split across two requests repeats its head in both."""
-    parts: list[bytes] = []
-    size = 0
+    counts; a metric split across two requests repeats its head in both.
 
-    def flush() -> tuple[bytes, int]:
-        rm = resource + ld(2, scope + b"".join(parts))
-        return ld(1, rm), size
+    Each point is framed straight into the request's buffer as it arrives and its metric's head
+    inserted in front once its length is known: no list of up to max_points pending points, no
+    framed copy of each and no copy of the body per level of nesting."""
+    buf = bytearray()  # ScopeMetrics.metrics of the request under way
+    size = 0  # its points
+
+    def close(head: MetricHead, start: int) -> None:
+        before, after = head.frame(len(buf) - start)
+        buf[start:start] = before
+        buf.extend(after)
+
+    def request() -> bytes:
+        sm = b"\x12" + _length(len(scope) + len(buf))  # ResourceMetrics.scope_metrics 2
+        rm = resource + sm + scope  # ... + buf
+        return b"\x0a" + _length(len(rm) + len(buf)) + rm + buf  # resource_metrics 1
 
     for head, points in metrics:
-        pending: list[bytes] = []
+        start = len(buf)
+        n = 0  # this metric's points in this request
         for p in points:
-            pending.append(p)
-            if size + len(pending) >= max_points:
-                parts.append(head.encode(pending))
-                size += len(pending)
-                yield flush()
-                parts, pending, size = [], [], 0
-        if pending:
-            parts.append(head.encode(pending))
-            size += len(pending)
-    if parts:
-        yield flush()
+            buf.append(0x0A)  # data_points 1
+            buf.extend(_length(len(p)))
+            buf.extend(p)
+            n += 1
+            if size + n >= max_points:
+                close(head, start)
+                yield request(), size + n
+                buf.clear()
+                start = size = n = 0
+        if n:
+            close(head, start)
+            size += n
+    if size:
+        yield request(), size
