@@ -103,6 +103,18 @@ def _count(counts: dict[str, int] | None, key: str) -> dict[str, int]:
     return counts
 
 
+def _labelled_counts(
+    rows: list[ProbeSeries], counts_of: Callable[[ProbeSeries], dict[str, int] | None], label: str
+) -> Iterator[Row]:
+    """A counter by a third, bounded label (failure reason, DICOM status), created when used."""
+    for s in rows:
+        counts = counts_of(s)
+        if counts:
+            tp = _tp(s.target, s.probe)
+            for value, n in counts.items():
+                yield (*tp, kv(label, value)), n
+
+
 _RESULT_OK = kv("result", "success")
 _RESULT_FAILED = kv("result", "failure")
 _STATUS_KV = tuple((s, kv("status", s.value)) for s in STATUSES)
@@ -289,18 +301,10 @@ class SeriesState:
                 yield (*tp, _RESULT_FAILED), s.runs_failed
 
     def _failures(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        for s in rows:
-            if s.failures:
-                tp = _tp(s.target, s.probe)
-                for reason, n in s.failures.items():
-                    yield (*tp, kv("reason", reason)), n
+        return _labelled_counts(rows, lambda s: s.failures, "reason")
 
     def _dicom_status(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        for s in rows:
-            if s.dicom_status:
-                tp = _tp(s.target, s.probe)
-                for status, n in s.dicom_status.items():
-                    yield (*tp, kv("status", status)), n
+        return _labelled_counts(rows, lambda s: s.dicom_status, "status")
 
     def _attempts(self, rows: list[ProbeSeries]) -> Iterator[Row]:
         return ((_tp(s.target, s.probe), s.attempts) for s in rows if s.attempts is not None)
