@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from agent.evaluator import CheckStatus, HealthState
@@ -101,6 +102,15 @@ def _count(counts: dict[str, int] | None, key: str) -> dict[str, int]:
         return {key: 1}
     counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _field(rows: list[ProbeSeries], name: str) -> Iterator[Row]:
+    """A (target, probe) series that is one field of the record; None: no such series."""
+    get = attrgetter(name)
+    for s in rows:
+        v = get(s)
+        if v is not None:
+            yield _tp(s.target, s.probe), v
 
 
 def _labelled_counts(
@@ -307,14 +317,13 @@ class SeriesState:
         return _labelled_counts(rows, lambda s: s.dicom_status, "status")
 
     def _attempts(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        return ((_tp(s.target, s.probe), s.attempts) for s in rows if s.attempts is not None)
+        return _field(rows, "attempts")
 
     def _out_of_range(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        return ((_tp(s.target, s.probe), s.out_of_range) for s in rows
-                if s.out_of_range is not None)
+        return _field(rows, "out_of_range")
 
     def _slow_runs(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        return ((_tp(s.target, s.probe), s.slow_runs) for s in rows if s.slow_runs is not None)
+        return _field(rows, "slow_runs")
 
     def _duration(self, rows: list[ProbeSeries]) -> Iterator[Row]:
         return ((_tp(s.target, s.probe), s.hists.point(0)) for s in rows if s.hists is not None)
@@ -329,11 +338,10 @@ class SeriesState:
     # gauges: ProbeSeries rows
 
     def obs_success(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        return ((_tp(s.target, s.probe), s.success) for s in rows if s.success is not None)
+        return _field(rows, "success")
 
     def obs_last_duration(self, rows: list[ProbeSeries]) -> Iterator[Row]:
-        return ((_tp(s.target, s.probe), s.last_duration) for s in rows
-                if s.last_duration is not None)
+        return _field(rows, "last_duration")
 
     def obs_quantiles(self, rows: list[ProbeSeries]) -> Iterator[Row]:
         for s in rows:
