@@ -13,6 +13,7 @@ import time
 from agent.redaction import Redactor
 from agent.targets import TargetPlan
 from probes.base import Deadline, Phases, ProbeError, ProbeResult, Reason
+from probes.net.waits import sleep
 
 log = logging.getLogger("agent.runner")
 
@@ -73,11 +74,8 @@ def run_probe(
             failure.reason,
             delay * 1000,
         )
-        if stop is not None:
-            if stop.wait(delay):
-                break
-        else:
-            time.sleep(delay)
+        if sleep(delay, stop):
+            break
         delay = min(delay * plan.retry.multiplier, plan.retry.max_delay)
     assert failure is not None
     message = redactor.scrub(failure.message) if redactor else failure.message

@@ -40,6 +40,7 @@ from agent.targets import TargetPlan, build_plan
 from agent.tuning import release_free_heap
 from agent.web_config import WebConfig
 from probes.net import close_resolver
+from probes.registry import PROBES
 
 if TYPE_CHECKING:
     from agent.config.schema import AgentSettings
@@ -139,6 +140,7 @@ class AgentService:
             on_missed=lambda t, p: self.pipeline.emit(MissedRun(t, p)),
             on_lateness=lambda s: self.pipeline.emit(StartLateness(s)),
             max_workers=pool_size(self._initial, settings.maxWorkers),
+            cooperative=lambda probe: probe in PROBES and PROBES[probe].cooperative,
         )
         self.self_probe: SelfProbe | None = None
         self.maintenance = MaintenanceBook()

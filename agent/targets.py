@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass, field
 
 from agent.config.schema import Endpoint
@@ -20,6 +21,7 @@ from agent.maintenance import Schedule, schedule_from_config
 from agent.probe_selection import build_probes, tls_warnings
 from agent.slo import ProbeObjectives, resolve
 from probes.base import Probe
+from probes.net.waits import current_loop, sleep
 from probes.registry import PROBES
 
 log = logging.getLogger("agent.targets")
@@ -47,6 +49,9 @@ class TargetLogger(logging.LoggerAdapter):
         return level >= self.min_level and self.logger.isEnabledFor(level)
 
 
+LIMIT_POLL_S = 0.005
+
+
 class ConnectionLimit:
     """config.maxConnections: at most n runs of a target hold a connection at once.
 
@@ -59,11 +64,28 @@ class ConnectionLimit:
             self._tokens.put(None)
 
     def acquire(self, timeout: float | None = None) -> bool:
+        if current_loop() is not None:
+            return self._acquire_parked(timeout)
         try:
             self._tokens.get(timeout=timeout)
         except queue.Empty:
             return False
         return True
+
+    def _acquire_parked(self, timeout: float | None) -> bool:
+        """On the probe loop the holder is a run on the same thread: blocking would stop it from
+        ever giving the token back. Poll instead, parking this run between tries (a target at
+        its maxConnections is rare, and a few ms late to start is within any timeout)."""
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while True:
+            try:
+                self._tokens.get_nowait()
+                return True
+            except queue.Empty:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                sleep(min(LIMIT_POLL_S, left))
 
     def release(self) -> None:
         self._tokens.put(None)

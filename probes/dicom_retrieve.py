@@ -343,4 +343,7 @@ SPEC = ProbeSpec(
     "C-GET or C-MOVE of a canary study: instances and bytes received",
     outputs=("instances", "size_bytes", "dicom_status"),
     optional=True,
+    # C-MOVE's storage SCP serves the PACS's associations on threads of its own, and the run
+    # joins them: a thread's run, not the probe loop's
+    cooperative=False,
 )

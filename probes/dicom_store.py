@@ -14,7 +14,6 @@ the C-FIND response that found it, is how long the PACS takes to make a new obje
 from __future__ import annotations
 
 import hashlib
-import time
 from functools import lru_cache
 from io import BytesIO
 
@@ -34,6 +33,7 @@ from probes.dicom_pdu import (
 from probes.dicom_session import dicom_session
 from probes.dicom_status import describe_status, status_failure
 from probes.dicom_wire import DicomAssociation, RequestCache
+from probes.net.waits import sleep
 from probes.settings import Strict
 from probes.specs import BuildContext, DicomEndpoint, ProbeSpec
 
@@ -186,7 +186,7 @@ class DicomStoreProbe:
                 raise ProbeError(
                     Reason.UNEXPECTED_RESULT, "stored, but not found by C-FIND within the deadline"
                 )
-            time.sleep(FIND_PAUSE)
+            sleep(FIND_PAUSE)  # parks only this run on the probe loop
 
 
 def _ts(assoc: DicomAssociation, syntax: str) -> str:

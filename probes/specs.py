@@ -198,6 +198,8 @@ class ProbeSpec(Generic[S]):
     `check`: a rule between the block and the rest of the target, run when the config loads;
     its ValueError refuses the config as `probes.NAME: message` (a rule within the block
     belongs in the settings model).
+    `cooperative`: the probe waits only through probes.net.waits (sockets, sleeps, lookups), so
+    the daemon runs it on its probe loop; False runs it on a worker thread of its own.
     """
 
     name: str
@@ -207,3 +209,4 @@ class ProbeSpec(Generic[S]):
     outputs: tuple[str, ...] = ()
     optional: bool = False
     check: Callable[[S, BuildContext], None] | None = None
+    cooperative: bool = True

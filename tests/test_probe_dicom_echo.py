@@ -93,13 +93,13 @@ def test_listener_that_never_answers_times_out_within_the_deadline(reads: bool) 
 
 def test_probe_socket_has_tcp_nodelay(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    real = socket.socket.connect
+    real = socket.socket.connect_ex  # the probe connects non-blocking (probes.net.waits)
 
-    def spy(self: socket.socket, addr: object) -> None:
+    def spy(self: socket.socket, addr: object) -> int:
         seen.append(self.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-        return real(self, addr)
+        return real(self, addr)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(socket.socket, "connect", spy)
+    monkeypatch.setattr(socket.socket, "connect_ex", spy)
     with echo_scp() as port:
         assert run_probe(plan_for(port), "dicom_echo").ok
     assert seen and all(v == 1 for v in seen)

@@ -5,6 +5,7 @@ connect   TCP connect within the deadline; `connect` is the kernel's SYN → SYN
 tls       TLS handshake within the deadline; leaf and earliest chain expiry, TLS version
 stream    deadline-bounded, kernel-timestamped reads and writes on a connected socket
 reasons   the one table from network exceptions to probes.base.Reason
+waits     every wait above: a poll on a thread of its own, a parked run on the probe loop
 """
 
 from probes.net.connect import open_socket

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import struct
 import time
@@ -11,6 +13,7 @@ from probes.base import Deadline, Phases, ProbeError, Reason
 from probes.net.reasons import Stage, Where, failure
 from probes.net.resolver import resolve
 from probes.net.stream import enable_rx_timestamps
+from probes.net.waits import WRITE, wait_fd
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux
 
@@ -37,6 +40,20 @@ def kernel_connect_rtt(sock: socket.socket) -> float | None:
     return rtt_us / 1e6
 
 
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY)
+
+
+def _connect(sock: socket.socket, addr: Any, timeout: float) -> None:
+    """connect() on a non-blocking socket: the OSError a blocking connect would raise."""
+    err = sock.connect_ex(addr)
+    if err in _IN_PROGRESS:
+        if not wait_fd(sock, WRITE, timeout):
+            raise TimeoutError("timed out")
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))  # ConnectionRefusedError and the like
+
+
 def where(addr: Any) -> str:
     """host:port of a socket address, IPv6 in brackets (messages name the peer that failed)."""
     host, port = str(addr[0]), addr[1]
@@ -61,10 +78,11 @@ def connect_any(
         # the PACS's. TCP_QUICKACK is re-armed before each receive (TimedStream).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         enable_rx_timestamps(sock)
+        sock.setblocking(False)  # the wait is ours (probes.net.waits): a thread's or the loop's
         try:
-            sock.settimeout(deadline.left_or_raise(Reason.CONNECT_TIMEOUT, "connect"))
+            left = deadline.left_or_raise(Reason.CONNECT_TIMEOUT, "connect")
             t0 = time.perf_counter()
-            sock.connect(addr)
+            _connect(sock, addr, left)
             elapsed = time.perf_counter() - t0
             rtt = kernel_connect_rtt(sock)
             phases.add("connect", min(elapsed, rtt) if rtt is not None else elapsed)

@@ -17,6 +17,7 @@ from typing import Any
 
 from probes.base import Deadline, Phases, Reason
 from probes.net.reasons import Stage, Where, failure
+from probes.net.waits import result
 
 AddrInfo = tuple[Any, ...]  # one getaddrinfo() entry: (family, type, proto, canonname, sockaddr)
 
@@ -55,7 +56,7 @@ class Resolver:
             fut = self._pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         try:
             # concurrent.futures.TimeoutError is the builtin TimeoutError from Python 3.11
-            infos = fut.result(timeout=deadline.left_or_raise(Reason.DNS, "name resolution"))
+            infos = result(fut, deadline.left_or_raise(Reason.DNS, "name resolution"))
         except (TimeoutError, socket.gaierror) as e:
             raise failure(e, Stage.RESOLVE, Where("name resolution", host=host)) from None
         phases.add("dns", time.perf_counter() - t0)

@@ -6,7 +6,9 @@ chunk stamped with the time the kernel says it arrived.
   scheduling delay, not the peer's latency.
 * TCP_QUICKACK is re-armed before every wait (our ACK leaves at once, so a peer that leaves Nagle
   on and writes a message in two pieces is not held up ~40 ms by our delayed ACK).
-* Every wait is a socket timeout bounded by the deadline; failures go through the reasons table.
+* The socket is non-blocking; every wait goes through probes.net.waits (a poll on a thread of
+  its own, a parked run on the probe loop), bounded by the deadline. Failures go through the
+  reasons table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections import deque
 
 from probes.base import Deadline, Reason
 from probes.net.reasons import Stage, Where, failure
+from probes.net.waits import READ, WRITE, wait_fd
 
 RECV_CHUNK = 65536
 # A read larger than this gives its buffer's pages back to the OS afterwards (see _rx_buffer).
@@ -86,6 +89,7 @@ class TimedStream:
     SILENCE: dict[str, str] = {}
 
     def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        sock.setblocking(False)  # waits are ours (an accepted socket comes blocking)
         self.sock = sock
         self.deadline = deadline
         # perf_counter() time at which the last byte of the latest read reached our socket
@@ -135,16 +139,24 @@ class TimedStream:
 
     def _recv_once(self, what: str) -> tuple[bytes, float]:
         """One read of all that has arrived (b"" when the peer closed), with its arrival time."""
-        self.sock.settimeout(self.deadline.left_or_raise(Reason.TIMEOUT, what))
-        self._ack_now()
+        self.deadline.left_or_raise(Reason.TIMEOUT, what)  # late data is no answer
         arrived: float | None = None
         buf = _rx_buffer()
+        self._ack_now()
         try:
-            if self._rx_ts:
-                n, ancillary, _, _ = self.sock.recvmsg_into([buf], _TS_ANCILLARY)
-                arrived = rx_timestamp(ancillary)
-            else:
-                n = self.sock.recv_into(buf)
+            while True:
+                try:
+                    if self._rx_ts:
+                        n, ancillary, _, _ = self.sock.recvmsg_into([buf], _TS_ANCILLARY)
+                        arrived = rx_timestamp(ancillary)
+                    else:
+                        n = self.sock.recv_into(buf)
+                    break
+                except ssl.SSLWantWriteError:  # a TLS renegotiation or key update
+                    self.wait(WRITE, what)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    self.wait(READ, what)
+                    self._ack_now()
         except OSError as e:
             raise failure(e, Stage.RECEIVE, self._where(what)) from None
         now = time.perf_counter()
@@ -157,6 +169,12 @@ class TimedStream:
         # last request left (guards against a step of the wall clock)
         lag = min(max(time.time() - arrived, 0.0), max(now - self._sent_at, 0.0))
         return chunk, now - lag
+
+    def wait(self, events: int, what: str) -> None:
+        """Until the socket is ready for `events`; TimeoutError (a socket timeout's reason) once
+        the deadline passes first."""
+        if not wait_fd(self.sock, events, self.deadline.left_or_raise(Reason.TIMEOUT, what)):
+            raise TimeoutError("timed out")
 
     def recv_some(self, what: str) -> bytes:
         """The next data to arrive, b"" once the peer has closed; `received_at` becomes its
@@ -186,13 +204,20 @@ class TimedStream:
     def _send(self, data: bytes, what: str) -> float:
         """Send all of `data`; returns perf_counter() taken just before the first byte left.
 
-        Everything else (deadline arithmetic, the socket timeout) is done before that clock
-        reading, so the phase starts as close to the send() system call as Python allows.
+        The deadline is checked before that clock reading, so the phase starts as close to the
+        send() system call as Python allows.
         """
+        view = memoryview(data)
         try:
-            self.sock.settimeout(self.deadline.left_or_raise(Reason.TIMEOUT, what))
+            self.deadline.left_or_raise(Reason.TIMEOUT, what)
             started = time.perf_counter()
-            self.sock.sendall(data)
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                except (BlockingIOError, ssl.SSLWantWriteError):
+                    self.wait(WRITE, what)
+                except ssl.SSLWantReadError:
+                    self.wait(READ, what)
             self._sent_at = time.perf_counter()
         except OSError as e:
             raise failure(e, Stage.SEND, self._where(what)) from None

@@ -13,6 +13,7 @@ from typing import Any
 
 from probes.base import Deadline, Phases, Reason, TLSInfo
 from probes.net.reasons import Stage, Where, failure
+from probes.net.waits import READ, WRITE, wait_fd
 
 
 def tls_settings_message(e: BaseException) -> str:
@@ -32,9 +33,18 @@ def tls_handshake(
     """Wrap and handshake within the deadline; return the socket and the peer's cert expiry."""
     tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
     try:
-        tls.settimeout(deadline.left_or_raise(Reason.TIMEOUT, "TLS handshake"))
+        deadline.left_or_raise(Reason.TIMEOUT, "TLS handshake")
         t0 = time.perf_counter()
-        tls.do_handshake()
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                events = READ
+            except ssl.SSLWantWriteError:
+                events = WRITE
+            if not wait_fd(tls, events, deadline.left_or_raise(Reason.TIMEOUT, "TLS handshake")):
+                raise TimeoutError("timed out")
         phases.add("tls", time.perf_counter() - t0)
     except OSError as e:  # ssl.SSLError and socket timeouts are OSErrors
         tls.close()
