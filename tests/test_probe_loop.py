@@ -249,3 +249,28 @@ def test_at_scale_runs_start_in_rounds() -> None:
     rounds = 1 + sum(1 for a, b in itertools.pairwise(runs) if b - a > 0.002)
     assert rounds <= (runs[-1] - runs[0]) / BATCH_S + 2, rounds
     assert len(runs) / rounds >= 5
+
+
+def test_stopping_the_loop_ends_parked_runs_so_their_sockets_close() -> None:
+    r, w = socket.socketpair()
+    cleaned: list[str] = []
+    parked = threading.Event()
+
+    def run() -> None:
+        try:
+            parked.set()
+            wait_fd(r, READ, 60)  # nothing is ever written: parked until the loop stops
+        finally:
+            r.close()
+            cleaned.append("closed")
+
+    loop = ProbeLoop(lambda: None)
+    loop.call_soon(lambda: loop.spawn(run))
+    loop.start(LOOP_THREAD)
+    assert parked.wait(5)
+    loop.stop()
+    assert loop.thread is not None
+    loop.thread.join(5)
+    assert not loop.thread.is_alive()
+    assert cleaned == ["closed"] and r.fileno() == -1
+    w.close()

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from greenlet import getcurrent, greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
 log = logging.getLogger("probes.loop")
 
@@ -97,7 +97,7 @@ class ProbeLoop:
         self.wake()
 
     def stop(self) -> None:
-        """End run(); runs still parked are dropped (their deadlines bound nothing any more)."""
+        """End run(); runs still parked are ended (GreenletExit) so that their cleanup runs."""
         self._stopped = True
         self.wake()
 
@@ -113,10 +113,39 @@ class ProbeLoop:
         self._ready.append((greenlet(_guarded(fn), parent=self._hub), args))
 
     def run(self) -> None:
+        """The loop's own thread (start()): turn until stop(), then end the runs still parked
+        and close."""
+        try:
+            self.run_until(lambda: False)
+        finally:
+            self._end_parked()
+            self.close()
+
+    def _end_parked(self) -> None:
+        """GreenletExit into every parked run, so that its cleanup (closing its socket, giving
+        back its connection token) runs now, on this thread, rather than never: a suspended
+        greenlet whose thread has ended is freed without running its finally blocks."""
+        self._hub = getcurrent()
+        _local.loop = self
+        parked = [w.run for _, _, w in self._timers if w.live]
+        self._timers.clear()
+        self._ready.clear()
+        try:
+            for run in parked:
+                try:
+                    if not run.dead:
+                        run.throw(GreenletExit)  # a cleanup that parks again is left there
+                except Exception:  # noqa: BLE001 - stopping goes on
+                    log.exception("a parked run failed while ending")
+        finally:
+            _local.loop = None
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Turn on the calling thread until done() (checked on every turn) or stop()."""
         self._hub = getcurrent()
         _local.loop = self
         try:
-            while not self._stopped:
+            while not self._stopped and not done():
                 delay = self._tick()
                 self._switch_ready()
                 timeout = self._expire_timers(delay)
@@ -131,9 +160,11 @@ class ProbeLoop:
                 self._switch_ready()
         finally:
             _local.loop = None
-            self._sel.close()
-            self._wake_r.close()
-            self._wake_w.close()
+
+    def close(self) -> None:
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _switch_ready(self) -> None:
         ready = self._ready
