@@ -56,7 +56,7 @@ def pool_size(plans: list[TargetPlan], configured: int | None = None) -> int:
 # more. A run that starts alone, on a CPU that was idle or busy elsewhere, costs about twice
 # what it costs started beside others: its code and data come back into the caches, and the
 # loop wakes for it alone. Measured through this scheduler at 300 runs/s: 0.86-0.95 ms of CPU
-# per run one by one, 0.45-0.61 ms in rounds of 50 ms (BENCHMARKS.md "Runs in rounds"). A
+# per run one by one, 0.45-0.61 ms in rounds of 50 ms (BENCHMARKS.md "Second night"). A
 # round adds at most BATCH_S to a run's start (start lateness shows it); below the rate, runs
 # start on their slot.
 BATCH_S = 0.05
@@ -165,10 +165,10 @@ class ProbeScheduler:
         missed: list[_Job] = []
         spawn = 0
         heap = self._heap
+        now = time.time()
+        if now < self._next_batch:  # the loop turns on every reply: most turns end here
+            return self._next_batch - now
         with self._jobs_lock:
-            now = time.time()
-            if now < self._next_batch:
-                return self._next_batch - now
             self._next_batch = now + self._batch
             while heap and heap[0][0] <= now:
                 due, _, job = heapq.heappop(heap)
