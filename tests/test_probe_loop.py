@@ -274,3 +274,21 @@ def test_stopping_the_loop_ends_parked_runs_so_their_sockets_close() -> None:
     assert not loop.thread.is_alive()
     assert cleaned == ["closed"] and r.fileno() == -1
     w.close()
+
+
+def test_no_delayed_ack_stall_on_the_loop() -> None:
+    # the loop's waits re-arm TCP_QUICKACK as a thread's do (tests/test_timing_truth.py has
+    # the control that shows the stall without it)
+    from probes.dicom_find import DicomFindProbe, FindQuery
+    from tests.test_timing_truth import MANY, MS, NagleFindSCP, endpoint, median_of
+    from tests.test_timing_truth import run as timed
+
+    scp = NagleFindSCP(matches=10)
+    try:
+        probe = DicomFindProbe(endpoint(scp.port), FindQuery(patient_id=MANY, expected_count=10))
+        runs, _, _ = on_loop(*(lambda: timed(probe) for _ in range(6)))
+    finally:
+        scp.close()
+    runs = runs[1:]  # the first is the warm-up
+    assert sum(r["dimse"] >= 38 * MS for r in runs) <= 1, runs
+    assert median_of(runs, "dimse") < 20 * MS, runs
