@@ -204,38 +204,33 @@ class ProbeLoop:
             self._sel.unregister(w.fd)
         self._ready.append((w.run, (value,)))
 
-    def _park(self, timeout: float, fd: int = -1, events: int = 0) -> tuple[_Wait, bool]:
-        """Park the calling run; True when its event (or wake) came, False at the timeout."""
+    def _park(self, w: _Wait, timeout: float, fd: int = -1, events: int = 0) -> bool:
+        """Park the calling run (`w`); True when its event (or wake) came, False at the
+        timeout."""
         assert self._hub is not None
-        w = _Wait(getcurrent())
         if fd >= 0:
             self._sel.register(fd, events, w)
             w.fd = fd
         heapq.heappush(self._timers, (time.monotonic() + max(timeout, 0.0), next(self._seq), w))
-        return w, bool(self._hub.switch())
+        return bool(self._hub.switch())
 
     def wait_fd(self, fd: int, events: int, timeout: float) -> bool:
-        return self._park(timeout, fd, events)[1]
+        return self._park(_Wait(getcurrent()), timeout, fd, events)
 
     def sleep(self, seconds: float) -> None:
-        self._park(seconds)
+        self._park(_Wait(getcurrent()), seconds)
 
     def wait_future(self, fut: Future[T], timeout: float) -> bool:
-        parked: list[_Wait] = []
-
-        def done(_: Future[T]) -> None:
-            def resume() -> None:
-                if parked and parked[0].live:
-                    self._resume(parked[0], True)
-
-            self.call_soon(resume)
-
         w = _Wait(getcurrent())
-        parked.append(w)
-        fut.add_done_callback(done)  # called at once if done already: resumed on the next turn
-        assert self._hub is not None
-        heapq.heappush(self._timers, (time.monotonic() + max(timeout, 0.0), next(self._seq), w))
-        return bool(self._hub.switch()) or fut.done()
+
+        def resume() -> None:
+            if w.live:
+                self._resume(w, True)
+
+        # on the thread that completes it (or here, at once, if done already): the run is
+        # resumed on the loop's next turn
+        fut.add_done_callback(lambda _: self.call_soon(resume))
+        return self._park(w, timeout) or fut.done()
 
 
 def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
